@@ -28,3 +28,110 @@ def rescale_size(height: int, width: int, short_side: int, max_long_side: int) -
 def padded_size(height: int, width: int, divisor: int = 32) -> tuple[int, int]:
     """Smallest (height, width) at least as large and divisible by ``divisor``."""
     return int(math.ceil(height / divisor) * divisor), int(math.ceil(width / divisor) * divisor)
+
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+from torchvision.models.detection.image_list import ImageList  # noqa: E402
+
+from refinemask.modeling.ops import paste_masks  # noqa: E402
+
+# mmdetection's ImageNet statistics on 0-255 pixels (spec §1.2)
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class DetectionTransform(nn.Module):
+    """Normalise, resize (official rule), pad, and map outputs back to the input images.
+
+    A drop-in for torchvision's ``GeneralizedRCNNTransform`` with mmdetection's conventions:
+    round-to-nearest resized sizes, 0-255 normalisation statistics, padding to a multiple of
+    32, polygons scaled with the image, and masks pasted at pixel centres.
+
+    Args:
+        min_size: the short side; a tuple picks one at random per batch in training
+            (multi-scale 'value' mode).
+        max_size: the largest long side.
+        size_divisible: padding multiple.
+    """
+
+    def __init__(self, min_size=800, max_size: int = 1333, size_divisible: int = 32):
+        super().__init__()
+        self.min_size = tuple(min_size) if isinstance(min_size, (list, tuple)) else (int(min_size),)
+        self.max_size = int(max_size)
+        self.size_divisible = size_divisible
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(3, 1, 1), persistent=False)
+
+    def _short_side(self) -> int:
+        if self.training and len(self.min_size) > 1:
+            return self.min_size[int(torch.randint(len(self.min_size), (1,)).item())]
+        return self.min_size[-1]
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        images = list(images)
+        targets = [dict(t) for t in targets] if targets is not None else None
+        short = self._short_side()
+        resized = []
+        for i, image in enumerate(images):
+            if image.dim() != 3 or image.shape[0] != 3:
+                raise ValueError(f"image {i}: expected a 3×H×W tensor, got shape {tuple(image.shape)}")
+            h, w = image.shape[-2:]
+            nh, nw = rescale_size(h, w, short, self.max_size)
+            x = (image.float() * 255.0 - self.pixel_mean) / self.pixel_std
+            if (nh, nw) != (h, w):
+                x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+            resized.append(x)
+            if targets is not None:
+                targets[i] = _resize_target(targets[i], (h, w), (nh, nw))
+        sizes = [tuple(x.shape[-2:]) for x in resized]
+        ph = max(s[0] for s in sizes)
+        pw = max(s[1] for s in sizes)
+        ph, pw = padded_size(ph, pw, self.size_divisible)
+        batch = resized[0].new_zeros((len(resized), 3, ph, pw))
+        for x, b in zip(resized, batch):
+            b[:, : x.shape[1], : x.shape[2]].copy_(x)
+        return ImageList(batch, [(int(h), int(w)) for h, w in sizes]), targets
+
+    def postprocess(self, results: list[dict], image_sizes, original_sizes) -> list[dict]:
+        """Boxes back to the input image's pixels; mask predictions pasted into it."""
+        for r, (h, w), (oh, ow) in zip(results, image_sizes, original_sizes):
+            scale = r["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
+            r["boxes"] = r["boxes"] * scale
+            if "masks" in r:
+                r["masks"] = paste_masks(r["masks"], r["boxes"], int(oh), int(ow))
+        return results
+
+
+def _resize_target(target: dict, old: tuple[int, int], new: tuple[int, int]) -> dict:
+    (h, w), (nh, nw) = old, new
+    if (h, w) == (nh, nw):
+        return target
+    sx, sy = nw / w, nh / h
+    boxes = target["boxes"] * torch.as_tensor([sx, sy, sx, sy], dtype=torch.float32, device=target["boxes"].device)
+    target["boxes"] = boxes
+    if "masks" in target:
+        masks = target["masks"]
+        if masks.shape[0]:
+            # nearest, as mmcv rescales bitmap masks
+            masks = F.interpolate(masks[:, None].float(), size=(nh, nw), mode="nearest")[:, 0].to(masks.dtype)
+        else:
+            masks = masks.new_zeros((0, nh, nw))
+        target["masks"] = masks
+    if target.get("polygons") is not None:
+        scaled = []
+        for polys in target["polygons"]:
+            if polys is None:
+                scaled.append(None)
+                continue
+            out = []
+            for p in polys:
+                q = np.array(p, dtype=np.float32)
+                q[0::2] *= sx
+                q[1::2] *= sy
+                out.append(q)
+            scaled.append(out)
+        target["polygons"] = scaled
+    return target

@@ -1,0 +1,217 @@
+"""Pure tensor functions of RefineMask: boundary bands, stage assembly, mask paste, RoI levels.
+
+Shapes: N RoIs (or detections); S the side of a square stage map (14, 28, 56, 112);
+B images; C channels; H, W an image's height and width in pixels.
+
+These functions hold no parameters, so the model, the loss, the trainer, the benchmarks and the
+ONNX export all share one implementation, and each can be tested alone against hand-computed
+cases (tests/modeling/test_ops.py).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+
+def boundary_band(masks: torch.Tensor, width: int) -> torch.Tensor:
+    """Pixels near the foreground/background edge of binary masks (spec §4.2).
+
+    A foreground pixel is in the band when more than 10% of the (2w+1)×(2w+1) window around it
+    is background; a background pixel is in the band when more than 10% of its window is
+    foreground. The window reads zeros beyond the map, so the RoI border counts as background:
+    foreground that touches the border is always in the band. With w=1 that is "any
+    opposite-class pixel among the 8 neighbours"; with w=2, "at least 3 in the 5×5 window".
+    This is the official ``generate_block_target(mask, w) == 1``, written as a box count.
+
+    Args:
+        masks: (N, S, S) or (N, 1, S, S), bool or {0, 1} float.
+        width: the band width w ≥ 1.
+
+    Returns:
+        bool tensor of the same shape as ``masks``.
+    """
+    squeeze = masks.dim() == 3
+    fg = masks.float()
+    if squeeze:
+        fg = fg.unsqueeze(1)
+    k = 2 * width + 1
+    window = k * k
+    # Sum of foreground in each window; zero padding makes the outside background.
+    fg_count = F.avg_pool2d(fg, k, stride=1, padding=width, count_include_pad=True) * window
+    fg_count = fg_count.round()  # counts are integers; remove avg_pool's rounding noise
+    bg_count = window - fg_count
+    threshold = 0.1 * window
+    is_fg = fg > 0.5
+    band = (is_fg & (bg_count > threshold)) | (~is_fg & (fg_count > threshold))
+    return band.squeeze(1) if squeeze else band
+
+
+def upsample_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of (N, 1, S, S) maps to (N, 1, size, size) with align_corners=True.
+
+    align_corners=True here to match the official assembly and BAR loss, which differ from the
+    SFM feature upsampling (align_corners=False)."""
+    return F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=True)
+
+
+def assemble_stage_logits(stage_logits: list[torch.Tensor]) -> torch.Tensor:
+    """Merge per-stage mask logits into the final map, as at official inference (spec §5.3).
+
+    Starting from the second stage (28×28; the 14×14 output is never used at inference), each
+    finer stage keeps its own logits only inside the width-1 boundary band of the current
+    assembled prediction, and takes the upsampled current logits everywhere else. The merge is
+    cumulative: the 112 map is built on the assembled 56 map.
+
+    Args:
+        stage_logits: list of (N, 1, S_k, S_k) logits for S_k = 14, 28, 56, 112.
+
+    Returns:
+        (N, 1, S_last, S_last) logits.
+    """
+    current = stage_logits[1]
+    for finer in stage_logits[2:]:
+        size = finer.shape[-1]
+        # sigmoid ≥ 0.5 rather than logits ≥ 0: the official test, and not identical in float32
+        band = boundary_band(current.sigmoid() >= 0.5, width=1)
+        keep_coarse = upsample_logits((~band).float(), size) >= 0.5
+        current = torch.where(keep_coarse, upsample_logits(current, size), finer)
+    return current
+
+
+def map_roi_levels(boxes: torch.Tensor, finest_scale: float = 56.0, num_levels: int = 4) -> torch.Tensor:
+    """FPN level of each box by mmdetection v2.3's rule (spec §1.1).
+
+    ``level = clamp(floor(log2(sqrt(w*h) / finest_scale + 1e-6)), 0, num_levels - 1)``, with w
+    and h taken without +1. Level 0 is P2: boxes under 112 px go to P2, 112–224 to P3,
+    224–448 to P4, the rest to P5.
+
+    Args:
+        boxes: (N, 4) boxes x1, y1, x2, y2.
+
+    Returns:
+        (N,) int64 level indices.
+    """
+    scale = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    levels = torch.floor(torch.log2(scale / finest_scale + 1e-6))
+    return levels.clamp(min=0, max=num_levels - 1).to(torch.int64)
+
+
+def boxes_to_rois(boxes: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-image (N_i, 4) boxes into (N, 5) rois [batch_index, x1, y1, x2, y2]."""
+    rois = [torch.cat([b.new_full((len(b), 1), float(i)), b], dim=1) for i, b in enumerate(boxes)]
+    if not rois:
+        return torch.zeros((0, 5))
+    return torch.cat(rois, dim=0)
+
+
+def multilevel_roi_align(
+    features: list[torch.Tensor],
+    rois: torch.Tensor,
+    output_size: int,
+    strides: list[int],
+    finest_scale: float = 56.0,
+) -> torch.Tensor:
+    """RoIAlign from the FPN level chosen for each RoI, as mmcv does it.
+
+    aligned=True and sampling_ratio=0 (adaptive), where torchvision's ``MultiScaleRoIAlign``
+    hard-codes aligned=False and samples 2 points per bin: the official weights were trained
+    with mmcv's settings (spec §8.3).
+
+    Args:
+        features: one (B, C, H_l, W_l) map per level, finest first.
+        rois: (N, 5) [batch_index, x1, y1, x2, y2] in input-image pixels.
+        output_size: side of the pooled square.
+        strides: the stride of each level.
+
+    Returns:
+        (N, C, output_size, output_size).
+    """
+    num_levels = len(features)
+    levels = map_roi_levels(rois[:, 1:], finest_scale, num_levels)
+    out = features[0].new_zeros((rois.shape[0], features[0].shape[1], output_size, output_size))
+    for level, (feature, stride) in enumerate(zip(features, strides)):
+        index = torch.nonzero(levels == level).squeeze(1)
+        if index.numel() == 0:
+            continue
+        pooled = roi_align(
+            feature, rois[index], output_size, spatial_scale=1.0 / stride, sampling_ratio=0, aligned=True
+        )
+        out.index_copy_(0, index, pooled.to(out.dtype))
+    return out
+
+
+def paste_masks(
+    masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int, chunk_pixels: int = 2**25
+) -> torch.Tensor:
+    """Paste square mask probabilities into the image, sampling at pixel centres (spec §5.4).
+
+    Image pixel (i, j) has its centre at (j + 0.5, i + 0.5); that point is mapped into the box
+    and read from the mask bilinearly with zero padding, as ``grid_sample(align_corners=False)``
+    does in mmdetection's and detectron2's ``_do_paste_mask``. (torchvision's paste instead
+    resizes each mask to integer box sizes and loses up to a pixel at every edge.)
+
+    The sampling grid is separable (a column's x depends only on j, a row's y only on i), so
+    the bilinear read is done as two 1-D interpolations with gathers: all masks in one batched
+    call, no loop over boxes, and no work beyond writing the output.
+
+    Args:
+        masks: (N, 1, M, M) or (N, M, M) probabilities.
+        boxes: (N, 4) boxes x1, y1, x2, y2 in output-image pixels.
+        height, width: output image size.
+        chunk_pixels: bound on N·H·W handled at once, to bound memory.
+
+    Returns:
+        (N, 1, height, width) float probabilities; threshold at 0.5 for binary masks.
+    """
+    if masks.dim() == 4:
+        masks = masks[:, 0]
+    n, mh, mw = masks.shape
+    out = masks.new_zeros((n, 1, height, width))
+    if n == 0:
+        return out
+    # one zero row/column on each side stands for grid_sample's zero padding
+    padded = F.pad(masks, (1, 1, 1, 1))
+    per_chunk = max(1, chunk_pixels // max(1, height * width))
+    for start in range(0, n, per_chunk):
+        sl = slice(start, start + per_chunk)
+        m = padded[sl]
+        k = m.shape[0]
+        x0, fx = _sample_positions(boxes[sl, 0], boxes[sl, 2], width, mw)  # (k, W)
+        y0, fy = _sample_positions(boxes[sl, 1], boxes[sl, 3], height, mh)  # (k, H)
+        fx = fx.to(m.dtype)[:, None, :]
+        fy = fy.to(m.dtype)[:, :, None]
+        cols = (mh + 2, width)
+        left = m.gather(2, x0[:, None, :].expand(k, *cols))
+        right = m.gather(2, (x0 + 1)[:, None, :].expand(k, *cols))
+        rows = left * (1 - fx) + right * fx  # (k, mh + 2, W)
+        top = rows.gather(1, y0[:, :, None].expand(k, height, width))
+        bottom = rows.gather(1, (y0 + 1)[:, :, None].expand(k, height, width))
+        out[sl, 0] = top * (1 - fy) + bottom * fy
+    return out
+
+
+def _sample_positions(lo: torch.Tensor, hi: torch.Tensor, length: int, size: int):
+    """Where pixel centres 0.5 … length-0.5, mapped into [lo, hi], fall on a size-long axis.
+
+    grid_sample(align_corners=False) maps the normalised coordinate
+    g = (p + 0.5 - lo) / (hi - lo) * 2 - 1 to the source position u = ((g + 1) * size - 1) / 2.
+
+    Returns:
+        (N, length) int64 index of the left neighbour in the zero-padded axis (clamped so that
+        both neighbours stay inside it; out-of-range neighbours land on the zero padding), and
+        (N, length) the fraction toward the right neighbour.
+    """
+    centres = torch.arange(length, device=lo.device, dtype=torch.float32) + 0.5
+    lo = lo.float()[:, None]
+    hi = hi.float()[:, None]
+    g = (centres[None] - lo) / (hi - lo) * 2 - 1
+    u = ((g + 1) * size - 1) / 2
+    u0 = torch.floor(u)
+    frac = u - u0
+    # +1 for the padding; positions beyond the axis read only padding zeros
+    index = u0 + 1
+    # wholly left of the axis: read padding[0] with weight 1; wholly right: padding[size + 1]
+    frac = torch.where(index < 0, torch.zeros_like(frac), frac)
+    frac = torch.where(index > size, torch.ones_like(frac), frac)
+    return index.clamp(0, size).to(torch.int64), frac

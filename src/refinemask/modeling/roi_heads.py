@@ -1,0 +1,181 @@
+"""RoI heads: torchvision's box path with mmdetection's pooling and loss weights, plus a mask branch.
+
+Shapes: B images; R sampled RoIs; N positive RoIs or detections; S a stage size.
+
+torchvision's ``RoIHeads.forward`` wires the stock mask head in by hand, and the semantic
+branch needs the whole P2 map, so the forward is rewritten here while the box sampling,
+matching and post-processing are reused from the parent class. ``mask_head`` is either the
+:class:`RefineMaskHead` (``state_dict`` with the official keys) or torchvision's
+``MaskRCNNHeads`` with ``mask_predictor``; both see the same features, RoIs and targets, so the
+two can be compared with everything else equal.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.roi_heads import RoIHeads
+
+from refinemask.modeling.losses import bar_loss, box_head_loss, semantic_loss
+from refinemask.modeling.ops import assemble_stage_logits, boxes_to_rois, multilevel_roi_align
+from refinemask.modeling.refinemask_head import RefineMaskHead
+from refinemask.modeling.targets import semantic_target, stage_mask_targets
+
+
+class MultiLevelRoIPool(nn.Module):
+    """RoIAlign over P2–P5 with mmdetection's level rule, aligned=True, sampling_ratio=0.
+
+    Called like torchvision's ``MultiScaleRoIAlign``: ``(features, boxes, image_shapes)``.
+    """
+
+    def __init__(self, output_size: int, featmap_names=("0", "1", "2", "3"), strides=(4, 8, 16, 32), finest_scale=56.0):
+        super().__init__()
+        self.output_size = output_size
+        self.featmap_names = list(featmap_names)
+        self.strides = list(strides)
+        self.finest_scale = finest_scale
+
+    def forward(self, features: dict, boxes: list[torch.Tensor], image_shapes=None) -> torch.Tensor:
+        rois = boxes_to_rois(boxes).to(features[self.featmap_names[0]])
+        return self.pool_rois(features, rois)
+
+    def pool_rois(self, features: dict, rois: torch.Tensor) -> torch.Tensor:
+        maps = [features[name] for name in self.featmap_names]
+        return multilevel_roi_align(maps, rois, self.output_size, self.strides, self.finest_scale)
+
+
+class MaskRoIHeads(RoIHeads):
+    """Box head + a RefineMask or Mask R-CNN mask branch.
+
+    Args (beyond torchvision's ``RoIHeads``):
+        box_loss_weight: weight of both box-head losses (2.0 in the RefineMask configs).
+        box_reg_loss: ``"l1"`` (COCO/LVIS configs) or ``"smooth_l1"`` (Cityscapes).
+        mask_chunk_size: detections per mask-head call at inference (bounds memory; the
+            official code uses 100).
+        bar_stage_weights, boundary_width: the BAR loss settings (spec §4.3).
+        semantic_loss_weight: weight of ``loss_semantic``.
+    """
+
+    def __init__(
+        self,
+        *args,
+        box_loss_weight: float = 2.0,
+        box_reg_loss: str = "l1",
+        mask_chunk_size: int = 100,
+        bar_stage_weights=(0.25, 0.5, 0.75, 1.0),
+        boundary_width: int = 2,
+        semantic_loss_weight: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.box_loss_weight = box_loss_weight
+        self.box_reg_loss = box_reg_loss
+        self.mask_chunk_size = mask_chunk_size
+        self.bar_stage_weights = tuple(bar_stage_weights)
+        self.boundary_width = boundary_width
+        self.semantic_loss_weight = semantic_loss_weight
+
+    @property
+    def is_refinemask(self) -> bool:
+        return isinstance(self.mask_head, RefineMaskHead)
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are needed in training mode")
+            for t in targets:
+                if "masks" not in t:
+                    raise ValueError("every training target needs 'masks'")
+            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+
+        if self.training:
+            losses = box_head_loss(
+                class_logits, box_regression, labels, regression_targets,
+                self.box_loss_weight, self.box_loss_weight, self.box_reg_loss,
+            )
+            positive = [torch.nonzero(lab > 0).squeeze(1) for lab in labels]
+            pos_boxes = [p[i] for p, i in zip(proposals, positive)]
+            pos_labels = [lab[i] for lab, i in zip(labels, positive)]
+            pos_gt = [m[i] for m, i in zip(matched_idxs, positive)]
+            losses.update(self.mask_loss(features, pos_boxes, pos_labels, pos_gt, targets, image_shapes))
+            return [], losses
+
+        boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        masks = self.predict_masks(features, boxes, labels)
+        result = [
+            {"boxes": b, "labels": lab, "scores": s, "masks": m}
+            for b, lab, s, m in zip(boxes, labels, scores, masks)
+        ]
+        return result, {}
+
+    # -- training ---------------------------------------------------------------------------
+
+    def mask_loss(self, features, boxes, labels, gt_index, targets, image_shapes) -> dict[str, torch.Tensor]:
+        rois = boxes_to_rois(boxes).to(features["0"])
+        all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
+        pooled = self.mask_roi_pool.pool_rois(features, rois)
+        sizes = self.mask_head.stage_sizes if self.is_refinemask else (28,)
+        per_image = [
+            stage_mask_targets(b, g, t, sizes, tuple(shape))
+            for b, g, t, shape in zip(boxes, gt_index, targets, image_shapes)
+        ]
+        stage_targets = [torch.cat([img[k] for img in per_image], dim=0) for k in range(len(sizes))]
+
+        if not self.is_refinemask:
+            logits = self.mask_predictor(self.mask_head(pooled))
+            if rois.shape[0] == 0:
+                return {"loss_mask": logits.sum() * 0}
+            logits = logits[torch.arange(rois.shape[0], device=logits.device), all_labels]
+            return {"loss_mask": F.binary_cross_entropy_with_logits(logits, stage_targets[0])}
+
+        p2 = features["0"]
+        semantic = self.mask_head.semantic_forward(p2)
+        stage_logits = self.mask_head.instance_forward(pooled, semantic, rois, all_labels - 1)
+        if rois.shape[0] == 0:
+            # no positive RoI: keep the graph connected (DDP needs every parameter used)
+            loss_instance = sum(s.sum() for s in stage_logits) * 0.0
+        else:
+            loss_instance = bar_loss(stage_logits, stage_targets, self.bar_stage_weights, self.boundary_width)
+        padded = (p2.shape[-2] * self.mask_head.semantic_stride, p2.shape[-1] * self.mask_head.semantic_stride)
+        sem_target = semantic_target([t["masks"] for t in targets], padded, tuple(p2.shape[-2:]))
+        return {
+            "loss_instance": loss_instance,
+            "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic[0], sem_target),
+        }
+
+    # -- inference --------------------------------------------------------------------------
+
+    def predict_masks(self, features, boxes: list[torch.Tensor], labels: list[torch.Tensor], coarse: bool = False):
+        """Mask probabilities (N_i, 1, M, M) per image for the given detections.
+
+        ``coarse=True`` returns RefineMask's 28×28 stage instead of the assembled 112×112 map,
+        to show what the refinement adds.
+        """
+        counts = [len(b) for b in boxes]
+        rois = boxes_to_rois(boxes).to(features["0"])
+        all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
+        if self.is_refinemask:
+            # once per batch, not once per chunk as in the official code: same result, less work
+            semantic = self.mask_head.semantic_forward(features["0"])
+            size = self.mask_head.stage_sizes[1 if coarse else -1]
+        else:
+            size = 28
+        chunks = []
+        for start in range(0, rois.shape[0], self.mask_chunk_size):
+            r = rois[start : start + self.mask_chunk_size]
+            lab = all_labels[start : start + self.mask_chunk_size]
+            pooled = self.mask_roi_pool.pool_rois(features, r)
+            if self.is_refinemask:
+                stage_logits = self.mask_head.instance_forward(pooled, semantic, r, lab - 1)
+                logits = stage_logits[1] if coarse else assemble_stage_logits(stage_logits)
+            else:
+                logits = self.mask_predictor(self.mask_head(pooled))
+                logits = logits[torch.arange(r.shape[0], device=logits.device), lab][:, None]
+            chunks.append(logits.sigmoid())
+        if not chunks:
+            probs = features["0"].new_zeros((0, 1, size, size))
+        else:
+            probs = torch.cat(chunks, dim=0)
+        return list(probs.split(counts, dim=0))
