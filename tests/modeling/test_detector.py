@@ -1,0 +1,119 @@
+"""The whole detector under torchvision's contract."""
+import numpy as np
+import pytest
+import torch
+
+from refinemask import build_model
+from refinemask.errors import RefineMaskError
+from tests.modeling.conftest import image_and_target, tiny_model
+
+
+@pytest.mark.parametrize("sizes", [[(100, 150)], [(120, 90), (64, 200)], [(80, 80), (150, 100), (97, 131)]])
+def test_eval_outputs_one_dict_per_image_with_masks_at_the_input_size(model, sizes):
+    model.eval()
+    images = [torch.rand(3, h, w) for h, w in sizes]
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == len(images)
+    for o, (h, w) in zip(out, sizes):
+        n = o["boxes"].shape[0]
+        assert o["boxes"].shape == (n, 4) and o["scores"].shape == (n,) and o["labels"].dtype == torch.int64
+        assert o["masks"].shape == (n, 1, h, w)
+        assert o["masks"].min() >= 0 and o["masks"].max() <= 1
+        if n:
+            assert o["boxes"][:, 2].max() <= w + 1e-3 and o["boxes"][:, 3].max() <= h + 1e-3
+
+
+def test_training_returns_the_rpn_box_instance_and_semantic_losses(model):
+    model.train()
+    batch = [image_and_target(96, 128, seed=1), image_and_target(128, 96, seed=2)]
+    losses = model([b[0] for b in batch], [b[1] for b in batch])
+    assert set(losses) == {
+        "loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_instance", "loss_semantic",
+    }
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_zero_detections_give_empty_outputs_of_the_right_shapes():
+    model = tiny_model(box_score_thresh=1.01)
+    model.eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 70, 90)])[0]
+    assert out["boxes"].shape == (0, 4)
+    assert out["masks"].shape == (0, 1, 70, 90)
+
+
+@pytest.mark.parametrize("mask_head", ["refinemask", "maskrcnn"])
+def test_a_training_image_without_instances_gives_finite_losses(mask_head):
+    model = tiny_model(mask_head)
+    model.train()
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 64, 80, dtype=torch.uint8)}
+    losses = model([torch.rand(3, 64, 80)], [empty])
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+
+
+@pytest.mark.parametrize("mask_head", ["refinemask", "maskrcnn"])
+def test_gradients_reach_every_trainable_parameter(mask_head):
+    model = tiny_model(mask_head, trainable_backbone_layers=5)
+    model.train()
+    image, target = image_and_target(128, 128, n=3, seed=3)
+    sum(model([image], [target]).values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert missing == []
+
+
+def test_maskrcnn_head_predicts_28x28_masks_pasted_to_the_image():
+    model = tiny_model("maskrcnn", box_score_thresh=0.0)
+    model.eval()
+    with torch.no_grad():
+        feats = model.backbone(model.transform([torch.rand(3, 128, 128)])[0].tensors)
+        boxes = [torch.tensor([[10.0, 10.0, 60.0, 80.0]])]
+        probs = model.roi_heads.predict_masks(feats, boxes, [torch.tensor([2])])
+    assert probs[0].shape == (1, 1, 28, 28)
+
+
+def test_refinemask_predicts_112_masks_and_a_coarse_28_view():
+    model = tiny_model()
+    model.eval()
+    with torch.no_grad():
+        feats = model.backbone(model.transform([torch.rand(3, 128, 128)])[0].tensors)
+        boxes = [torch.tensor([[10.0, 10.0, 60.0, 80.0], [0.0, 0.0, 30.0, 30.0]])]
+        labels = [torch.tensor([1, 3])]
+        fine = model.roi_heads.predict_masks(feats, boxes, labels)
+        coarse = model.roi_heads.predict_masks(feats, boxes, labels, coarse=True)
+    assert fine[0].shape == (2, 1, 112, 112) and coarse[0].shape == (2, 1, 28, 28)
+
+
+def test_chunked_mask_inference_equals_unchunked():
+    model = tiny_model()
+    model.eval()
+    with torch.no_grad():
+        feats = model.backbone(model.transform([torch.rand(3, 128, 128)])[0].tensors)
+        boxes = [torch.rand(7, 2) * 50]
+        boxes = [torch.cat([boxes[0], boxes[0] + 20], 1)]
+        labels = [torch.randint(1, 4, (7,))]
+        whole = model.roi_heads.predict_masks(feats, boxes, labels)[0]
+        model.roi_heads.mask_chunk_size = 3
+        chunked = model.roi_heads.predict_masks(feats, boxes, labels)[0]
+    assert torch.allclose(whole, chunked, atol=1e-6)
+
+
+def test_polygon_targets_are_used_when_given():
+    model = tiny_model()
+    model.train()
+    image, target = image_and_target(128, 128, n=1, seed=4)
+    x0, y0, x1, y1 = target["boxes"][0].tolist()
+    target["polygons"] = [[np.array([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float32)]]
+    losses = model([image], [target])
+    assert torch.isfinite(losses["loss_instance"])
+
+
+def test_unknown_mask_head_and_bad_option_are_clear_errors():
+    with pytest.raises(RefineMaskError, match="mask_head"):
+        build_model(num_classes=3, mask_head="pointrend")
+    with pytest.raises(RefineMaskError, match="did you mean 'max_size'"):
+        build_model(num_classes=3, backbone="resnet18", max_siz=100)
+    with pytest.raises(RefineMaskError, match="unknown backbone"):
+        build_model(num_classes=3, backbone="resnet5")
