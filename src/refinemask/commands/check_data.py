@@ -1,0 +1,73 @@
+"""`refinemask check-data ANN.json --images DIR`: list every problem of a COCO-format dataset.
+
+Exit status: 0 when nothing is wrong, 1 when problems were found (each printed on its own line
+with its image / annotation / category id), 2 when the input cannot be checked at all (missing
+file, invalid JSON, not a COCO document). LVIS v1 files (images with ``coco_url`` instead of
+``file_name``) are understood too.
+
+The checks are those a dataset runs when it loads (:mod:`refinemask.data.validation`), plus the
+image files: each is decoded completely (``--header-only`` reads headers only: much faster,
+but does not notice a truncated file) and its size compared with the json's.
+"""
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from refinemask.data.images import DEFAULT_MAX_PIXELS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ann_file", type=Path, metavar="ANN.json", help="COCO-format (or LVIS v1) annotation file")
+    parser.add_argument(
+        "--images", type=Path, metavar="DIR", default=None,
+        help="directory the images' file_name entries are relative to; without it image files are not checked",
+    )
+    parser.add_argument(
+        "--header-only", action="store_true",
+        help="read only image headers (fast; truncated files go unnoticed)",
+    )
+    parser.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+        help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})",
+    )
+
+
+def _looks_like_lvis(data: dict) -> bool:
+    return any(isinstance(im, dict) and "file_name" not in im and "coco_url" in im for im in data["images"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from refinemask.data.validation import check_image_files, iter_problems, load_annotation_json
+    from refinemask.errors import RefineMaskError
+
+    if args.images is not None and not args.images.is_dir():
+        raise RefineMaskError(f"image directory not found: {args.images}")
+    data = load_annotation_json(args.ann_file)
+    if _looks_like_lvis(data):
+        # imported only for LVIS files: it brings torch, which the plain check does not need
+        from refinemask.data.lvis import set_lvis_file_names
+
+        set_lvis_file_names(data, args.images)
+
+    problems = list(iter_problems(data))
+    if args.images is not None:
+        problems += list(check_image_files(data, args.images, decode=not args.header_only, max_pixels=args.max_pixels))
+
+    for problem in problems:
+        print(problem.message)
+
+    annotations = data.get("annotations", [])
+    counts = (
+        f"{len(data['images'])} images, {len(annotations)} annotations, "
+        f"{len(data['categories'])} categories"
+    )
+    files = "image files checked" if args.images is not None else "image files not checked (no --images)"
+    if not problems:
+        print(f"{args.ann_file}: ok: {counts}; {files}")
+        return 0
+    kinds = Counter(p.kind for p in problems)
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    print(f"{args.ann_file}: {len(problems)} problems ({summary}) in {counts}; {files}")
+    return 1

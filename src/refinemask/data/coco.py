@@ -1,0 +1,221 @@
+"""COCO-format instance segmentation datasets.
+
+Shapes: N instances of one image; H, W the image size.
+
+``CocoDetection(ann_file, image_dir)[i]`` gives ``(image, target)`` in the torchvision detection
+contract plus polygons (see the package docstring of :mod:`refinemask.data`):
+
+* ``image``: :class:`tv_tensors.Image`, float32 (3, H, W) RGB in [0, 1];
+* ``target["boxes"]``: :class:`tv_tensors.BoundingBoxes` float32 (N, 4) XYXY pixels, clipped to
+  the image;
+* ``target["labels"]``: int64 (N,), contiguous 1..C in category-id order (0 is background);
+* ``target["masks"]``: :class:`tv_tensors.Mask` uint8 (N, H, W);
+* ``target["polygons"]``: N entries, each a list of float32 arrays ``[x0, y0, x1, y1, ...]`` in
+  pixels, or ``None`` for an instance given as RLE (or for all with ``keep_polygons=False``);
+* ``target["image_id"]``: the COCO image id.
+
+Crowd annotations (``iscrowd=1``) are left out of the target and kept in :attr:`coco`, the
+pycocotools ground truth an evaluator scores against. Masks come from pycocotools (polygons:
+frPyObjects, merge, decode), so they agree with both the evaluator and the polygon targets the
+model rasterises per RoI.
+
+The annotation file is checked as it loads (:mod:`refinemask.data.validation`). By default
+broken entries are skipped: one warning line says how many, debug lines list them, and
+:attr:`problems` keeps them. ``strict=True`` raises :class:`RefineMaskError` at the first one.
+Image files are read only when an item is asked for; `refinemask check-data` checks them all.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from torchvision import tv_tensors
+
+from refinemask.data.images import DEFAULT_MAX_PIXELS, load_image
+from refinemask.data.validation import (
+    Problem,
+    iter_problems,
+    load_annotation_json,
+    remove_problems,
+    segmentation_to_rle,
+)
+from refinemask.errors import RefineMaskError
+
+logger = logging.getLogger(__name__)
+
+Target = dict[str, Any]
+Transforms = Callable[[tv_tensors.Image, Target], tuple[tv_tensors.Image, Target]]
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """Images and instance targets of a COCO-format json (polygons, RLE, crowd regions).
+
+    Args:
+        ann_file: the COCO json.
+        image_dir: the directory the images' ``file_name`` entries are relative to.
+        transforms: ``(image, target) -> (image, target)``, e.g. :class:`transforms.Compose`.
+        strict: raise at the first annotation problem instead of skipping broken entries.
+        keep_polygons: put polygons in ``target["polygons"]``; ``False`` gives ``None`` for
+            every instance, so the model cuts mask targets from the bitmaps (the official
+            Cityscapes setting).
+        remove_empty: leave out images with no (non-crowd) instance, as training usually does.
+        max_pixels: refuse images larger than this (see :mod:`refinemask.data.images`).
+
+    Attributes:
+        coco: pycocotools ``COCO`` of the checked annotations, crowd regions included.
+        ids: the COCO image id of every index (sorted ids).
+        label_to_category: contiguous label (1..C) -> COCO category id; saved with checkpoints.
+        category_names: name of label ``l`` at ``category_names[l - 1]``; saved with checkpoints.
+        problems: what was wrong with the annotation file (the skipped entries).
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        transforms: Transforms | None = None,
+        strict: bool = False,
+        keep_polygons: bool = True,
+        remove_empty: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir)
+        self.transforms = transforms
+        self.keep_polygons = keep_polygons
+        self.max_pixels = max_pixels
+
+        data = self._read_json()
+        self.problems = _find_problems(data, self.ann_file, strict)
+        self.coco = _pycocotools_index(remove_problems(data, self.problems))
+        if not self.coco.cats:
+            raise RefineMaskError(f"{self.ann_file}: no usable category; fix the 'categories' list")
+
+        category_ids = sorted(self.coco.cats)
+        self.label_to_category: dict[int, int] = {label: cat for label, cat in enumerate(category_ids, 1)}
+        self.category_to_label: dict[int, int] = {cat: label for label, cat in self.label_to_category.items()}
+        self.category_names: list[str] = [
+            str(self.coco.cats[cat].get("name", f"category_{cat}")) for cat in category_ids
+        ]
+
+        ids = sorted(self.coco.imgs)
+        if remove_empty:
+            ids = [i for i in ids if any(not a["iscrowd"] for a in self.coco.imgToAnns.get(i, []))]
+        self.ids: list[int] = ids
+
+    def _read_json(self) -> dict[str, Any]:
+        """The annotation json as a dict; subclasses adapt other layouts here (see LVIS)."""
+        return load_annotation_json(self.ann_file)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, Target]:
+        image_id = self.ids[index]
+        info = self.coco.imgs[image_id]
+        path = self.image_dir / info["file_name"]
+        try:
+            image = load_image(path, self.max_pixels)
+        except RefineMaskError as err:
+            raise RefineMaskError(f"image {image_id} of {self.ann_file.name}: {err}") from err
+        if tuple(image.shape[-2:]) != (info["height"], info["width"]):
+            raise RefineMaskError(
+                f"image {image_id} ({path}) is {image.shape[-1]}x{image.shape[-2]} (after EXIF "
+                f"orientation) but {self.ann_file.name} says {info['width']}x{info['height']}; "
+                "fix width/height in the json or the file"
+            )
+        image = tv_tensors.Image(image)
+        target = self.load_target(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def load_target(self, index: int) -> Target:
+        """The target of ``index`` without reading the image (see the module docstring)."""
+        image_id = self.ids[index]
+        info = self.coco.imgs[image_id]
+        height, width = info["height"], info["width"]
+        annotations = [a for a in self.coco.imgToAnns.get(image_id, []) if not a["iscrowd"]]
+
+        boxes = torch.zeros((len(annotations), 4), dtype=torch.float32)
+        masks = torch.zeros((len(annotations), height, width), dtype=torch.uint8)
+        labels = torch.zeros((len(annotations),), dtype=torch.int64)
+        polygons: list[list[np.ndarray] | None] = []
+        for n, annotation in enumerate(annotations):
+            x, y, w, h = annotation["bbox"]
+            boxes[n] = torch.tensor([x, y, x + w, y + h])
+            labels[n] = self.category_to_label[annotation["category_id"]]
+            segmentation = annotation["segmentation"]
+            rle = segmentation_to_rle(segmentation, height, width)
+            masks[n] = torch.from_numpy(mask_utils.decode(rle))
+            if self.keep_polygons and isinstance(segmentation, list):
+                polygons.append([np.asarray(p, dtype=np.float32) for p in segmentation])
+            else:
+                polygons.append(None)
+        # boxes may overshoot by the validation tolerance: keep them on the image
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        return {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
+            "labels": labels,
+            "masks": tv_tensors.Mask(masks),
+            "polygons": polygons,
+            "image_id": image_id,
+        }
+
+    def aspect_ratios(self) -> list[float]:
+        """Width / height of every index, from the json (no image is opened)."""
+        return [self.coco.imgs[i]["width"] / self.coco.imgs[i]["height"] for i in self.ids]
+
+    def labels_per_image(self) -> list[set[int]]:
+        """The contiguous labels of the (non-crowd) instances of every index, from the json."""
+        return [
+            {self.category_to_label[a["category_id"]] for a in self.coco.imgToAnns.get(i, []) if not a["iscrowd"]}
+            for i in self.ids
+        ]
+
+
+def _find_problems(data: dict[str, Any], ann_file: Path, strict: bool) -> list[Problem]:
+    """All problems of ``data``; logs them, or raises at the first one when ``strict``."""
+    problems: list[Problem] = []
+    for problem in iter_problems(data):
+        if strict:
+            raise RefineMaskError(
+                f"{ann_file}: {problem.message} (strict loading stops at the first problem; "
+                f"`refinemask check-data {ann_file}` lists them all)"
+            )
+        problems.append(problem)
+    if problems:
+        skipped = {
+            ("image", "images"): len({p.image_index for p in problems if p.image_index is not None}),
+            ("annotation", "annotations"): len(
+                {p.annotation_index for p in problems if p.annotation_index is not None}
+            ),
+            ("category", "categories"): len({p.category_index for p in problems if p.category_index is not None}),
+        }
+        counts = ", ".join(f"{n} {one if n == 1 else many}" for (one, many), n in skipped.items() if n)
+        logger.warning(
+            "%s: skipped %s with problems (%d problems; first: %s); "
+            "`refinemask check-data %s` lists them all",
+            ann_file, counts, len(problems), problems[0].message, ann_file,
+        )
+        for problem in problems:
+            logger.debug("%s: skipped: %s", ann_file, problem.message)
+    return problems
+
+
+def _pycocotools_index(data: dict[str, Any]) -> COCO:
+    """A pycocotools ``COCO`` over an already loaded dict (it prints while indexing)."""
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco

@@ -1,0 +1,195 @@
+"""Reading image files robustly.
+
+Every image the data layer reads goes through :func:`open_image`, which turns anything a bad file
+can do (missing, not an image, truncated, absurdly large, odd pixel format) into a one-line
+:class:`~refinemask.errors.RefineMaskError` that names the file. :func:`load_image` then gives the
+tensor of the data contract: float32 (3, H, W) RGB in [0, 1].
+
+Pixel formats:
+* grayscale, palette and bilevel images are expanded to RGB; CMYK and YCbCr are converted;
+* an alpha channel is dropped (as OpenCV's ``imread(..., IMREAD_COLOR)`` does in the official
+  pipeline), the colour under it is kept;
+* 16-bit grayscale (``I;16*``) is divided by 65535, never clipped at 255 as PIL's own
+  ``convert("RGB")`` would; 32-bit integer (``I``) images holding 16-bit data the same way;
+  float (``F``) images are taken as is when they lie in [0, 1], otherwise divided by their maximum;
+* 16-bit RGB PNGs are reduced to 8 bits by Pillow itself (its ``RGB`` mode keeps the high byte),
+  so they are scaled correctly too;
+* the EXIF orientation tag is applied, so the tensor is the image as a viewer shows it.
+
+Images larger than a pixel limit are refused before any pixel is decoded (a small compressed
+file can declare a huge size: a "decompression bomb"). The limit is ours, configurable per call,
+and replaces PIL's global ``Image.MAX_IMAGE_PIXELS`` guard so that a user who raises it does not
+then hit PIL's.
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from refinemask.errors import RefineMaskError
+
+if TYPE_CHECKING:
+    import torch
+
+# 100 megapixels (10000 x 10000): well above any detection benchmark image (COCO about 0.3 MP,
+# Cityscapes 2 MP) and already 1.2 GB as a float32 RGB tensor.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+# EXIF orientations 5-8 include a transpose: width and height swap.
+_EXIF_ORIENTATION_TAG = 0x0112
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+# Guards the moment PIL's global pixel guard is lifted (see _open_lazily).
+_PIL_GUARD_LOCK = threading.Lock()
+
+
+def _open_lazily(path: Path) -> Image.Image:
+    """Open ``path`` reading the header only; PIL's own bomb guard does not apply.
+
+    Our limit (checked by the caller on ``image.size``) replaces PIL's. PIL warns above its limit
+    and raises above twice its limit while opening, i.e. before we could apply a larger limit of
+    ours; in that case the header is read again with PIL's guard lifted for that one call. Only
+    the header is read, so nothing large is allocated.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError:
+            pass
+    with _PIL_GUARD_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _oriented_size(image: Image.Image) -> tuple[int, int]:
+    """(height, width) after the EXIF orientation is applied, from the header only."""
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # broken EXIF block: PIL raises a zoo of types; the pixels may be fine
+        orientation = 1
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        return width, height
+    return height, width
+
+
+def _check_pixel_limit(path: Path, image: Image.Image, max_pixels: int | None) -> None:
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise RefineMaskError(
+            f"image {path} is {width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels:,} (a possible decompression bomb); shrink the image or raise the limit "
+            "(max_pixels)"
+        )
+
+
+def _check_is_file(path: Path) -> None:
+    if not path.exists():
+        raise RefineMaskError(f"image file not found: {path}; check the image directory and file_name")
+    if not path.is_file():
+        raise RefineMaskError(f"image path is not a file: {path}")
+
+
+def read_image_size(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of the image file as :func:`load_image` would return it.
+
+    Reads the header only (fast; a truncated body is not noticed). EXIF orientation is applied.
+    Raises :class:`RefineMaskError` for a missing, unreadable or oversized file.
+    """
+    path = Path(path)
+    _check_is_file(path)
+    try:
+        with _open_lazily(path) as image:
+            _check_pixel_limit(path, image, max_pixels)
+            return _oriented_size(image)
+    except RefineMaskError:
+        raise
+    except Exception as err:  # PIL plugins raise OSError, SyntaxError, ValueError, struct.error...
+        raise RefineMaskError(f"cannot read image {path}: {_describe(err)}") from err
+
+
+def open_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open, size-check, fully decode and EXIF-orient an image file.
+
+    Returns a PIL image in its own pixel mode (see :func:`image_to_array` for the conversion).
+    ``max_pixels=None`` disables the size limit. Raises :class:`RefineMaskError` naming the file
+    for a missing, non-image, truncated or oversized file.
+    """
+    path = Path(path)
+    _check_is_file(path)
+    try:
+        with _open_lazily(path) as image:
+            _check_pixel_limit(path, image, max_pixels)
+            image.load()  # decodes now, so a truncated file fails here and not later
+            # exif_transpose returns a new image (a plain copy when there is nothing to do),
+            # which outlives the file closed on leaving this block
+            return ImageOps.exif_transpose(image)
+    except RefineMaskError:
+        raise
+    except Exception as err:  # PIL plugins raise OSError, SyntaxError, ValueError, struct.error...
+        raise RefineMaskError(f"cannot read image {path}: {_describe(err)}") from err
+
+
+def _describe(err: Exception) -> str:
+    text = str(err).strip().rstrip(".")
+    if not text:
+        return type(err).__name__
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "not an image file PIL can read (corrupt, or an unsupported format)"
+    return text
+
+
+def image_to_array(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1] from a decoded PIL image of any supported mode."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        gray = np.asarray(image, dtype=np.float32) / 65535.0
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        top = float(values.max()) if values.size else 0.0
+        # "I" is how older Pillow opened 16-bit PNGs: keep the 16-bit scale when the data fits
+        scale = 65535.0 if top <= 65535.0 else top
+        gray = (np.clip(values, 0.0, None) / scale).astype(np.float32)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        values = np.clip(values, 0.0, None)
+        top = float(values.max()) if values.size else 0.0
+        gray = values if top <= 1.0 else values / top
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("P", "PA") and "transparency" in image.info:
+        # PIL warns when a palette image with transparency goes straight to RGB
+        image = image.convert("RGBA")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return np.asarray(rgb, dtype=np.float32) / 255.0
+
+
+def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """The image file as a float32 (3, H, W) RGB tensor in [0, 1] (see the module docstring).
+
+    Raises :class:`RefineMaskError` naming the file when it cannot be used.
+    """
+    # torch is imported here so that `refinemask check-data` (PIL only) starts fast
+    import torch
+
+    image = open_image(path, max_pixels)
+    try:
+        array = image_to_array(image)
+    except Exception as err:  # e.g. a PIL mode with no conversion to RGB
+        raise RefineMaskError(
+            f"cannot convert image {path} (mode {image.mode}) to RGB: {_describe(err)}"
+        ) from err
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))

@@ -1,0 +1,436 @@
+"""Checks of COCO-format annotation files, shared by `refinemask check-data` and the datasets.
+
+A COCO file that is not even the right shape (missing file, invalid JSON, no ``images`` list, no
+categories) is *unusable* and raises :class:`~refinemask.errors.RefineMaskError` at once.
+Everything else is a :class:`Problem` attached to one image, annotation or category entry:
+
+==========================  ==================================================================
+kind                        meaning
+==========================  ==================================================================
+``bad_category``            a category entry without an integer id
+``duplicate_category``      a category id seen before (the first entry is kept)
+``bad_image``               an image entry without an integer id, a file name or a positive size
+``duplicate_image``         an image id seen before (the first entry is kept)
+``bad_annotation``          an annotation entry without an integer id or with an invalid iscrowd
+``duplicate_annotation``    an annotation id seen before (the first entry is kept)
+``unknown_image``           an annotation whose image_id names no (valid) image
+``unknown_category``        an annotation whose category_id names no (valid) category
+``bad_box``                 a bbox that is not 4 finite numbers, has zero area, or lies outside
+                            the image by more than ``BOX_TOLERANCE`` pixels
+``bad_polygon``             a polygon with fewer than 3 points, an odd number of coordinates,
+                            values that are not finite numbers, or points far outside the image
+                            (beyond one image size: wrong units)
+``bad_rle``                 an RLE whose size is not the image's, or whose counts are malformed
+``bad_segmentation``        a missing, empty or unrecognised segmentation
+``missing_file``            (file checks only) the image file does not exist
+``unreadable_file``         (file checks only) the image file cannot be decoded
+``image_size``              (file checks only) the file's size differs from the json's width/height
+==========================  ==================================================================
+
+:func:`iter_problems` yields problems lazily (so ``strict`` loading can stop at the first one);
+:func:`remove_problems` returns the json without the entries they concern, which is
+what a dataset trains and evaluates on.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from refinemask.data.images import DEFAULT_MAX_PIXELS, open_image, read_image_size
+from refinemask.errors import RefineMaskError
+
+# Boxes may overshoot the image by rounding (COCO has boxes ending at x + w = width + 0.5);
+# beyond this many pixels the box is reported.
+BOX_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of an annotation file.
+
+    ``message`` is one line naming the entry (image id, annotation id, category id) and what is
+    wrong. The ``*_index`` fields are positions in the json lists: ids can be duplicated or
+    missing, positions cannot. Exactly one of them is set; that entry is what gets skipped.
+    """
+
+    kind: str
+    message: str
+    image_index: int | None = None
+    annotation_index: int | None = None
+    category_index: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def load_annotation_json(path: str | Path) -> dict[str, Any]:
+    """Read a COCO-format json file and check it has the shape of one.
+
+    Raises :class:`RefineMaskError` (one line) for a missing or unreadable file, invalid JSON, or a
+    document without ``images`` / ``categories`` lists. A missing ``annotations`` list is taken as
+    empty (test-set files have none).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RefineMaskError(f"annotation file not found: {path}")
+    if not path.is_file():
+        raise RefineMaskError(f"annotation path is not a file: {path}")
+    try:
+        with path.open("r", encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as err:
+        raise RefineMaskError(
+            f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+        ) from err
+    except UnicodeDecodeError as err:
+        raise RefineMaskError(f"{path} is not UTF-8 text, so not a JSON annotation file") from err
+    except OSError as err:
+        raise RefineMaskError(f"cannot read annotation file {path}: {err.strerror or err}") from err
+    check_structure(data, str(path))
+    return data
+
+
+def check_structure(data: Any, source: str) -> None:
+    """Raise :class:`RefineMaskError` unless ``data`` has the top-level shape of a COCO file."""
+    if not isinstance(data, dict):
+        raise RefineMaskError(
+            f"{source}: expected a JSON object with 'images', 'annotations' and 'categories', "
+            f"got a {type(data).__name__}"
+        )
+    for key in ("images", "categories"):
+        if key not in data:
+            raise RefineMaskError(f"{source}: no '{key}' list; is this a COCO-format annotation file?")
+        if not isinstance(data[key], list):
+            raise RefineMaskError(f"{source}: '{key}' must be a list, got a {type(data[key]).__name__}")
+    if not isinstance(data.get("annotations", []), list):
+        raise RefineMaskError(
+            f"{source}: 'annotations' must be a list, got a {type(data['annotations']).__name__}"
+        )
+    if not data["categories"]:
+        raise RefineMaskError(f"{source}: the 'categories' list is empty; add the object categories")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _all_finite_numbers(values: list[Any]) -> bool:
+    """Whether every value is a finite int or float (not bool); fast for long polygons.
+
+    The type test runs at C speed; a finite sum implies finite terms (a nan or an infinity
+    makes the sum nan or infinite).
+    """
+    return set(map(type, values)) <= _NUMBER_TYPES and math.isfinite(sum(values))
+
+
+def _image_label(image: dict[str, Any]) -> str:
+    name = image.get("file_name")
+    return f"image {image.get('id')!r} ({name})" if isinstance(name, str) else f"image {image.get('id')!r}"
+
+
+def _annotation_label(annotation: dict[str, Any]) -> str:
+    return f"annotation {annotation.get('id')!r} (image {annotation.get('image_id')!r})"
+
+
+def _category_problems(categories: list[Any]) -> tuple[list[Problem], set[int]]:
+    problems: list[Problem] = []
+    valid: set[int] = set()
+    for index, category in enumerate(categories):
+        if not isinstance(category, dict) or not _is_int(category.get("id")):
+            shown = category.get("id") if isinstance(category, dict) else category
+            problems.append(Problem(
+                "bad_category",
+                f"category entry {index} has no integer id (got {shown!r}); give every category an integer id",
+                category_index=index,
+            ))
+        elif category["id"] in valid:
+            problems.append(Problem(
+                "duplicate_category",
+                f"category {category['id']} appears more than once (entry {index}); ids must be unique",
+                category_index=index,
+            ))
+        else:
+            valid.add(category["id"])
+    return problems, valid
+
+
+def _image_entry_problem(index: int, image: Any) -> str | None:
+    if not isinstance(image, dict):
+        return f"image entry {index} is not a JSON object"
+    if not _is_int(image.get("id")):
+        return f"image entry {index} has no integer id (got {image.get('id')!r})"
+    name = image.get("file_name")
+    if not isinstance(name, str) or not name:
+        return f"image {image['id']} has no file_name"
+    for key in ("width", "height"):
+        value = image.get(key)
+        if not _is_int(value) or value <= 0:
+            return f"{_image_label(image)} has no positive integer {key} (got {value!r})"
+    return None
+
+
+def _box_problem(bbox: Any, width: int, height: int) -> str | None:
+    if not isinstance(bbox, list) or len(bbox) != 4 or not _all_finite_numbers(bbox):
+        return f"bbox {bbox!r} is not 4 finite numbers [x, y, width, height]"
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        return f"bbox {list(bbox)} has zero area (width and height must be > 0)"
+    t = BOX_TOLERANCE
+    outside = x < -t or y < -t or x + w > width + t or y + h > height + t
+    # a box within the tolerance can still miss the image entirely (x = -0.9, w = 0.5)
+    misses = min(x + w, width) <= max(x, 0) or min(y + h, height) <= max(y, 0)
+    if outside or misses:
+        return f"bbox {list(bbox)} lies outside the {width}x{height} image"
+    return None
+
+
+def _segmentation_problem(segmentation: Any, width: int, height: int) -> tuple[str, str] | None:
+    """(kind, text) of what is wrong with a segmentation, or None."""
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return "bad_segmentation", "segmentation is an empty list; give polygons or an RLE"
+        for part, polygon in enumerate(segmentation):
+            if not isinstance(polygon, list) or not _all_finite_numbers(polygon):
+                return "bad_polygon", f"polygon {part} is not a flat list of finite numbers [x0, y0, x1, y1, ...]"
+            if len(polygon) % 2:
+                return "bad_polygon", f"polygon {part} has an odd number of coordinates ({len(polygon)})"
+            if len(polygon) < 6:
+                return "bad_polygon", f"polygon {part} has {len(polygon) // 2} points; a polygon needs at least 3"
+            # Points a little outside the image are clipped by rasterisation and fine; far
+            # outside means wrong units, and pycocotools would allocate memory in proportion.
+            xs, ys = polygon[0::2], polygon[1::2]
+            if min(xs) < -width or max(xs) > 2 * width or min(ys) < -height or max(ys) > 2 * height:
+                return "bad_polygon", (
+                    f"polygon {part} reaches far outside the {width}x{height} image "
+                    f"(x {min(xs):g}..{max(xs):g}, y {min(ys):g}..{max(ys):g}); coordinates must be pixels"
+                )
+        return None
+    if isinstance(segmentation, dict):
+        size, counts = segmentation.get("size"), segmentation.get("counts")
+        if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) for v in size):
+            return "bad_rle", f"RLE size {size!r} is not [height, width]"
+        if list(size) != [height, width]:
+            return "bad_rle", f"RLE size {list(size)} (height, width) does not match the {width}x{height} image"
+        if isinstance(counts, list):
+            if not all(_is_int(v) and v >= 0 for v in counts):
+                return "bad_rle", "uncompressed RLE counts must be non-negative integers"
+            if sum(counts) != height * width:
+                return "bad_rle", (
+                    f"uncompressed RLE counts cover {sum(counts)} pixels, not height*width = {height * width}"
+                )
+            return None
+        if isinstance(counts, str):
+            total = _compressed_rle_total(counts)
+            if total is None:
+                return "bad_rle", "compressed RLE counts string is malformed"
+            if total != height * width:
+                return "bad_rle", f"compressed RLE counts cover {total} pixels, not height*width = {height * width}"
+            return None
+        return "bad_rle", "RLE counts must be a list of integers or a compressed (COCO) string"
+    return "bad_segmentation", (
+        "segmentation is missing or not polygons / RLE" if segmentation is None
+        else f"segmentation of type {type(segmentation).__name__} is neither polygons (a list) nor RLE (a dict)"
+    )
+
+
+def _compressed_rle_total(counts: str) -> int | None:
+    """Number of pixels a COCO compressed RLE string covers, or None if it is malformed.
+
+    pycocotools decodes a malformed string without complaint (reading past its buffer), so it is
+    checked here first. The format: each run length is written as the difference to the run two
+    before it (from the third run on), in little-endian groups of 5 bits, one character per group
+    (value + 48); bit 0x20 of a character means "more groups follow", and bit 0x10 of the last
+    group is the sign.
+    """
+    runs: list[int] = []
+    position, length = 0, len(counts)
+    while position < length:
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= length:
+                return None  # the string ends inside a number
+            code = ord(counts[position]) - 48
+            if not 0 <= code < 64:
+                return None
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value -= 1 << shift  # sign-extend
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            return None
+        runs.append(value)
+    return sum(runs)
+
+
+def iter_problems(data: dict[str, Any]) -> Iterator[Problem]:
+    """Yield every problem of a COCO dict whose structure passed :func:`check_structure`.
+
+    Image files are not looked at (see :func:`check_image_files`). Order: categories, images,
+    then annotations in file order.
+    """
+    category_problems, category_ids = _category_problems(data["categories"])
+    yield from category_problems
+
+    images: dict[int, dict[str, Any]] = {}
+    broken_image_ids: set[int] = set()
+    for index, image in enumerate(data["images"]):
+        text = _image_entry_problem(index, image)
+        if text is not None:
+            yield Problem("bad_image", f"{text}; fix or remove the entry", image_index=index)
+            if isinstance(image, dict) and _is_int(image.get("id")):
+                broken_image_ids.add(image["id"])
+        elif image["id"] in images:
+            yield Problem(
+                "duplicate_image",
+                f"{_image_label(image)}: image id {image['id']} appears more than once (entry {index}); "
+                "ids must be unique",
+                image_index=index,
+            )
+        else:
+            images[image["id"]] = image
+
+    annotation_ids: set[int] = set()
+    for index, annotation in enumerate(data.get("annotations", [])):
+        if not isinstance(annotation, dict):
+            yield Problem("bad_annotation", f"annotation entry {index} is not a JSON object", annotation_index=index)
+            continue
+
+        def problem(kind: str, text: str, annotation: dict = annotation, index: int = index) -> Problem:
+            return Problem(kind, f"{_annotation_label(annotation)}: {text}", annotation_index=index)
+
+        ann_id = annotation.get("id")
+        if not _is_int(ann_id):
+            yield problem("bad_annotation", f"entry {index} has no integer id (got {ann_id!r})")
+        elif ann_id in annotation_ids:
+            yield problem(
+                "duplicate_annotation",
+                f"annotation id {ann_id} appears more than once (entry {index}); ids must be unique",
+            )
+        else:
+            annotation_ids.add(ann_id)
+        if annotation.get("iscrowd", 0) not in (0, 1) or isinstance(annotation.get("iscrowd"), bool):
+            yield problem("bad_annotation", f"iscrowd must be 0 or 1, got {annotation.get('iscrowd')!r}")
+        if not _is_int(annotation.get("category_id")) or annotation["category_id"] not in category_ids:
+            yield problem("unknown_category", f"unknown category id {annotation.get('category_id')!r}")
+        image = images.get(annotation.get("image_id")) if _is_int(annotation.get("image_id")) else None
+        if image is None:
+            if _is_int(annotation.get("image_id")) and annotation["image_id"] in broken_image_ids:
+                text = f"its image entry {annotation['image_id']} is broken (see that image's problem)"
+            else:
+                text = f"image id {annotation.get('image_id')!r} is not in 'images'"
+            yield problem("unknown_image", text)
+            continue  # the box and segmentation checks need the image size
+        width, height = image["width"], image["height"]
+        box_text = _box_problem(annotation.get("bbox"), width, height)
+        if box_text is not None:
+            yield problem("bad_box", box_text)
+        seg = _segmentation_problem(annotation.get("segmentation"), width, height)
+        if seg is not None:
+            yield problem(*seg)
+
+
+def check_image_files(
+    data: dict[str, Any],
+    image_dir: str | Path,
+    decode: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Iterator[Problem]:
+    """Yield problems of the image files of ``data`` under ``image_dir``.
+
+    Entries that are themselves broken (see :func:`iter_problems`) are not looked at. With
+    ``decode=True`` every file is decoded completely (finds truncated files; slow on big sets);
+    otherwise only headers are read.
+    """
+    image_dir = Path(image_dir)
+    seen: set[int] = set()
+    for index, image in enumerate(data["images"]):
+        if _image_entry_problem(index, image) is not None or image["id"] in seen:
+            continue
+        seen.add(image["id"])
+        path = image_dir / image["file_name"]
+        where = _image_label(image)
+        if not path.is_file():
+            yield Problem("missing_file", f"{where}: file not found: {path}", image_index=index)
+            continue
+        try:
+            if decode:
+                with open_image(path, max_pixels) as opened:
+                    height, width = opened.height, opened.width
+            else:
+                height, width = read_image_size(path, max_pixels)
+        except RefineMaskError as err:
+            yield Problem("unreadable_file", f"{where}: {err}", image_index=index)
+            continue
+        if (height, width) != (image["height"], image["width"]):
+            yield Problem(
+                "image_size",
+                f"{where}: the file is {width}x{height} (after EXIF orientation) but the json says "
+                f"{image['width']}x{image['height']}; fix width/height or the file",
+                image_index=index,
+            )
+
+
+def remove_problems(data: dict[str, Any], problems: Iterable[Problem]) -> dict[str, Any]:
+    """``data`` without the entries the problems concern, with COCO defaults filled in.
+
+    Returns a new top-level dict with new lists; the entries themselves are shared with
+    ``data``. Skipped: the entries named by the problems' indices, then every annotation whose
+    image or category was skipped. Filled in, in place on the kept annotation dicts (pycocotools
+    evaluation needs them): ``iscrowd`` = 0 and ``area`` (the segmentation's pixel area) where
+    missing. Other keys are kept unchanged.
+    """
+    from pycocotools import mask as mask_utils  # here: pycocotools is only needed when cleaning
+
+    problems = list(problems)
+    bad_images = {p.image_index for p in problems if p.image_index is not None}
+    bad_annotations = {p.annotation_index for p in problems if p.annotation_index is not None}
+    bad_categories = {p.category_index for p in problems if p.category_index is not None}
+
+    categories = [c for i, c in enumerate(data["categories"]) if i not in bad_categories]
+    images = [im for i, im in enumerate(data["images"]) if i not in bad_images]
+    category_ids = {c["id"] for c in categories}
+    image_by_id = {im["id"]: im for im in images}
+
+    annotations = []
+    for index, annotation in enumerate(data.get("annotations", [])):
+        if index in bad_annotations:
+            continue
+        image = image_by_id.get(annotation["image_id"])
+        if image is None or annotation["category_id"] not in category_ids:
+            continue
+        # filled in place, not on copies: LVIS has over a million annotations
+        annotation.setdefault("iscrowd", 0)
+        if "area" not in annotation:
+            rle = segmentation_to_rle(annotation["segmentation"], image["height"], image["width"])
+            annotation["area"] = float(mask_utils.area(rle))
+        annotations.append(annotation)
+
+    cleaned = dict(data)
+    cleaned.update(categories=categories, images=images, annotations=annotations)
+    return cleaned
+
+
+def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """Compressed RLE of a valid COCO segmentation (polygons, uncompressed or compressed RLE).
+
+    Polygons are rasterised with pycocotools (frPyObjects, merge), exactly as COCO evaluation
+    does, so masks agree with the evaluator pixel for pixel.
+    """
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation["counts"], list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation

@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from refinemask.data.coco import CocoDetection
+from refinemask.data.transforms import Compose, RandomHorizontalFlip, Resize, horizontal_flip, resize
+from refinemask.modeling.transform import rescale_size
+
+H, W = 24, 32
+L_SHAPE = [2.0, 2.0, 12.0, 2.0, 12.0, 6.0, 6.0, 6.0, 6.0, 16.0, 2.0, 16.0]
+SLANTED = [4.5, 3.25, 25.7, 5.1, 17.2, 20.9, 6.1, 14.4]
+
+
+def rasterise(polygons: list, height: int, width: int) -> np.ndarray:
+    coordinates = [np.asarray(p, np.float64).tolist() for p in polygons]
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(coordinates, height, width)))
+
+
+def sample(polygon: list[float]) -> tuple[torch.Tensor, dict]:
+    """An image with one polygon instance, its mask rasterised by pycocotools."""
+    xs, ys = polygon[0::2], polygon[1::2]
+    image = tv_tensors.Image(torch.rand(3, H, W))
+    target = {
+        "boxes": tv_tensors.BoundingBoxes([[min(xs), min(ys), max(xs), max(ys)]], format="XYXY", canvas_size=(H, W)),
+        "labels": torch.tensor([1]),
+        "masks": tv_tensors.Mask(torch.from_numpy(rasterise([polygon], H, W))[None]),
+        "polygons": [[np.asarray(polygon, np.float32)]],
+        "image_id": 5,
+    }
+    return image, target
+
+
+def test_flipped_polygon_rasterises_to_the_flipped_mask() -> None:
+    image, target = sample(L_SHAPE)
+    _, flipped = horizontal_flip(image, target)
+    assert np.array_equal(rasterise(flipped["polygons"][0], H, W), flipped["masks"][0].numpy())
+    assert np.array_equal(flipped["masks"][0].numpy(), target["masks"][0].numpy()[:, ::-1])
+
+
+def test_flipped_slanted_polygon_matches_the_flipped_mask_up_to_edge_rounding() -> None:
+    image, target = sample(SLANTED)
+    _, flipped = horizontal_flip(image, target)
+    mask = flipped["masks"][0].numpy()
+    differing = (rasterise(flipped["polygons"][0], H, W) != mask).sum()
+    assert differing <= 0.05 * mask.sum()  # pycocotools rounds slanted edges asymmetrically
+
+
+def test_flip_moves_boxes_to_the_mirrored_position() -> None:
+    image, target = sample(L_SHAPE)
+    _, flipped = horizontal_flip(image, target)
+    assert flipped["boxes"].tolist() == [[W - 12.0, 2.0, W - 2.0, 16.0]]
+    ys, xs = np.nonzero(flipped["masks"][0].numpy())
+    assert (xs.min(), xs.max() + 1) == (W - 12, W - 2)  # the flipped box bounds the flipped mask
+
+
+def test_flip_mirrors_the_image() -> None:
+    image, target = sample(L_SHAPE)
+    flipped_image, _ = horizontal_flip(image, target)
+    assert torch.equal(flipped_image, image.flip(-1))
+
+
+def test_flipping_twice_restores_everything() -> None:
+    image, target = sample(SLANTED)
+    back_image, back = horizontal_flip(*horizontal_flip(image, target))
+    assert torch.equal(back_image, image) and torch.equal(back["masks"], target["masks"])
+    assert torch.allclose(back["boxes"], target["boxes"])
+    assert np.allclose(back["polygons"][0][0], target["polygons"][0][0], atol=1e-5)
+
+
+def test_flip_keeps_rle_instances_without_polygons() -> None:
+    image, target = sample(L_SHAPE)
+    target["polygons"] = [None]
+    _, flipped = horizontal_flip(image, target)
+    assert flipped["polygons"] == [None] and flipped["labels"].tolist() == [1] and flipped["image_id"] == 5
+
+
+@pytest.mark.parametrize(("p", "flips"), [(0.0, False), (1.0, True)])
+def test_random_flip_follows_its_probability(p: float, flips: bool) -> None:
+    image, target = sample(L_SHAPE)
+    out, _ = RandomHorizontalFlip(p)(image, target)
+    assert torch.equal(out, image.flip(-1)) == flips
+
+
+def test_random_flip_flips_about_half_the_time() -> None:
+    flip = RandomHorizontalFlip(0.5, generator=torch.Generator().manual_seed(0))
+    image, target = sample(L_SHAPE)
+    flipped = sum(not torch.equal(flip(image, target)[0], image) for _ in range(200))
+    assert 70 < flipped < 130
+
+
+def test_resize_uses_the_official_rule() -> None:
+    image, target = sample(L_SHAPE)
+    out, resized = Resize(800, 1333)(image, target)
+    assert tuple(out.shape[-2:]) == rescale_size(H, W, 800, 1333) == (800, 1067)
+    assert resized["masks"].shape == (1, 800, 1067) and resized["boxes"].canvas_size == (800, 1067)
+
+
+def test_resize_keeps_long_side_within_the_limit() -> None:
+    image = tv_tensors.Image(torch.rand(3, 10, 40))
+    out, _ = Resize(800, 1333)(image, {})
+    assert tuple(out.shape[-2:]) == rescale_size(10, 40, 800, 1333) and max(out.shape[-2:]) <= 1333
+
+
+def test_resized_boxes_polygons_and_masks_stay_consistent() -> None:
+    image, target = sample(L_SHAPE)
+    _, resized = resize(image, target, (48, 64))
+    assert resized["boxes"].tolist() == [[4.0, 4.0, 24.0, 32.0]]
+    assert resized["polygons"][0][0].tolist() == [2 * v for v in L_SHAPE]
+    assert np.array_equal(rasterise(resized["polygons"][0], 48, 64), resized["masks"][0].numpy())
+
+
+def test_multiscale_value_mode_picks_short_sides_from_the_list() -> None:
+    sides = [16, 20, 28]
+    transform = Resize(sides, 1000, generator=torch.Generator().manual_seed(0))
+    image, target = sample(L_SHAPE)
+    seen = {min(transform(image, target)[0].shape[-2:]) for _ in range(40)}
+    assert seen == set(sides)
+
+
+def test_range_mode_draws_short_sides_within_the_range() -> None:
+    transform = Resize([10, 14], 1000, mode="range", generator=torch.Generator().manual_seed(0))
+    image, target = sample(L_SHAPE)
+    seen = {min(transform(image, target)[0].shape[-2:]) for _ in range(60)}
+    assert seen == {10, 11, 12, 13, 14}
+
+
+def test_v2_photometric_transform_in_compose_leaves_the_target_alone() -> None:
+    image, target = sample(L_SHAPE)
+    out, out_target = Compose([v2.ColorJitter(brightness=0.5), RandomHorizontalFlip(0.0)])(image, target)
+    assert out.shape == image.shape and not torch.equal(out, image)
+    assert out_target["polygons"][0][0].tolist() == L_SHAPE and torch.equal(out_target["masks"], target["masks"])
+
+
+def test_dataset_flip_keeps_image_and_target_together(tiny_coco) -> None:
+    plain = CocoDetection(*tiny_coco)
+    flipped = CocoDetection(*tiny_coco, transforms=RandomHorizontalFlip(1.0))
+    image, target = plain[1]
+    flipped_image, flipped_target = flipped[1]
+    assert torch.equal(flipped_image, image.flip(-1))
+    assert torch.equal(flipped_target["masks"], target["masks"].flip(-1))
+    assert np.array_equal(
+        rasterise(flipped_target["polygons"][0], 36, 20), flipped_target["masks"][0].numpy()
+    )
