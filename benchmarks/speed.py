@@ -1,0 +1,152 @@
+"""Speed of RefineMask against Mask R-CNN, measured side by side in one run.
+
+Both detectors share every weight except the mask head (same ResNet-50-FPN, RPN and box head),
+see the same images and, through ``detections_per_img`` with ``box_score_thresh=0``, produce the
+same number of detections. Each configuration is timed in turns (RefineMask, Mask R-CNN,
+RefineMask, ...) and the medians are compared as ratios, so machine load affects both alike.
+
+Reports, per image size and detection count:
+  * head: the mask branch alone (semantic head, RoI pooling, stages, assembly, paste) on fixed
+    FPN features and boxes;
+  * detector: the whole model, image in, pasted masks out;
+  * peak memory (max RSS of a fresh process running one detector forward).
+
+    python benchmarks/speed.py                          # 800×1216, 10/50/100 detections
+    python benchmarks/speed.py --sizes 512x768 800x1216 --detections 100 --repeats 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def build_pair(backbone: str, detections: int, min_size: int, max_size: int):
+    from refinemask import build_model
+
+    options = dict(
+        backbone=backbone, min_size=[min_size], max_size=max_size, box_score_thresh=0.0,
+        detections_per_img=detections, box_nms_thresh=1.0,
+    )
+    torch.manual_seed(0)
+    refine = build_model(num_classes=80, mask_head="refinemask", **options).eval()
+    torch.manual_seed(0)
+    baseline = build_model(num_classes=80, mask_head="maskrcnn", **options).eval()
+    shared = {k: v for k, v in refine.state_dict().items() if not k.startswith("roi_heads.mask_")}
+    baseline.load_state_dict(shared, strict=False)
+    return refine, baseline
+
+
+def random_boxes(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    wh = torch.rand(n, 2, generator=g) * torch.tensor([width, height]) * 0.3 + 16
+    xy = torch.rand(n, 2, generator=g) * (torch.tensor([width, height]) - wh)
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def time_head(model, features, boxes, labels, height, width) -> float:
+    from refinemask.modeling.ops import paste_masks
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        probs = model.roi_heads.predict_masks(features, [boxes], [labels])[0]
+        paste_masks(probs, boxes, height, width)
+    return time.perf_counter() - start
+
+
+def time_detector(model, image) -> tuple[float, int]:
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = model([image])[0]
+    return time.perf_counter() - start, int(out["boxes"].shape[0])
+
+
+def peak_memory_mb(backbone: str, head: str, detections: int, height: int, width: int) -> float:
+    """Max RSS (weights included) of a fresh process that builds the models and runs one forward."""
+    code = (
+        "import torch,resource,sys;sys.path.insert(0,'benchmarks');import speed;"
+        f"r,b=speed.build_pair({backbone!r},{detections},{min(height, width)},{max(height, width)});"
+        f"m=r if {head!r}=='refinemask' else b;"
+        f"torch.no_grad().__enter__();m([torch.rand(3,{height},{width})]);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["800x1216"], help="HxW image sizes")
+    parser.add_argument("--detections", nargs="+", type=int, default=[10, 50, 100])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    rows = []
+    for size in args.sizes:
+        height, width = (int(v) for v in size.lower().split("x"))
+        image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1))
+        for n in args.detections:
+            refine, baseline = build_pair(args.backbone, n, min(height, width), max(height, width))
+            with torch.no_grad():
+                images, _ = refine.transform([image])
+                features = refine.backbone(images.tensors)
+            rh, rw = images.image_sizes[0]
+            boxes = random_boxes(n, rh, rw)
+            labels = torch.randint(1, 81, (n,), generator=torch.Generator().manual_seed(2))
+            # warm-up, then interleaved repeats
+            time_head(refine, features, boxes, labels, rh, rw)
+            time_head(baseline, features, boxes, labels, rh, rw)
+            head_r, head_b, det_r, det_b = [], [], [], []
+            counts = set()
+            for _ in range(args.repeats):
+                head_r.append(time_head(refine, features, boxes, labels, rh, rw))
+                head_b.append(time_head(baseline, features, boxes, labels, rh, rw))
+                t, c = time_detector(refine, image)
+                det_r.append(t)
+                counts.add(c)
+                t, c = time_detector(baseline, image)
+                det_b.append(t)
+                counts.add(c)
+            row = {
+                "size": size, "detections": n, "detections_seen": sorted(counts),
+                "head_refinemask_s": statistics.median(head_r), "head_maskrcnn_s": statistics.median(head_b),
+                "detector_refinemask_s": statistics.median(det_r), "detector_maskrcnn_s": statistics.median(det_b),
+            }
+            row["head_ratio"] = row["head_refinemask_s"] / row["head_maskrcnn_s"]
+            row["detector_ratio"] = row["detector_refinemask_s"] / row["detector_maskrcnn_s"]
+            if not args.no_memory:
+                row["peak_mb_refinemask"] = peak_memory_mb(args.backbone, "refinemask", n, height, width)
+                row["peak_mb_maskrcnn"] = peak_memory_mb(args.backbone, "maskrcnn", n, height, width)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    print()
+    header = "| image | dets | head RM (s) | head MR (s) | head × | detector RM (s) | detector MR (s) | detector × | peak MB RM / MR |"
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for r in rows:
+        mem = f"{r['peak_mb_refinemask']:.0f} / {r['peak_mb_maskrcnn']:.0f}" if "peak_mb_refinemask" in r else "-"
+        print(
+            f"| {r['size']} | {r['detections']} | {r['head_refinemask_s']:.3f} | {r['head_maskrcnn_s']:.3f} | "
+            f"{r['head_ratio']:.2f} | {r['detector_refinemask_s']:.2f} | {r['detector_maskrcnn_s']:.2f} | "
+            f"{r['detector_ratio']:.2f} | {mem} |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

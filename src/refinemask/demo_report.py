@@ -1,0 +1,221 @@
+"""The demo's report: metrics table, side-by-side mask pictures, loss curves."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+METRIC_ROWS = (
+    ("segm", "AP", "mask AP"),
+    ("segm", "AP50", "mask AP50"),
+    ("segm", "AP75", "mask AP75"),
+    ("boundary", "AP", "Boundary AP (dilation 0.02)"),
+    ("boundary@0.008", "AP", "Boundary AP (dilation 0.008)"),
+    ("bbox", "AP", "box AP"),
+)
+
+
+def evaluate_run(config, weights: Path) -> dict:
+    """Metrics of the weights on the config's validation split (single process)."""
+    from refinemask.engine.checkpoint import load_model
+    from refinemask.engine.data import build_dataset
+    from refinemask.engine.distributed import DistributedContext
+    from refinemask.engine.evaluate import evaluate
+
+    model = load_model(weights)
+    dataset = build_dataset(config, "val")
+    context = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    metrics, _ = evaluate(model, dataset, config.eval, context, dataset.label_to_category, progress=True)
+    return metrics
+
+
+def loss_history(output_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """``train/<loss>`` scalars from the run's TensorBoard files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    history: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(output_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            if tag.startswith("train/") and tag not in ("train/lr",):
+                history.setdefault(tag[len("train/"):], []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return history
+
+
+def plot_losses(histories: dict[str, dict], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(histories.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, history in histories.items():
+        points = sorted(history.get("loss", []))
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=f"{name}: total")
+        mask_key = "loss_instance" if "loss_instance" in history else "loss_mask"
+        points = sorted(history.get(mask_key, []))
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "--", label=f"{name}: {mask_key}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _thinness(mask: np.ndarray) -> float:
+    """Boundary pixels per area: high for thin, bent shapes."""
+    inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    edge = mask[1:-1, 1:-1] & ~inner
+    return float(edge.sum()) / max(1.0, float(mask.sum()))
+
+
+def _overlay(image: np.ndarray, masks: np.ndarray, colour=(255, 60, 60)) -> np.ndarray:
+    out = image.astype(np.float32).copy()
+    for m in masks:
+        out[m] = 0.45 * out[m] + 0.55 * np.array(colour, np.float32)
+        # outline, so that boundary errors are visible
+        inner = np.zeros_like(m)
+        inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+        out[m & ~inner] = (255, 255, 255)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def comparison_picture(runs: dict[str, Path], dataset, path: Path, num_images: int = 4, zoom: int = 3,
+                       score_thresh: float = 0.5) -> Path | None:
+    """Rows of [ground truth | model A | model B], each followed by a zoom on the thinnest object."""
+    from refinemask.engine.checkpoint import load_model
+
+    if not runs:
+        return None
+    models = {name: load_model(w) for name, w in runs.items()}
+    # the validation images whose objects are thinnest
+    scored = []
+    for i in range(len(dataset)):
+        target = dataset.load_target(i) if hasattr(dataset, "load_target") else dataset[i][1]
+        masks = np.asarray(target["masks"]).astype(bool)
+        if len(masks):
+            thin = [(_thinness(m), j) for j, m in enumerate(masks)]
+            scored.append((max(thin)[0], i, max(thin)[1]))
+    scored.sort(reverse=True)
+    rows = []
+    for _, index, obj in scored[:num_images]:
+        image, target = dataset[index]
+        rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        gt = np.asarray(target["masks"]).astype(bool)
+        ys, xs = np.nonzero(gt[obj])
+        pad = 6
+        box = (max(0, xs.min() - pad), max(0, ys.min() - pad), min(rgb.shape[1], xs.max() + pad + 1), min(rgb.shape[0], ys.max() + pad + 1))
+        panels = [("ground truth", _overlay(rgb, gt, (60, 200, 60)))]
+        for name, model in models.items():
+            with torch.no_grad():
+                out = model([image])[0]
+            keep = out["scores"] >= score_thresh
+            pred = (out["masks"][keep, 0] >= 0.5).numpy()
+            panels.append((name, _overlay(rgb, pred)))
+        tiles = []
+        for title, panel in panels:
+            full = Image.fromarray(panel)
+            crop = full.crop(box)
+            crop = crop.resize((crop.width * zoom, crop.height * zoom), Image.NEAREST)
+            tile = Image.new("RGB", (full.width + crop.width + 4, max(full.height, crop.height) + 16), (255, 255, 255))
+            tile.paste(full, (0, 16))
+            tile.paste(crop, (full.width + 4, 16))
+            ImageDraw.Draw(tile).text((2, 2), title, fill=(0, 0, 0))
+            tiles.append(tile)
+        width = sum(t.width for t in tiles) + 6 * (len(tiles) - 1)
+        row = Image.new("RGB", (width, max(t.height for t in tiles)), (255, 255, 255))
+        x = 0
+        for t in tiles:
+            row.paste(t, (x, 0))
+            x += t.width + 6
+        rows.append(row)
+    if not rows:
+        return None
+    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height + 6 for r in rows)), (255, 255, 255))
+    y = 0
+    for r in rows:
+        sheet.paste(r, (0, y))
+        y += r.height + 6
+    sheet.save(path)
+    return path
+
+
+def _fmt(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def write_report(out: Path, configs: dict, models, status: dict, interrupted: bool, elapsed_s: float) -> Path:
+    from refinemask.demo import weights_of
+    from refinemask.engine.data import build_dataset
+
+    runs, metrics, histories = {}, {}, {}
+    for key, _, display in models:
+        weights = weights_of(out / key)
+        histories[display] = loss_history(out / key) if (out / key).is_dir() else {}
+        if weights is None:
+            status.setdefault(key, "not trained")
+            continue
+        runs[display] = weights
+        status.setdefault(key, "stopped early")
+        print(f"[demo] evaluating {display} ({weights.name})", flush=True)
+        try:
+            metrics[display] = evaluate_run(configs[key], weights)
+        except KeyboardInterrupt:
+            status[key] += ", evaluation interrupted"
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=lambda v: None))
+    curves = plot_losses(histories, out / "loss_curves.png")
+    picture = None
+    try:
+        picture = comparison_picture(runs, build_dataset(configs[models[0][0]], "val"), out / "comparison.png")
+    except KeyboardInterrupt:
+        pass
+
+    names = [display for _, _, display in models]
+    lines = [
+        "# refinemask demo",
+        "",
+        f"RefineMask against Mask R-CNN on the easy synthetic thin-structure preset, same backbone "
+        f"(pretrained EfficientNet-Lite0-FPN), data, schedule shape and time budget; "
+        f"{elapsed_s / 60:.1f} minutes in all{' (interrupted)' if interrupted else ''}.",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for iou_type, key, label in METRIC_ROWS:
+        cells = [_fmt(metrics.get(n, {}).get(iou_type, {}).get(key)) for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| model | run | weights |", "|---|---|---|"]
+    for key, _, display in models:
+        w = runs.get(display)
+        lines.append(f"| {display} | {status.get(key, '')} | {w.relative_to(out) if w else '–'} |")
+    lines += [
+        "",
+        "Boundary AP at dilation 0.02 (the standard) is about 7 px at 256×256, wider than most thin "
+        "parts, so it mostly follows mask AP; 0.008 (about 3 px) measures the boundary itself.",
+        "",
+    ]
+    if picture:
+        lines += ["![masks side by side](comparison.png)", "",
+                  "Each row: ground truth, then each model's masks (score ≥ 0.5), with a zoom on the thinnest object.", ""]
+    if curves:
+        lines += ["![loss curves](loss_curves.png)", ""]
+    if runs:
+        first = next(iter(runs.values()))
+        lines += ["Predict with the trained weights:", "", "```bash",
+                  f"refinemask predict --weights {first} {out / 'data' / 'images'} --out {out / 'predictions'}", "```", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
