@@ -39,6 +39,10 @@ class ModelConfig:
     rpn_pre_nms_top_n_test: int = 1000
     rpn_post_nms_top_n_test: int = 1000
     rpn_batch_size_per_image: int = 256
+    # mmdetection v2.3 compatibility, set by `refinemask convert` (spec §6.2); the defaults are
+    # torchvision's: rank each level's candidates by logits and drop proposals under 1e-3 px
+    rpn_rank_by_sigmoid: bool = False  # rank by float32 sigmoid scores (ties by anchor order)
+    rpn_min_box_size: float = 1e-3  # mmdetection: 0 (keeps zero-size proposals)
     # box head
     box_batch_size_per_image: int = 512
     box_positive_fraction: float = 0.25
@@ -47,8 +51,12 @@ class ModelConfig:
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     detections_per_img: int = 100
+    box_min_size: float = 1e-2  # detections smaller than this are dropped; mmdetection: 0
     # mask head
     mask_chunk_size: int = 100
+    # at most this many positive RoIs per image train the mask head (0 = all, as officially);
+    # a CPU recipe uses a few, since the 56/112 stages cost much per RoI
+    mask_positives_per_image: int = 0
     bar_stage_weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     boundary_width: int = 2
     semantic_loss_weight: float = 1.0
@@ -175,3 +183,202 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise RefineMaskError(f"{path}: the top level must be a mapping of sections")
     return data
+
+
+# --- training, data and evaluation ------------------------------------------------------------
+# A run's whole config is the five sections below; ``refinemask train/eval`` read it with
+# :func:`load_config`. Defaults are the official COCO 1x schedule (spec §1.3).
+
+
+@dataclass
+class SyntheticDataConfig:
+    """Generate the built-in synthetic data set (:func:`refinemask.data.synthetic.make_synthetic`).
+
+    It is written once into ``root`` (default: ``<train.output_dir>/synthetic_data``) and reused
+    while these values stay the same.
+    """
+
+    root: str = ""
+    num_images: int = 64
+    num_val_images: int = 16
+    size: int = 256
+    preset: str = "easy"  # easy | hard
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how training samples it.
+
+    Paths are relative to the working directory. With ``synthetic`` set, the four paths are
+    those of the generated data set and must be left empty.
+    """
+
+    format: str = "coco"  # coco | lvis
+    train_annotations: str = ""
+    train_images: str = ""
+    val_annotations: str = ""
+    val_images: str = ""
+    polygons: bool = True  # False: per-RoI mask targets cut from bitmaps (the Cityscapes setting)
+    flip_prob: float = 0.5
+    repeat_factor_threshold: float = 0.0  # > 0: repeat-factor sampling (LVIS: 1e-3)
+    repeat: int = 1  # every image this many times per epoch (Cityscapes: RepeatDataset x8)
+    group_by_aspect_ratio: bool = True
+    num_workers: int = 2
+    synthetic: SyntheticDataConfig | None = None
+
+
+@dataclass
+class SolverConfig:
+    """Optimiser and learning-rate schedule.
+
+    ``base_lr`` is the rate for ``reference_batch_size`` images per step; with ``scale_lr`` the
+    trainer scales it linearly to the actual total batch (images per device x devices x
+    ``train.grad_accum_steps``). ``lr_steps`` are in epochs, as in the official schedules.
+    """
+
+    optimizer: str = "sgd"  # sgd | adamw
+    base_lr: float = 0.02
+    reference_batch_size: int = 16
+    scale_lr: bool = True
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 12
+    max_iters: int = 0  # > 0: train this many iterations instead of `epochs` epochs
+    lr_schedule: str = "step"  # step | cosine | constant
+    lr_steps: list[float] = field(default_factory=lambda: [8.0, 11.0])
+    gamma: float = 0.1
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.001
+    grad_clip_norm: float = 35.0  # L2 norm; 0 = no clipping
+
+
+@dataclass
+class TrainConfig:
+    """How a run executes: output, batch, devices, precision, checkpoints, logging."""
+
+    output_dir: str = "output"
+    batch_size: int = 2  # images per device (per process)
+    grad_accum_steps: int = 1
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "none"  # none | fp16 | bf16 (CUDA only)
+    num_threads: int = 0  # CPU threads per process; 0 = torch's default
+    deterministic: bool = False  # deterministic algorithms (CUDA); CPU runs are already repeatable
+    checkpoint_every: int = 1000  # iterations
+    keep_checkpoints: int = 3  # the newest N periodic checkpoints are kept; 0 = all
+    resume: bool = False  # continue from the last checkpoint in output_dir, if there is one
+    init_weights: str = ""  # start from these weights (.safetensors or checkpoint), e.g. converted
+    log_every: int = 20
+    eval_every: int = 0  # iterations; 0 = no periodic evaluation
+    eval_at_end: bool = True
+    tensorboard: bool = True
+    progress_bar: bool = True
+    find_unused_parameters: bool = False  # DDP option, for heads that skip parameters
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of a model on ``data.val_*``: COCO-style, LVIS-style when ``data.format=lvis``."""
+
+    iou_types: list[str] = field(default_factory=lambda: ["segm", "bbox", "boundary"])
+    boundary_dilations: list[float] = field(default_factory=lambda: [0.02, 0.008])
+    batch_size: int = 1  # images per device
+    mask_threshold: float = 0.5
+    max_images: int = 0  # > 0: only the first N images (a quick check)
+
+
+@dataclass
+class Config:
+    """A whole run: ``model``, ``data``, ``solver``, ``train``, ``eval`` sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.format": ("coco", "lvis"),
+    "solver.optimizer": ("sgd", "adamw"),
+    "solver.lr_schedule": ("step", "cosine", "constant"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.amp": ("none", "fp16", "bf16"),
+    "model.mask_head": ("refinemask", "maskrcnn"),
+    "model.box_reg_loss": ("l1", "smooth_l1"),
+}
+
+
+def bundled_config_names() -> list[str]:
+    """Names of the configs shipped with the package (``refinemask train NAME``)."""
+    from importlib import resources
+
+    folder = resources.files("refinemask") / "configs"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file: ``name`` itself when it exists, else the bundled config of that name."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    from importlib import resources
+
+    stem = path.name.removesuffix(".yaml")
+    bundled = resources.files("refinemask") / "configs" / f"{stem}.yaml"
+    if str(path) in (path.name, f"{stem}.yaml") and bundled.is_file():
+        return Path(str(bundled))
+    names = bundled_config_names()
+    raise RefineMaskError(
+        f"config not found: {name} is neither a file nor a bundled config{suggest(stem, names)}; "
+        f"bundled: {', '.join(names)}"
+    )
+
+
+def _check_choices(config: Config) -> None:
+    for dotted, options in _CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(config, section), key)
+        if value not in options:
+            raise RefineMaskError(f"{dotted}: {value!r} is not one of {', '.join(options)}{suggest(str(value), list(options))}")
+    for dotted, value, low in (
+        ("train.batch_size", config.train.batch_size, 1),
+        ("train.grad_accum_steps", config.train.grad_accum_steps, 1),
+        ("train.checkpoint_every", config.train.checkpoint_every, 1),
+        ("train.log_every", config.train.log_every, 1),
+        ("solver.reference_batch_size", config.solver.reference_batch_size, 1),
+        ("data.repeat", config.data.repeat, 1),
+        ("eval.batch_size", config.eval.batch_size, 1),
+    ):
+        if value < low:
+            raise RefineMaskError(f"{dotted} must be at least {low}, got {value}")
+    unknown = [t for t in config.eval.iou_types if t not in ("segm", "bbox", "boundary")]
+    if unknown:
+        raise RefineMaskError(f"eval.iou_types: {unknown[0]!r} is not one of segm, bbox, boundary")
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a run config (a YAML path or a bundled name) and apply ``key.sub=value`` overrides.
+
+    An unknown key, in the file or an override, is a :class:`RefineMaskError` naming the
+    nearest valid key.
+    """
+    path = resolve_config_path(path)
+    data = apply_overrides(read_yaml(path), list(overrides))
+    try:
+        config = from_dict(Config, data)
+        _check_choices(config)
+    except RefineMaskError as err:
+        raise RefineMaskError(f"{path.name}: {err}") from None
+    return config
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write ``config`` as YAML (what :func:`load_config` reads back)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    return path

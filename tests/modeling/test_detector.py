@@ -117,3 +117,19 @@ def test_unknown_mask_head_and_bad_option_are_clear_errors():
         build_model(num_classes=3, backbone="resnet18", max_siz=100)
     with pytest.raises(RefineMaskError, match="unknown backbone"):
         build_model(num_classes=3, backbone="resnet5")
+
+
+def test_mask_positives_per_image_caps_the_rois_that_train_the_mask_head(monkeypatch):
+    model = tiny_model(mask_positives_per_image=2)
+    model.train()
+    seen = []
+    original = model.roi_heads.mask_loss
+
+    def spy(features, boxes, *args):
+        seen.append([len(b) for b in boxes])
+        return original(features, boxes, *args)
+
+    monkeypatch.setattr(model.roi_heads, "mask_loss", spy)
+    image, target = image_and_target(128, 128, n=3, seed=5)
+    model([image], [target])
+    assert seen and all(n <= 2 for n in seen[0]) and sum(seen[0]) > 0

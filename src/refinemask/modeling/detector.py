@@ -14,7 +14,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RPNHead
 
 from refinemask.config import ModelConfig, from_dict
 from refinemask.errors import RefineMaskError
@@ -22,6 +22,7 @@ from refinemask.modeling.anchors import ExactAnchorGenerator
 from refinemask.modeling.backbone import build_backbone
 from refinemask.modeling.refinemask_head import RefineMaskHead
 from refinemask.modeling.roi_heads import MaskRoIHeads, MultiLevelRoIPool
+from refinemask.modeling.rpn import ProposalNetwork
 from refinemask.modeling.transform import DetectionTransform
 
 MASK_HEADS = ("refinemask", "maskrcnn")
@@ -36,7 +37,7 @@ class RefineMaskRCNN(GeneralizedRCNN):
         anchors = ExactAnchorGenerator() if cfg.exact_anchors else AnchorGenerator(
             sizes=((32,), (64,), (128,), (256,), (512,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
         )
-        rpn = RegionProposalNetwork(
+        rpn = ProposalNetwork(
             anchors,
             RPNHead(backbone.out_channels, 3),
             fg_iou_thresh=0.7,
@@ -46,6 +47,8 @@ class RefineMaskRCNN(GeneralizedRCNN):
             pre_nms_top_n={"training": cfg.rpn_pre_nms_top_n_train, "testing": cfg.rpn_pre_nms_top_n_test},
             post_nms_top_n={"training": cfg.rpn_post_nms_top_n_train, "testing": cfg.rpn_post_nms_top_n_test},
             nms_thresh=0.7,
+            rank_by_sigmoid=cfg.rpn_rank_by_sigmoid,
+            min_size=cfg.rpn_min_box_size,
         )
         classes_with_bg = cfg.num_classes + 1
         roi_heads = MaskRoIHeads(
@@ -64,9 +67,11 @@ class RefineMaskRCNN(GeneralizedRCNN):
             box_loss_weight=cfg.box_loss_weight,
             box_reg_loss=cfg.box_reg_loss,
             mask_chunk_size=cfg.mask_chunk_size,
+            mask_positives_per_image=cfg.mask_positives_per_image,
             bar_stage_weights=cfg.bar_stage_weights,
             boundary_width=cfg.boundary_width,
             semantic_loss_weight=cfg.semantic_loss_weight,
+            box_min_size=cfg.box_min_size,
         )
         if cfg.mask_head == "refinemask":
             last = 1 if cfg.class_agnostic_last_stage else cfg.num_classes

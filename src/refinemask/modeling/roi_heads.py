@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import boxes as box_ops
 
 from refinemask.modeling.losses import bar_loss, box_head_loss, semantic_loss
 from refinemask.modeling.ops import assemble_stage_logits, boxes_to_rois, multilevel_roi_align
@@ -54,6 +55,8 @@ class MaskRoIHeads(RoIHeads):
             official code uses 100).
         bar_stage_weights, boundary_width: the BAR loss settings (spec §4.3).
         semantic_loss_weight: weight of ``loss_semantic``.
+        box_min_size: detections narrower or shorter than this are dropped (torchvision's
+            1e-2); 0 keeps them all, as mmdetection v2.3 does (set for converted models).
     """
 
     def __init__(
@@ -62,18 +65,22 @@ class MaskRoIHeads(RoIHeads):
         box_loss_weight: float = 2.0,
         box_reg_loss: str = "l1",
         mask_chunk_size: int = 100,
+        mask_positives_per_image: int = 0,
         bar_stage_weights=(0.25, 0.5, 0.75, 1.0),
         boundary_width: int = 2,
         semantic_loss_weight: float = 1.0,
+        box_min_size: float = 1e-2,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.box_loss_weight = box_loss_weight
         self.box_reg_loss = box_reg_loss
         self.mask_chunk_size = mask_chunk_size
+        self.mask_positives_per_image = mask_positives_per_image
         self.bar_stage_weights = tuple(bar_stage_weights)
         self.boundary_width = boundary_width
         self.semantic_loss_weight = semantic_loss_weight
+        self.box_min_size = box_min_size
 
     @property
     def is_refinemask(self) -> bool:
@@ -95,7 +102,7 @@ class MaskRoIHeads(RoIHeads):
                 class_logits, box_regression, labels, regression_targets,
                 self.box_loss_weight, self.box_loss_weight, self.box_reg_loss,
             )
-            positive = [torch.nonzero(lab > 0).squeeze(1) for lab in labels]
+            positive = [self._mask_samples(torch.nonzero(lab > 0).squeeze(1)) for lab in labels]
             pos_boxes = [p[i] for p, i in zip(proposals, positive)]
             pos_labels = [lab[i] for lab, i in zip(labels, positive)]
             pos_gt = [m[i] for m, i in zip(matched_idxs, positive)]
@@ -110,7 +117,48 @@ class MaskRoIHeads(RoIHeads):
         ]
         return result, {}
 
+    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
+        """Per image: decode, clip, score > thresh, per-class NMS, the best ``detections_per_img``.
+
+        torchvision's post-processing, with its small-box filter as ``box_min_size``.
+
+        Args:
+            class_logits: (R, C+1), background first.
+            box_regression: (R, 4(C+1)).
+            proposals: per image (R_i, 4).
+
+        Returns:
+            per image boxes (K_i, 4), scores (K_i,) and labels (K_i,) in 1..C, best first.
+        """
+        num_classes = class_logits.shape[-1]
+        counts = [len(p) for p in proposals]
+        all_boxes = self.box_coder.decode(box_regression, proposals).split(counts)
+        all_scores = F.softmax(class_logits, -1).split(counts)
+        out_boxes, out_scores, out_labels = [], [], []
+        for boxes, scores, shape in zip(all_boxes, all_scores, image_shapes):
+            boxes = box_ops.clip_boxes_to_image(boxes, shape)
+            labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
+            # one candidate per (RoI, foreground class), RoI-major
+            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            keep = torch.where(scores > self.score_thresh)[0]
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            if self.box_min_size > 0:
+                keep = box_ops.remove_small_boxes(boxes, self.box_min_size)
+                boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = box_ops.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            out_boxes.append(boxes[keep])
+            out_scores.append(scores[keep])
+            out_labels.append(labels[keep])
+        return out_boxes, out_scores, out_labels
+
     # -- training ---------------------------------------------------------------------------
+
+    def _mask_samples(self, positive: torch.Tensor) -> torch.Tensor:
+        """The positive RoIs that train the mask head: all, or a random subset of the cap."""
+        cap = self.mask_positives_per_image
+        if cap <= 0 or positive.numel() <= cap:
+            return positive
+        return positive[torch.randperm(positive.numel(), device=positive.device)[:cap]]
 
     def mask_loss(self, features, boxes, labels, gt_index, targets, image_shapes) -> dict[str, torch.Tensor]:
         rois = boxes_to_rois(boxes).to(features["0"])
