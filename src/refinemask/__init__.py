@@ -15,3 +15,12 @@ def load_model(path, **kwargs):
     from refinemask.engine.checkpoint import load_model as _load
 
     return _load(path, **kwargs)
+
+
+def __getattr__(name):
+    # `refinemask.Predictor` without importing torch when the package is imported
+    if name == "Predictor":
+        from refinemask.engine.predict import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'refinemask' has no attribute {name!r}")

@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         top.error(f"unknown verb {verb!r}; choose one of: {', '.join(VERBS)}")
     try:
         parser = _verb_parser(verb)
-        args = parser.parse_args(argv[1:])
+        # intermixed: key=value overrides may stand before or after options
+        args = parser.parse_intermixed_args(argv[1:])
         return int(args._run(args) or 0)
     except RefineMaskError as err:
         print(f"refinemask {verb}: error: {err}", file=sys.stderr)
@@ -68,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except MemoryError:
         print(
-            f"refinemask {verb}: error: out of memory; lower the image size (input.max_size), "
-            "the batch size (train.batch_size) or the number of sampled RoIs",
+            f"refinemask {verb}: error: out of memory; lower the image size (model.max_size, "
+            "model.min_size), the batch size (train.batch_size) or the sampled RoIs "
+            "(model.box_batch_size_per_image)",
             file=sys.stderr,
         )
         return 2

@@ -57,6 +57,10 @@ class ModelConfig:
     # at most this many positive RoIs per image train the mask head (0 = all, as officially);
     # a CPU recipe uses a few, since the 56/112 stages cost much per RoI
     mask_positives_per_image: int = 0
+    # official: kaiming fan_out on the logit convs as in the official code (semantic_logits then
+    # has std 1.41 and the first losses are in the hundreds); small: normal(std=0.001), zero bias,
+    # which starts near p=0.5 and trains stably at small batches
+    mask_logits_init: str = "official"
     bar_stage_weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     boundary_width: int = 2
     semantic_loss_weight: float = 1.0
@@ -307,6 +311,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "train.amp": ("none", "fp16", "bf16"),
     "model.mask_head": ("refinemask", "maskrcnn"),
     "model.box_reg_loss": ("l1", "smooth_l1"),
+    "model.mask_logits_init": ("official", "small"),
 }
 
 

@@ -208,14 +208,17 @@ def test_bad_input_gives_one_line_and_status_2(case, files, tmp_path, capsys):
     assert expected in err
 
 
-def test_model_form_says_the_engine_is_missing(tmp_path, capsys, monkeypatch):
-    config = tmp_path / "model.yaml"
-    config.write_text("model: {}\n")
-    monkeypatch.setitem(
-        sys.modules, "refinemask.engine.evaluate", None
-    )  # import fails as if absent
-    assert main(["eval", str(config), "--weights", str(tmp_path / "w.pt")]) == 2
-    assert "needs the training engine" in capsys.readouterr().err
+def test_model_form_accepts_a_bundled_config_name_and_reports_missing_weights(tmp_path, capsys):
+    missing = tmp_path / "w.safetensors"
+    assert main(["eval", "quickstart_refinemask", "--weights", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and str(missing) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_model_form_names_the_nearest_bundled_config(tmp_path, capsys):
+    assert main(["eval", "quickstart_refinemsk", "--weights", str(tmp_path / "w.safetensors")]) == 2
+    assert "quickstart_refinemask" in capsys.readouterr().err
 
 
 def test_console_exit_status_is_2_on_a_missing_file(tmp_path):

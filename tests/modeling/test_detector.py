@@ -133,3 +133,13 @@ def test_mask_positives_per_image_caps_the_rois_that_train_the_mask_head(monkeyp
     image, target = image_and_target(128, 128, n=3, seed=5)
     model([image], [target])
     assert seen and all(n <= 2 for n in seen[0]) and sum(seen[0]) > 0
+
+
+def test_small_logits_init_starts_mask_losses_near_log2():
+    model = tiny_model(mask_logits_init="small")
+    model.train()
+    image, target = image_and_target(128, 128, n=2, seed=6)
+    losses = model([image], [target])
+    # every stage starts at p≈0.5: BCE ≈ log 2 per pixel, weighted 0.25+0.5+0.75+1
+    assert abs(losses["loss_instance"].item() - 2.5 * 0.6931) < 0.2
+    assert abs(losses["loss_semantic"].item() - 0.6931) < 0.05

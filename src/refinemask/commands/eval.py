@@ -16,7 +16,6 @@ Evaluating a model: ``refinemask eval CONFIG --weights W [key=value ...]``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from refinemask.errors import RefineMaskError
 
@@ -124,16 +123,9 @@ def _score_results_file(args: argparse.Namespace) -> int:
 def _evaluate_model(args: argparse.Namespace) -> int:
     if args.weights is None:
         raise RefineMaskError(f"evaluating {args.config} needs --weights CHECKPOINT")
-    if not Path(args.config).is_file():
-        raise RefineMaskError(f"config {args.config} does not exist")
-    try:
-        from refinemask.engine.evaluate import evaluate_from_config
-    except ImportError as err:
-        if err.name not in ("refinemask.engine.evaluate", "refinemask.engine"):
-            raise
-        raise RefineMaskError(
-            "evaluating a model needs the training engine, which is not in this version"
-        ) from None
+    # a file or a bundled config name; evaluate_from_config resolves both and names the nearest
+    from refinemask.engine.evaluate import evaluate_from_config
+
     metrics = evaluate_from_config(args.config, args.weights, list(args.overrides), args.out)
     if isinstance(metrics, dict):
         from refinemask.evaluation.report import format_metrics_table

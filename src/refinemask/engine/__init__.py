@@ -1,1 +1,13 @@
-"""engine"""
+"""The engine: training, evaluation and prediction around the model.
+
+* :mod:`.train`: the training loop (``refinemask train``), :func:`~.train.train`;
+* :mod:`.evaluate`: run a model over a dataset and score it (``refinemask eval CONFIG``);
+* :mod:`.predict`: :class:`~.predict.Predictor` and ``refinemask predict``;
+* :mod:`.checkpoint`: weights files, training checkpoints, :func:`~.checkpoint.load_model`;
+* :mod:`.data`: datasets and the deterministic training sample stream;
+* :mod:`.schedule`: optimiser, learning-rate schedule and its linear scaling;
+* :mod:`.distributed`: ``torchrun`` / DDP setup and gathering;
+* :mod:`.logging`: progress bar, text log, TensorBoard.
+
+Nothing is imported here, so ``import refinemask.engine.checkpoint`` stays light.
+"""

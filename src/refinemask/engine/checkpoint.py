@@ -15,6 +15,7 @@ Two formats, both read without executing pickled code:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -159,3 +160,111 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides
     model.label_to_category = info["label_to_category"] or {i: i for i in range(1, config.num_classes + 1)}
     model.category_names = info["category_names"] or [str(i) for i in range(1, config.num_classes + 1)]
     return model.to(device).eval()
+
+
+# --- training checkpoints ---------------------------------------------------------------------
+# ``OUTPUT_DIR/checkpoint_0001000.pth`` ... plus ``OUTPUT_DIR/last_checkpoint`` naming the newest.
+# Everything in them is a tensor or a plain value, so ``read_checkpoint`` (weights_only=True)
+# reads them back; RNG states are converted to tensors and lists for that reason.
+
+TRAINING_FORMAT = "refinemask-train-v1"
+LAST_CHECKPOINT_FILE = "last_checkpoint"
+
+
+def checkpoint_name(iteration: int) -> str:
+    return f"checkpoint_{iteration:07d}.pth"
+
+
+def capture_rng_state() -> dict:
+    """This process's torch, numpy, Python (and CUDA) random states as tensors and plain values."""
+    import random
+
+    import numpy as np
+
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Undo :func:`capture_rng_state`: the random streams continue where they were captured."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"].to(torch.uint8).cpu())
+    numpy_state = state["numpy"]
+    np.random.set_state((
+        "MT19937",
+        numpy_state["keys"].numpy().astype(np.uint32),
+        int(numpy_state["pos"]),
+        int(numpy_state["has_gauss"]),
+        float(numpy_state["cached_gaussian"]),
+    ))
+    python_state = state["python"]
+    random.setstate((
+        int(python_state["version"]),
+        tuple(int(v) for v in python_state["state"].tolist()),
+        python_state["gauss_next"],
+    ))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    """Write to a temporary file, flush it to disk, then rename: a reader sees all or nothing."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def save_training_checkpoint(checkpoint: dict, output_dir: str | Path, keep: int = 0) -> Path:
+    """Write ``checkpoint`` (which has an ``iteration``) to ``output_dir`` atomically.
+
+    Updates ``last_checkpoint`` and, with ``keep > 0``, removes all but the ``keep`` newest
+    checkpoints.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / checkpoint_name(int(checkpoint["iteration"]))
+    _atomic_torch_save({"format": TRAINING_FORMAT, **checkpoint}, path)
+    pointer = output_dir / LAST_CHECKPOINT_FILE
+    tmp = pointer.with_name(pointer.name + ".tmp")
+    tmp.write_text(path.name + "\n")
+    os.replace(tmp, pointer)
+    if keep > 0:
+        for old in sorted(output_dir.glob("checkpoint_*.pth"))[:-keep]:
+            if old != path:
+                old.unlink(missing_ok=True)
+    return path
+
+
+def find_last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest training checkpoint in ``output_dir``, or None."""
+    output_dir = Path(output_dir)
+    pointer = output_dir / LAST_CHECKPOINT_FILE
+    if pointer.is_file():
+        named = output_dir / pointer.read_text().strip()
+        if named.is_file():
+            return named
+    found = sorted(output_dir.glob("checkpoint_*.pth"))
+    return found[-1] if found else None

@@ -81,9 +81,20 @@ class RefineMaskRCNN(GeneralizedRCNN):
                 dilations=tuple(cfg.dilations),
             )
             roi_heads.mask_predictor = None
+            if cfg.mask_logits_init == "small":
+                head = roi_heads.mask_head
+                logit_convs = [s.instance_logits for s in head.stages] + [head.final_instance_logits, head.semantic_logits]
+                for conv in logit_convs:
+                    torch.nn.init.normal_(conv.weight, std=0.001)
+                    torch.nn.init.zeros_(conv.bias)
+            elif cfg.mask_logits_init != "official":
+                raise RefineMaskError(f"model.mask_logits_init: {cfg.mask_logits_init!r} is not one of official, small")
         else:
             roi_heads.mask_head = MaskRCNNHeads(backbone.out_channels, [256, 256, 256, 256], 1)
             roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, classes_with_bg)
+            if cfg.mask_logits_init == "small":
+                torch.nn.init.normal_(roi_heads.mask_predictor.mask_fcn_logits.weight, std=0.001)
+                torch.nn.init.zeros_(roi_heads.mask_predictor.mask_fcn_logits.bias)
         transform = DetectionTransform(cfg.min_size, cfg.max_size)
         super().__init__(backbone, rpn, roi_heads, transform)
         self.config = config

@@ -99,7 +99,8 @@ def map_roi_levels(boxes: torch.Tensor, finest_scale: float = 56.0, num_levels: 
 
 def boxes_to_rois(boxes: list[torch.Tensor]) -> torch.Tensor:
     """Concatenate per-image (N_i, 4) boxes into (N, 5) rois [batch_index, x1, y1, x2, y2]."""
-    rois = [torch.cat([b.new_full((len(b), 1), float(i)), b], dim=1) for i, b in enumerate(boxes)]
+    # shape[0], not len(): a traced size under ONNX export, so the number of boxes stays dynamic
+    rois = [torch.cat([b.new_full((b.shape[0], 1), float(i)), b], dim=1) for i, b in enumerate(boxes)]
     if not rois:
         return torch.zeros((0, 5))
     return torch.cat(rois, dim=0)
@@ -132,7 +133,9 @@ def multilevel_roi_align(
     out = features[0].new_zeros((rois.shape[0], features[0].shape[1], output_size, output_size))
     for level, (feature, stride) in enumerate(zip(features, strides)):
         index = torch.nonzero(levels == level).squeeze(1)
-        if index.numel() == 0:
+        # skipping an empty level saves a call, but a trace must keep every level: which levels
+        # are empty depends on the image
+        if index.numel() == 0 and not torch.jit.is_tracing():
             continue
         pooled = roi_align(
             feature, rois[index], output_size, spatial_scale=1.0 / stride, sampling_ratio=0, aligned=True

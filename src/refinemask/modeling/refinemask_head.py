@@ -122,7 +122,9 @@ class SemanticFusionStage(nn.Module):
             this stage's logits (N, 1, S_k, S_k) and the next stage's features
             (N, C_k / 2, 2·S_k, 2·S_k).
         """
-        size = instance_feats.shape[-1]
+        # the stage size as a Python int (instance_feats.shape[-1] would be a tensor under ONNX
+        # tracing, which roi_align's output_size does not accept)
+        size = self.out_size
         scale = 1.0 / self.semantic_stride
         logits = select_class_logits(instance_feats, self.instance_logits, labels)
         instance_mask = logits.sigmoid()

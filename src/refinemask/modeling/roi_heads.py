@@ -131,7 +131,7 @@ class MaskRoIHeads(RoIHeads):
             per image boxes (K_i, 4), scores (K_i,) and labels (K_i,) in 1..C, best first.
         """
         num_classes = class_logits.shape[-1]
-        counts = [len(p) for p in proposals]
+        counts = [p.shape[0] for p in proposals]  # not len(): stays dynamic under ONNX tracing
         all_boxes = self.box_coder.decode(box_regression, proposals).split(counts)
         all_scores = F.softmax(class_logits, -1).split(counts)
         out_boxes, out_scores, out_labels = [], [], []

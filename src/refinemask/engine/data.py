@@ -1,0 +1,191 @@
+"""Datasets and the training sample stream, built from the ``data`` section of a config.
+
+The order of training samples depends only on ``(seed, epoch)`` and the rank, and the random
+horizontal flip of each sample only on ``(seed, epoch, rank, position in the epoch)``: every
+sample carries its own seed (:class:`TrainingSamples`). So a run resumed from a checkpoint, or
+loaded by any number of worker processes, sees exactly the same samples as an uninterrupted one.
+
+One sampler covers every official schedule: :class:`~refinemask.data.samplers.RepeatFactorSampler`
+with factor 1 per image is a plain shuffled epoch (COCO), with the LVIS factors it is
+repeat-factor sampling, and multiplied by ``data.repeat`` it is mmdetection's ``RepeatDataset``
+(Cityscapes ×8). It shards each epoch over the ranks.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from refinemask.config import Config, DataConfig, to_dict
+from refinemask.data import collate
+from refinemask.data.coco import CocoDetection
+from refinemask.data.samplers import (
+    GroupedBatchSampler,
+    RepeatFactorSampler,
+    aspect_ratio_groups,
+    repeat_factors,
+)
+from refinemask.data.transforms import horizontal_flip
+from refinemask.errors import RefineMaskError
+
+logger = logging.getLogger("refinemask.run")
+
+# (dataset index, sample seed)
+SampleKey = tuple[int, int]
+
+
+def synthetic_root(config: Config) -> Path:
+    synthetic = config.data.synthetic
+    assert synthetic is not None
+    return Path(synthetic.root) if synthetic.root else Path(config.train.output_dir) / "synthetic_data"
+
+
+def prepare_synthetic_data(config: Config) -> None:
+    """Write the synthetic data set of ``data.synthetic`` unless it is already there, unchanged.
+
+    Call it on one process only (rank 0), before the others read the data.
+    """
+    from refinemask.data.synthetic import make_synthetic
+
+    synthetic = config.data.synthetic
+    if synthetic is None:
+        return
+    if synthetic.num_val_images < 1:
+        raise RefineMaskError("data.synthetic.num_val_images must be at least 1 (evaluation needs a validation split)")
+    root = synthetic_root(config)
+    stamp = root / "synthetic.yaml"
+    wanted = {k: v for k, v in to_dict(synthetic).items() if k != "root"}
+    paths_present = (root / "train.json").is_file() and (root / "val.json").is_file()
+    if paths_present and stamp.is_file() and yaml.safe_load(stamp.read_text()) == wanted:
+        return
+    logger.info("writing the synthetic data set (%d + %d images of %d px) to %s", synthetic.num_images,
+                synthetic.num_val_images, synthetic.size, root)
+    make_synthetic(root, synthetic.num_images, synthetic.size, synthetic.seed, synthetic.preset, synthetic.num_val_images)
+    stamp.write_text(yaml.safe_dump(wanted, sort_keys=True))
+
+
+def data_paths(config: Config, split: str) -> tuple[Path, Path]:
+    """(annotation json, image folder) of ``split`` ("train" or "val"), checked to exist."""
+    data = config.data
+    annotations, images = (
+        (data.train_annotations, data.train_images) if split == "train" else (data.val_annotations, data.val_images)
+    )
+    if data.synthetic is not None:
+        if annotations or images:
+            raise RefineMaskError(
+                f"data.synthetic is set, so leave data.{split}_annotations and data.{split}_images empty "
+                "(or remove data.synthetic to use your own data)"
+            )
+        root = synthetic_root(config)
+        return root / f"{split}.json", root / "images"
+    if not annotations:
+        raise RefineMaskError(f"data.{split}_annotations is not set; give it as data.{split}_annotations=PATH")
+    if not Path(annotations).is_file():
+        raise RefineMaskError(
+            f"data.{split}_annotations: annotation file not found: {annotations} "
+            f"(fix the path in the config or override data.{split}_annotations=PATH)"
+        )
+    if not images or not Path(images).is_dir():
+        raise RefineMaskError(
+            f"data.{split}_images: image folder not found: {images or '(not set)'} "
+            f"(fix the path in the config or override data.{split}_images=PATH)"
+        )
+    return Path(annotations), Path(images)
+
+
+def build_dataset(config: Config, split: str) -> CocoDetection:
+    """The ``train`` (images without instances left out) or ``val`` dataset of the config."""
+    annotations, images = data_paths(config, split)
+    cls = CocoDetection
+    if config.data.format == "lvis":
+        from refinemask.data.lvis import LvisDetection
+
+        cls = LvisDetection
+    training = split == "train"
+    dataset = cls(annotations, images, keep_polygons=config.data.polygons and training, remove_empty=training)
+    if len(dataset) == 0:
+        raise RefineMaskError(f"{annotations}: no usable image{' with instances' if training else ''} for {split}")
+    return dataset
+
+
+def check_num_classes(config: Config, dataset: CocoDetection) -> None:
+    categories = len(dataset.label_to_category)
+    if categories != config.model.num_classes:
+        raise RefineMaskError(
+            f"model.num_classes is {config.model.num_classes} but {dataset.ann_file} has {categories} categories; "
+            f"set model.num_classes={categories}"
+        )
+
+
+def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
+    """The seed of the sample at ``position`` of ``rank``'s share of ``epoch``."""
+    return int(np.random.SeedSequence([seed, epoch, rank, position]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class TrainingSamples(torch.utils.data.Dataset):
+    """``dataset`` with the random training augmentation, keyed by ``(index, sample_seed)``.
+
+    The flip of a sample is drawn from its own generator, so it does not depend on the process
+    or worker that loads it, nor on what was loaded before.
+    """
+
+    def __init__(self, dataset: CocoDetection, flip_prob: float):
+        self.dataset = dataset
+        self.flip_prob = flip_prob
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: SampleKey):
+        index, seed = key
+        image, target = self.dataset[index]
+        generator = torch.Generator().manual_seed(seed)
+        if self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob:
+            image, target = horizontal_flip(image, target)
+        return image, target
+
+
+class EpochBatches:
+    """The batches of every epoch of one rank, as lists of :data:`SampleKey`."""
+
+    def __init__(self, dataset: CocoDetection, data: DataConfig, batch_size: int, seed: int, rank: int, world_size: int):
+        if data.repeat_factor_threshold > 0:
+            factors = repeat_factors(dataset.labels_per_image(), data.repeat_factor_threshold)
+        else:
+            factors = torch.ones(len(dataset), dtype=torch.float64)
+        factors = factors * data.repeat
+        self.sampler = RepeatFactorSampler(factors, seed=seed, shuffle=True, rank=rank, world_size=world_size)
+        groups = aspect_ratio_groups(dataset.aspect_ratios()) if data.group_by_aspect_ratio else [0] * len(dataset)
+        self.batches = GroupedBatchSampler(self.sampler, groups, batch_size)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+
+    def epoch(self, epoch: int) -> list[list[SampleKey]]:
+        self.batches.set_epoch(epoch)
+        keyed = []
+        for b, batch in enumerate(self.batches):
+            keyed.append([
+                (int(index), sample_seed(self.seed, epoch, self.rank, b * self.batch_size + j))
+                for j, index in enumerate(batch)
+            ])
+        return keyed
+
+
+def epoch_loader(samples: TrainingSamples, batches: list[list[SampleKey]], num_workers: int, seed: int):
+    """A DataLoader over the given batches (already sharded, ordered and sliced).
+
+    It gets its own generator: a DataLoader otherwise draws its workers' base seed from the
+    global torch RNG, so creating one mid-epoch (on resume) would shift the model's random stream.
+    """
+    return torch.utils.data.DataLoader(
+        samples,
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=num_workers,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -1,0 +1,201 @@
+"""Evaluate a model on a dataset: run it, gather every rank's predictions, score them.
+
+Each rank runs the model on its share of the images (every ``world_size``-th, one image per
+device by default) and converts the detections to COCO results with RLE masks
+(:func:`~refinemask.evaluation.predictions_to_coco_results`); the results of all ranks are
+gathered on rank 0, which scores them with :func:`~refinemask.evaluation.evaluate_coco` (mask,
+box and Boundary AP at each ``eval.boundary_dilations``) or, for ``data.format: lvis``,
+:func:`~refinemask.evaluation.evaluate_lvis`. Every rank returns the same metrics.
+
+From the command line (``refinemask eval CONFIG --weights W``) this is
+:func:`evaluate_from_config`; it also works under ``torchrun``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from refinemask.config import (
+    Config,
+    EvalConfig,
+    ModelConfig,
+    from_dict,
+    load_config,
+    to_dict,
+)
+from refinemask.data import collate
+from refinemask.engine import distributed
+from refinemask.engine.distributed import DistributedContext
+from refinemask.errors import RefineMaskError
+
+logger = logging.getLogger("refinemask.run")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: torch.nn.Module,
+    dataset,
+    indices: Sequence[int],
+    device: torch.device,
+    label_to_category: Mapping[int, int],
+    batch_size: int = 1,
+    mask_threshold: float = 0.5,
+    progress: bool = False,
+) -> tuple[list[dict], list[int]]:
+    """COCO results of ``model`` on ``dataset[i]`` for ``i`` in ``indices``, and their image ids."""
+    from refinemask.evaluation import predictions_to_coco_results
+
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, list(indices)), batch_size=batch_size, collate_fn=collate, num_workers=0,
+        generator=torch.Generator(),  # leave the global RNG alone (a resumed run must not diverge)
+    )
+    results: list[dict] = []
+    image_ids: list[int] = []
+    try:
+        for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
+            outputs = model([image.to(device) for image in images])
+            ids = [int(t["image_id"]) for t in targets]
+            results.extend(predictions_to_coco_results(outputs, ids, label_to_category, mask_threshold))
+            image_ids.extend(ids)
+    finally:
+        model.train(was_training)
+    return results, image_ids
+
+
+def score_results(
+    dataset, results: list[dict], image_ids: Sequence[int], eval_config: EvalConfig, lvis: bool
+) -> dict[str, dict[str, float]]:
+    """Metrics ``{iou type: {AP, AP50, ...}}`` of COCO ``results`` on ``dataset``'s ground truth."""
+    from refinemask.evaluation import evaluate_coco, evaluate_lvis
+
+    ground_truth = dataset.coco.dataset  # the checked annotations (problem entries removed)
+    dilations = list(eval_config.boundary_dilations) or [0.02]
+    iou_types = list(dict.fromkeys(eval_config.iou_types))
+    if lvis:
+        return evaluate_lvis(ground_truth, results, iou_types, dilations, image_ids=list(image_ids))
+    return evaluate_coco(ground_truth, results, iou_types, dilations, image_ids=list(image_ids))
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset,
+    eval_config: EvalConfig,
+    context: DistributedContext,
+    label_to_category: Mapping[int, int],
+    lvis: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """Metrics (the same on every rank) and all COCO results (on rank 0; empty elsewhere).
+
+    Every rank must call it: it gathers the ranks' predictions.
+    """
+    count = len(dataset) if eval_config.max_images <= 0 else min(eval_config.max_images, len(dataset))
+    shard = range(context.rank, count, context.world_size)
+    results, image_ids = predict_dataset(
+        model,
+        dataset,
+        shard,
+        context.device,
+        label_to_category,
+        eval_config.batch_size,
+        eval_config.mask_threshold,
+        progress=progress and context.is_main,
+    )
+    gathered = distributed.all_gather_objects((results, image_ids))
+    metrics: dict | None = None
+    all_results: list[dict] = []
+    if context.is_main:
+        all_ids: list[int] = []
+        for rank_results, rank_ids in gathered:
+            all_results.extend(rank_results)
+            all_ids.extend(rank_ids)
+        metrics = score_results(dataset, all_results, all_ids, eval_config, lvis)
+        logger.info("evaluated %d images, %d detections", len(set(all_ids)), len(all_results))
+    metrics = distributed.broadcast_object(metrics)
+    return metrics, all_results
+
+
+def model_for_config(model_config: ModelConfig, weights: str | Path) -> torch.nn.Module:
+    """The model of ``model_config`` holding ``weights`` (a weights file or a training checkpoint)."""
+    from refinemask.engine.checkpoint import describe_model_file, load_state_checked
+    from refinemask.modeling.detector import build_model_from_config
+
+    state, _, info = describe_model_file(weights)
+    config_dict = to_dict(model_config)
+    config_dict["backbone_weights"] = None  # the file has every weight; never download
+    model = build_model_from_config(from_dict(ModelConfig, config_dict, "model"))
+    load_state_checked(model, state, str(weights))
+    model.label_to_category = info["label_to_category"]
+    model.category_names = info["category_names"]
+    return model
+
+
+def evaluate_config(config: Config, weights: str | Path, out: str | Path | None = None) -> dict | None:
+    """Evaluate ``weights`` with the model, data and eval sections of ``config`` (None off rank 0)."""
+    from refinemask.engine.data import (
+        build_dataset,
+        check_num_classes,
+        prepare_synthetic_data,
+    )
+    from refinemask.engine.train import configure_threads
+
+    context = distributed.init_distributed(config.train.device)
+    configure_threads(config.train.num_threads)
+    if config.data.synthetic is not None:
+        if context.is_main:
+            prepare_synthetic_data(config)
+        distributed.barrier()
+    dataset = build_dataset(config, "val")
+    check_num_classes(config, dataset)
+    model = model_for_config(config.model, weights).to(context.device)
+    label_to_category = dataset.label_to_category
+    saved = getattr(model, "label_to_category", None)
+    if saved and dict(saved) != dict(label_to_category):
+        logger.warning(
+            "%s was trained with another label -> category mapping than %s; scoring with the dataset's",
+            weights, dataset.ann_file,
+        )
+    metrics, results = evaluate(
+        model, dataset, config.eval, context, label_to_category, lvis=config.data.format == "lvis"
+    )
+    if out is not None and context.is_main:
+        from refinemask.evaluation import save_metrics_json
+
+        out = Path(out)
+        save_metrics_json(metrics, out)
+        results_path = out.with_name(f"{out.stem}_results.json")
+        results_path.write_text(json.dumps(results))
+        print(f"metrics written to {out}, COCO results to {results_path}")
+    return metrics if context.is_main else None
+
+
+def evaluate_from_config(
+    config_path: str | Path, weights: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None
+) -> dict | None:
+    """``refinemask eval CONFIG --weights W [key=value ...] [--out metrics.json]``.
+
+    Returns the metrics ``{iou type: {metric: value in [0, 1]}}`` on rank 0 (the caller prints
+    them) and None on the other ranks of a ``torchrun`` evaluation.
+    """
+    config = load_config(config_path, list(overrides))
+    if not Path(weights).is_file():
+        raise RefineMaskError(f"weights file not found: {weights}")
+    owns_group = not distributed.is_initialized()
+    try:
+        return evaluate_config(config, weights, out)
+    finally:
+        if owns_group:
+            distributed.shutdown_distributed()

@@ -1,0 +1,251 @@
+"""Predict instance masks on images: the :class:`Predictor` API and ``refinemask predict``.
+
+Shapes: N detections of one image; H x W the image size.
+
+    >>> from refinemask import Predictor
+    >>> predictor = Predictor("output/model_final.safetensors", score_thresh=0.5)
+    >>> result = predictor("street.jpg")          # or a PIL image, an HxWx3 uint8 array, a CHW tensor
+    >>> result["masks"].shape                      # (N, H, W) bool
+    >>> results = predictor(["a.jpg", "b.png"])   # a list in, a list out
+
+:func:`predict_files` (behind the command) writes one PNG overlay per image (masks and boxes
+drawn with ``torchvision.utils``) and one COCO results json with RLE masks, whose category ids
+come from the model's ``label_to_category``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from refinemask.errors import RefineMaskError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+# distinct, readable colours for the overlays (label l uses PALETTE[(l - 1) % len])
+PALETTE = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
+]
+
+
+def as_image_tensor(image: Any) -> torch.Tensor:
+    """Any supported image as float32 (3, H, W) RGB in [0, 1].
+
+    Accepts a file path, a PIL image, an (H, W, 3) or (H, W) numpy array (uint8, or float in
+    [0, 1]) or a (3, H, W) tensor (uint8, or float in [0, 1]).
+    """
+    if isinstance(image, (str, Path)):
+        from refinemask.data.images import load_image
+
+        return load_image(image)
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - PIL is a dependency
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        from refinemask.data.images import image_to_array
+
+        return torch.from_numpy(np.ascontiguousarray(image_to_array(image).transpose(2, 0, 1)))
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 2:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise RefineMaskError(f"a numpy image must be (H, W, 3) RGB, got shape {array.shape}")
+        tensor = torch.from_numpy(np.array(array[:, :, :3])).permute(2, 0, 1)  # a copy: arrays may be read-only
+        return tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise RefineMaskError(f"a tensor image must be (3, H, W) RGB, got shape {tuple(image.shape)}")
+        return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    raise RefineMaskError(
+        f"cannot read an image from a {type(image).__name__}; give a path, a PIL image, a numpy array or a tensor"
+    )
+
+
+class Predictor:
+    """A trained model ready to segment images.
+
+    Args:
+        model_or_path: a model (e.g. from :func:`refinemask.load_model`) or the path of a
+            ``.safetensors`` weights file or training checkpoint.
+        device: where to run ("cpu", "cuda", "cuda:1").
+        score_thresh: keep detections scoring at least this; None keeps the model's own
+            threshold (``model.box_score_thresh``).
+        mask_threshold: probability at which a mask pixel counts as the object (0.5, as the
+            official code).
+
+    Calling it with one image returns one dict, with a list of images a list of dicts:
+    ``boxes`` float32 (N, 4) XYXY pixels, ``labels`` int64 (N,) in 1..C, ``scores`` (N,),
+    ``masks`` bool (N, H, W), on the CPU. ``category_names[label - 1]`` names a label;
+    ``label_to_category`` maps it to the dataset's category id.
+    """
+
+    def __init__(
+        self,
+        model_or_path: torch.nn.Module | str | Path,
+        device: str | torch.device = "cpu",
+        score_thresh: float | None = None,
+        mask_threshold: float = 0.5,
+    ):
+        self.device = torch.device(device)
+        if isinstance(model_or_path, (str, Path)):
+            from refinemask.engine.checkpoint import load_model
+
+            model = load_model(model_or_path, device=self.device)
+        else:
+            model = model_or_path.to(self.device).eval()
+        self.model = model
+        num_classes = model.config.num_classes
+        self.label_to_category: dict[int, int] = dict(
+            getattr(model, "label_to_category", None) or {i: i for i in range(1, num_classes + 1)}
+        )
+        self.category_names: list[str] = list(
+            getattr(model, "category_names", None) or [str(i) for i in range(1, num_classes + 1)]
+        )
+        self.score_thresh = score_thresh
+        self.mask_threshold = mask_threshold
+
+    @torch.no_grad()
+    def __call__(self, images: Any) -> dict | list[dict]:
+        single = not isinstance(images, (list, tuple))
+        batch = [images] if single else list(images)
+        heads = self.model.roi_heads
+        model_thresh = heads.score_thresh
+        was_training = self.model.training
+        # filtering before NMS keeps the same detections above the threshold and spares the
+        # mask head the rest
+        if self.score_thresh is not None:
+            heads.score_thresh = max(model_thresh, self.score_thresh)
+        self.model.eval()
+        try:
+            outputs = []
+            for image in batch:
+                tensor = as_image_tensor(image).to(self.device)
+                outputs.append(self._binarise(self.model([tensor])[0]))
+        finally:
+            heads.score_thresh = model_thresh
+            self.model.train(was_training)
+        return outputs[0] if single else outputs
+
+    def _binarise(self, output: dict) -> dict:
+        keep = torch.ones_like(output["scores"], dtype=torch.bool)
+        if self.score_thresh is not None:
+            keep = output["scores"] >= self.score_thresh
+        masks = output["masks"][keep]
+        if masks.dim() == 4:
+            masks = masks[:, 0]
+        return {
+            "boxes": output["boxes"][keep].float().cpu(),
+            "labels": output["labels"][keep].cpu(),
+            "scores": output["scores"][keep].cpu(),
+            "masks": (masks >= self.mask_threshold).cpu(),
+        }
+
+
+def draw_overlay(image: torch.Tensor, prediction: dict, category_names: Sequence[str], alpha: float = 0.5) -> torch.Tensor:
+    """uint8 (3, H, W): ``image`` (float in [0, 1] or uint8) with masks, boxes and labels drawn."""
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    canvas = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    labels = prediction["labels"].tolist()
+    if not labels:
+        return canvas
+    colours = [PALETTE[(label - 1) % len(PALETTE)] for label in labels]
+    canvas = draw_segmentation_masks(canvas, prediction["masks"], alpha=alpha, colors=colours)
+    names = [
+        f"{category_names[label - 1] if 0 < label <= len(category_names) else label} {score:.2f}"
+        for label, score in zip(labels, prediction["scores"].tolist())
+    ]
+    return draw_bounding_boxes(canvas, prediction["boxes"], labels=names, colors=colours, width=2)
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named by ``inputs``: files as given, folders' image files sorted by name."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise RefineMaskError(f"no image file ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise RefineMaskError(f"image or folder not found: {path}")
+    if not files:
+        raise RefineMaskError("no image given")
+    return files
+
+
+def _image_ids(files: Sequence[Path], annotations: str | Path | None) -> list[int]:
+    """COCO image ids of ``files``: from ``annotations`` (matched by file name), else 1..N."""
+    if annotations is None:
+        return list(range(1, len(files) + 1))
+    from refinemask.data.validation import load_annotation_json
+
+    data = load_annotation_json(annotations)
+    by_name: dict[str, int] = {}
+    for entry in data["images"]:
+        if isinstance(entry, dict) and "file_name" in entry and "id" in entry:
+            by_name.setdefault(str(entry["file_name"]), int(entry["id"]))
+            by_name.setdefault(Path(str(entry["file_name"])).name, int(entry["id"]))
+    ids = []
+    for path in files:
+        if path.name not in by_name:
+            raise RefineMaskError(f"image {path} is not listed in {annotations} (matched by file name)")
+        ids.append(by_name[path.name])
+    return ids
+
+
+def predict_files(
+    predictor: Predictor,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    annotations: str | Path | None = None,
+    overlays: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Predict every image of ``inputs``; write ``out_dir/<name>.png`` overlays and
+    ``out_dir/results.json`` (COCO results with RLE masks, plus each image's ``file_name``).
+
+    Returns the results path.
+    """
+    from PIL import Image
+    from tqdm import tqdm
+
+    from refinemask.data.images import load_image
+    from refinemask.evaluation import predictions_to_coco_results
+
+    files = collect_images(inputs)
+    image_ids = _image_ids(files, annotations)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    used_names: set[str] = set()
+    for path, image_id in tqdm(list(zip(files, image_ids)), desc="predict", unit="image", disable=not progress):
+        image = load_image(path)
+        prediction = predictor(image)
+        rows = predictions_to_coco_results([prediction], [image_id], predictor.label_to_category)
+        for row in rows:
+            row["file_name"] = path.name
+        results.extend(rows)
+        if overlays:
+            name = f"{path.stem}.png"
+            suffix = 1
+            while name in used_names:  # two inputs with the same stem
+                suffix += 1
+                name = f"{path.stem}_{suffix}.png"
+            used_names.add(name)
+            drawn = draw_overlay(image, prediction, predictor.category_names)
+            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / name)
+    results_path = out_dir / "results.json"
+    results_path.write_text(json.dumps(results))
+    return results_path

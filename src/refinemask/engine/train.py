@@ -1,0 +1,547 @@
+"""The training loop: ``refinemask train CONFIG [key=value ...]``.
+
+One iteration is one optimiser step on ``train.batch_size`` images per process ×
+``train.grad_accum_steps`` micro-batches × the number of processes. The learning rate is the
+config's ``solver.base_lr`` scaled linearly from ``solver.reference_batch_size`` (16 in the
+official schedules) to that total batch. Schedules are counted in iterations; the epochs of
+``solver.lr_steps`` are converted with the number of iterations in the first epoch.
+
+What a run writes to ``train.output_dir`` (rank 0 only):
+
+* ``config.yaml``: the full config of the run;
+* ``checkpoint_<iteration>.pth`` every ``train.checkpoint_every`` iterations, at the end and on
+  Ctrl-C / SIGTERM (the step under way finishes first; a second Ctrl-C stops at once);
+  ``last_checkpoint`` names the newest. Each holds the model, optimiser, scheduler, iteration,
+  position in the epoch, config, label mapping and every rank's RNG states, written atomically
+  and readable with ``torch.load(weights_only=True)``;
+* ``model_final.safetensors`` (+ ``.yaml``) at the end: the weights with config and label
+  mapping, for ``refinemask predict --weights`` and :func:`refinemask.load_model`;
+* ``metrics.json`` when ``train.eval_at_end``; ``log.txt`` and ``tensorboard/``.
+
+``train.resume=true`` (``--resume``) continues from the last checkpoint exactly: the same
+samples in the same order with the same flips (:mod:`refinemask.engine.data`), the same RNG
+streams, so the weights equal those of an uninterrupted run.
+
+Precision: ``train.amp=fp16`` (autocast + GradScaler) or ``bf16`` (autocast) on CUDA. On the CPU,
+mixed precision is refused: torchvision's detection ops have no fast bf16 CPU kernels and
+the speed-up would be small; train in fp32 (``train.amp=none``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refinemask.config import Config, load_config, save_config, to_dict
+from refinemask.engine import distributed
+from refinemask.engine.checkpoint import (
+    capture_rng_state,
+    describe_model_file,
+    find_last_checkpoint,
+    load_state_checked,
+    read_checkpoint,
+    restore_rng_state,
+    save_training_checkpoint,
+    save_weights,
+)
+from refinemask.engine.data import (
+    EpochBatches,
+    TrainingSamples,
+    build_dataset,
+    check_num_classes,
+    epoch_loader,
+    prepare_synthetic_data,
+)
+from refinemask.engine.distributed import DistributedContext
+from refinemask.engine.evaluate import evaluate
+from refinemask.engine.logging import (
+    MetricWriter,
+    close_run_logger,
+    format_losses,
+    progress_bar,
+    setup_run_logger,
+)
+from refinemask.engine.schedule import (
+    build_optimizer,
+    build_scheduler,
+    scaled_learning_rate,
+    total_batch_size,
+)
+from refinemask.errors import RefineMaskError
+
+logger = logging.getLogger("refinemask.run")
+
+FINAL_WEIGHTS = "model_final.safetensors"
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def configure_threads(num_threads: int) -> None:
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_amp(amp: str, device: torch.device) -> None:
+    if amp != "none" and device.type != "cuda":
+        raise RefineMaskError(
+            f"train.amp={amp} needs a CUDA device; on the CPU train in full precision (train.amp=none)"
+        )
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        raise RefineMaskError("train.amp=bf16: this GPU does not support bfloat16; use train.amp=fp16")
+
+
+def autocast(amp: str, device: torch.device):
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, (OUT_OF_MEMORY, MemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def out_of_memory_error(config: Config, iteration: int) -> RefineMaskError:
+    model = config.model
+    return RefineMaskError(
+        f"out of memory at iteration {iteration}: lower the image size (model.max_size={model.max_size}, "
+        f"model.min_size={model.min_size}), the batch (train.batch_size={config.train.batch_size}; raise "
+        f"train.grad_accum_steps to keep the total batch) or the sampled RoIs "
+        f"(model.box_batch_size_per_image={model.box_batch_size_per_image})"
+    )
+
+
+def _to_device(target: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+
+
+class _StopRequest:
+    """Turn SIGINT/SIGTERM into a request to stop after the current step (with a checkpoint).
+
+    A second SIGINT raises KeyboardInterrupt at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("stop requested: finishing this step and saving a checkpoint (Ctrl-C again to quit now)")
+
+    def __enter__(self) -> _StopRequest:
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous.clear()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class Trainer:
+    """Everything one training run needs, set up from a :class:`~refinemask.config.Config`."""
+
+    def __init__(self, config: Config, context: DistributedContext):
+        self.config = config
+        self.context = context
+        self.output_dir = Path(config.train.output_dir)
+        train = config.train
+        if context.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        setup_run_logger(self.output_dir if context.is_main else None, context.is_main)
+        configure_threads(train.num_threads)
+        if train.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        check_amp(train.amp, context.device)
+        # each rank its own stream: RPN/RoI sampling and multi-scale choices differ between ranks
+        seed_everything(train.seed + context.rank)
+
+        if config.data.synthetic is not None:
+            if context.is_main:
+                prepare_synthetic_data(config)
+            distributed.barrier()
+        self.dataset = build_dataset(config, "train")
+        check_num_classes(config, self.dataset)
+        needs_val = train.eval_at_end or train.eval_every > 0
+        self.val_dataset = build_dataset(config, "val") if needs_val else None
+        if self.val_dataset is not None and self.val_dataset.label_to_category != self.dataset.label_to_category:
+            raise RefineMaskError(
+                f"{self.val_dataset.ann_file} and {self.dataset.ann_file} have different categories; "
+                "training and validation data must share them"
+            )
+
+        from refinemask.modeling.detector import build_model_from_config
+
+        model = build_model_from_config(config.model)
+        if train.init_weights:
+            state, _, _ = describe_model_file(train.init_weights)
+            load_state_checked(model, state, train.init_weights)
+        self.model = model.to(context.device)
+        self.model.train()
+
+        self.total_batch = total_batch_size(train.batch_size, context.world_size, train.grad_accum_steps)
+        solver = config.solver
+        self.lr = (
+            scaled_learning_rate(solver.base_lr, self.total_batch, solver.reference_batch_size)
+            if solver.scale_lr
+            else solver.base_lr
+        )
+        self.epoch_batches = EpochBatches(
+            self.dataset, config.data, train.batch_size, train.seed, context.rank, context.world_size
+        )
+        self.samples = TrainingSamples(self.dataset, config.data.flip_prob)
+        batches_per_epoch = len(self.epoch_batches.epoch(0))
+        self.iters_per_epoch = max(1, batches_per_epoch // train.grad_accum_steps)
+        self.total_iters = solver.max_iters if solver.max_iters > 0 else solver.epochs * self.iters_per_epoch
+
+        self.optimizer = build_optimizer(self.model.parameters(), solver, self.lr)
+        self.scheduler = build_scheduler(self.optimizer, solver, self.total_iters, self.iters_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda") if train.amp == "fp16" else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+        self.iteration = 0
+        self.epoch = 0
+        self.position = 0  # batches of `epoch` already consumed by this rank
+
+        if context.distributed:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[context.device.index] if context.device.type == "cuda" else None,
+                find_unused_parameters=train.find_unused_parameters,
+            )
+        else:
+            self.ddp = None
+        self.writer = MetricWriter(self.output_dir / "tensorboard", train.tensorboard and context.is_main)
+        self._describe(batches_per_epoch)
+        if context.is_main:
+            save_config(config, self.output_dir / "config.yaml")
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def _describe(self, batches_per_epoch: int) -> None:
+        config, context = self.config, self.context
+        logger.info(
+            "training %s (%s head, %s backbone) on %d images, %d classes; output %s",
+            "RefineMask" if config.model.mask_head == "refinemask" else "Mask R-CNN",
+            config.model.mask_head, config.model.backbone, len(self.dataset), config.model.num_classes,
+            self.output_dir,
+        )
+        logger.info(
+            "batch: %d images/device x %d device(s) (%s) x %d accumulation step(s) = %d images per iteration",
+            config.train.batch_size, context.world_size, context.device.type, config.train.grad_accum_steps,
+            self.total_batch,
+        )
+        if config.solver.scale_lr:
+            logger.info(
+                "learning rate: %g (base %g for a batch of %d, scaled linearly to %d)",
+                self.lr, config.solver.base_lr, config.solver.reference_batch_size, self.total_batch,
+            )
+        else:
+            logger.info("learning rate: %g (not scaled; solver.scale_lr=false)", self.lr)
+        logger.info(
+            "schedule: %d iterations (%d batches = %d iterations per epoch), %s, warmup %d",
+            self.total_iters, batches_per_epoch, self.iters_per_epoch, config.solver.lr_schedule,
+            config.solver.warmup_iters,
+        )
+
+    def resume(self) -> bool:
+        """Load the last checkpoint of the output directory; False when there is none."""
+        path = find_last_checkpoint(self.output_dir) if self.context.is_main else None
+        path = distributed.broadcast_object(path)
+        if path is None:
+            logger.info("train.resume: no checkpoint in %s, starting from scratch", self.output_dir)
+            return False
+        checkpoint = read_checkpoint(path)
+        for key in ("model", "optimizer", "scheduler", "iteration", "rng"):
+            if key not in checkpoint:
+                raise RefineMaskError(f"{path}: not a training checkpoint (no {key!r}); delete it or start without --resume")
+        load_state_checked(self.model, checkpoint["model"], str(path))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.scaler is not None and checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.iteration = int(checkpoint["iteration"])
+        self.epoch = int(checkpoint.get("epoch", 0))
+        self.position = int(checkpoint.get("position", 0))
+        saved_config = checkpoint.get("config") or {}
+        changed = _changed_keys(saved_config, to_dict(self.config), ignore={"train.resume"})
+        if changed:
+            logger.warning("resuming with a changed config: %s", ", ".join(changed[:8]))
+        rng_states = checkpoint["rng"]
+        if len(rng_states) == self.context.world_size:
+            restore_rng_state(rng_states[self.context.rank])
+        else:
+            logger.warning(
+                "the checkpoint was written by %d process(es), this run has %d: random streams start afresh",
+                len(rng_states), self.context.world_size,
+            )
+        logger.info("resumed from %s at iteration %d", path, self.iteration)
+        return True
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _samples(self) -> Iterator[tuple]:
+        """Batches from the current (epoch, position) on, across epochs, forever."""
+        while True:
+            batches = self.epoch_batches.epoch(self.epoch)
+            if self.position < len(batches):
+                loader = epoch_loader(
+                    self.samples,
+                    batches[self.position :],
+                    self.config.data.num_workers,
+                    seed=self.config.train.seed * 100_003 + self.epoch,
+                )
+                for batch in loader:
+                    self.position += 1
+                    yield batch
+            self.epoch += 1
+            self.position = 0
+
+    def _step(self, stream: Iterator[tuple], stop: _StopRequest) -> dict[str, float]:
+        """One optimiser step; returns the losses averaged over the micro-batches."""
+        train = self.config.train
+        device = self.context.device
+        accumulation = train.grad_accum_steps
+        forward = self.ddp if self.ddp is not None else self.model
+        losses: dict[str, float] = defaultdict(float)
+        finite = True
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in range(accumulation):
+            images, targets = next(stream)
+            images = [image.to(device, non_blocking=True) for image in images]
+            targets = [_to_device(target, device) for target in targets]
+            last = micro == accumulation - 1
+            # gradients are all-reduced once, on the last micro-batch
+            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+            with sync:
+                with autocast(train.amp, device):
+                    loss_dict = forward(images, targets)
+                loss = sum(loss_dict.values())
+                finite = finite and bool(torch.isfinite(loss.detach()))
+                loss = loss / accumulation
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            for name, value in loss_dict.items():
+                losses[name] += float(value.detach()) / accumulation
+        if self.context.distributed:
+            flags = distributed.mean_over_ranks({"nonfinite": 0.0 if finite else 1.0, "stop": float(stop.requested)}, device)
+            finite = flags["nonfinite"] == 0.0
+            stop.requested = flags["stop"] > 0.0
+        if not finite:
+            raise RefineMaskError(
+                f"the loss became NaN or infinite at iteration {self.iteration + 1} "
+                f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}); lower solver.base_lr, "
+                "keep solver.grad_clip_norm on, or lengthen solver.warmup_iters"
+            )
+        if self.config.solver.grad_clip_norm > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.solver.grad_clip_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        return dict(losses)
+
+    def save_checkpoint(self) -> Path | None:
+        """Write the training state (every rank must call it: RNG states are gathered)."""
+        rng_states = distributed.all_gather_objects(capture_rng_state())
+        if not self.context.is_main:
+            return None
+        checkpoint = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "iteration": self.iteration,
+            "epoch": self.epoch,
+            "position": self.position,
+            "world_size": self.context.world_size,
+            "config": to_dict(self.config),
+            "label_to_category": dict(self.dataset.label_to_category),
+            "category_names": list(self.dataset.category_names),
+            "rng": rng_states,
+        }
+        path = save_training_checkpoint(checkpoint, self.output_dir, keep=self.config.train.keep_checkpoints)
+        logger.info("checkpoint: %s", path)
+        return path
+
+    def run_evaluation(self) -> dict:
+        from refinemask.evaluation import format_metrics_table
+
+        metrics, _ = evaluate(
+            self.model,
+            self.val_dataset,
+            self.config.eval,
+            self.context,
+            self.val_dataset.label_to_category,
+            lvis=self.config.data.format == "lvis",
+            progress=self.config.train.progress_bar,
+        )
+        self.model.train()
+        logger.info("evaluation at iteration %d:\n%s", self.iteration, format_metrics_table(metrics))
+        self.writer.metrics(metrics, self.iteration)
+        return metrics
+
+    def run(self) -> Path:
+        """Train to the end (or until stopped); returns the final weights' path."""
+        train = self.config.train
+        if train.resume:
+            self.resume()
+        final_path = self.output_dir / FINAL_WEIGHTS
+        if self.iteration >= self.total_iters:
+            logger.info("training already finished at iteration %d", self.iteration)
+            if self.context.is_main and not final_path.is_file():
+                self._save_final(final_path)
+            return final_path
+
+        stream = self._samples()
+        bar = progress_bar(self.total_iters, self.iteration, train.progress_bar and self.context.is_main)
+        window: dict[str, float] = defaultdict(float)
+        window_steps = 0
+        window_start = time.perf_counter()
+        saved_at = -1
+        try:
+            with _StopRequest() as stop:
+                while self.iteration < self.total_iters:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    try:
+                        losses = self._step(stream, stop)
+                    except RuntimeError as err:
+                        if is_out_of_memory(err):
+                            raise out_of_memory_error(self.config, self.iteration + 1) from None
+                        raise
+                    except MemoryError:
+                        raise out_of_memory_error(self.config, self.iteration + 1) from None
+                    self.iteration += 1
+                    for name, value in losses.items():
+                        window[name] += value
+                    window_steps += 1
+                    bar.update(1)
+                    bar.set_postfix_str(f"loss {sum(losses.values()):.3f} lr {lr:.2e}")
+
+                    if self.iteration % train.log_every == 0 or self.iteration == self.total_iters:
+                        mean = distributed.mean_over_ranks(
+                            {k: v / window_steps for k, v in window.items()}, self.context.device
+                        )
+                        seconds = (time.perf_counter() - window_start) / window_steps
+                        eta = seconds * (self.total_iters - self.iteration)
+                        logger.info(
+                            "iter %d/%d  lr %.4g  %s  %.2f s/it  eta %s",
+                            self.iteration, self.total_iters, lr, format_losses(mean), seconds, _duration(eta),
+                        )
+                        self.writer.scalars({**mean, "loss": sum(mean.values()), "lr": lr}, self.iteration, "train/")
+                        window.clear()
+                        window_steps = 0
+                        window_start = time.perf_counter()
+
+                    if self.iteration % train.checkpoint_every == 0 or self.iteration == self.total_iters:
+                        self.save_checkpoint()
+                        saved_at = self.iteration
+                    if stop.requested:
+                        if saved_at != self.iteration:
+                            self.save_checkpoint()
+                        logger.warning(
+                            "stopped at iteration %d; continue with: refinemask train CONFIG --resume "
+                            "(train.output_dir=%s)", self.iteration, self.output_dir,
+                        )
+                        raise KeyboardInterrupt
+                    if train.eval_every > 0 and self.iteration % train.eval_every == 0 and self.iteration < self.total_iters:
+                        started = time.perf_counter()
+                        self.run_evaluation()
+                        window_start += time.perf_counter() - started  # s/it and ETA count training only
+        finally:
+            bar.close()
+        if self.context.is_main:
+            self._save_final(final_path)
+        if train.eval_at_end and self.val_dataset is not None:
+            metrics = self.run_evaluation()
+            if self.context.is_main:
+                from refinemask.evaluation import save_metrics_json
+
+                save_metrics_json(metrics, self.output_dir / "metrics.json")
+        distributed.barrier()
+        return final_path
+
+    def _save_final(self, path: Path) -> None:
+        save_weights(self.model, path, dict(self.dataset.label_to_category), list(self.dataset.category_names))
+        logger.info("final weights: %s", path)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _changed_keys(old: dict, new: dict, ignore: set[str], prefix: str = "") -> list[str]:
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if name in ignore:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed.extend(_changed_keys(a, b, ignore, f"{name}."))
+        elif a != b:
+            changed.append(f"{name}: {a!r} -> {b!r}")
+    return changed
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train(config: Config) -> Path:
+    """Train a model as ``config`` says; returns the path of ``model_final.safetensors``.
+
+    Under ``torchrun`` every process calls it; the process group is set up here (and torn down
+    again, unless the caller had set it up).
+    """
+    owns_group = not distributed.is_initialized()  # a caller's own process group is left alone
+    context = distributed.init_distributed(config.train.device)
+    trainer = None
+    try:
+        trainer = Trainer(config, context)
+        return trainer.run()
+    finally:
+        if trainer is not None:
+            trainer.close()
+        close_run_logger()
+        if owns_group:
+            distributed.shutdown_distributed()
+
+
+def train_from_config(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (), resume: bool = False) -> Path:
+    """``refinemask train CONFIG [key=value ...] [--resume]``."""
+    config = load_config(config_path, list(overrides))
+    if resume:
+        config.train.resume = True
+    return train(config)

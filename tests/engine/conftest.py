@@ -1,0 +1,123 @@
+"""Tiny runs for the engine tests: 64 px synthetic images, a ResNet-18 with frozen body, few RoIs.
+
+One training run (``trained_run``) is shared by the tests that need trained weights; the tests
+that train themselves keep to two to four iterations.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from refinemask.data.synthetic import SyntheticPaths, make_synthetic
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY_CONFIG = {
+    "model": {
+        "num_classes": 5,
+        "backbone": "resnet18",
+        "trainable_backbone_layers": 0,
+        "min_size": [64],
+        "max_size": 64,
+        "rpn_pre_nms_top_n_train": 50,
+        "rpn_post_nms_top_n_train": 20,
+        "rpn_pre_nms_top_n_test": 50,
+        "rpn_post_nms_top_n_test": 20,
+        "rpn_batch_size_per_image": 32,
+        "box_batch_size_per_image": 16,
+        "box_score_thresh": 0.0,
+        "detections_per_img": 5,
+    },
+    "data": {"num_workers": 0},
+    "solver": {"base_lr": 0.001, "reference_batch_size": 1, "max_iters": 2, "warmup_iters": 2},
+    "train": {
+        "batch_size": 1,
+        "num_threads": 1,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "eval_at_end": False,
+        "tensorboard": False,
+        "progress_bar": False,
+    },
+    "eval": {"boundary_dilations": [0.02, 0.008]},
+}
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def write_config(path: Path, dataset: SyntheticPaths | None, output_dir: Path, **sections: dict) -> Path:
+    """A tiny run config at ``path``, on ``dataset`` (train.json/val.json), writing to ``output_dir``."""
+    config = _merge(TINY_CONFIG, {"train": {"output_dir": str(output_dir)}})
+    if dataset is not None:
+        config = _merge(config, {"data": {
+            "train_annotations": str(dataset.train),
+            "train_images": str(dataset.images),
+            "val_annotations": str(dataset.val),
+            "val_images": str(dataset.images),
+        }})
+    config = _merge(config, sections)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m refinemask.cli ARGS`` in a fresh process with one CPU thread."""
+    return subprocess.run(
+        [sys.executable, "-m", "refinemask.cli", *args],
+        check=False, capture_output=True, text=True, timeout=timeout, env=single_thread_env(), cwd=REPO,
+    )
+
+
+def single_thread_env() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """One thread: on a loaded 2-core machine torch's 2 threads run these tiny models slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> SyntheticPaths:
+    """8 training and 3 validation images of 64 px, 5 categories."""
+    return make_synthetic(tmp_path_factory.mktemp("synthetic"), 8, size=64, seed=0, preset="easy", num_val_images=3)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """The output folder of ``refinemask train`` on built-in synthetic data: 3 iterations of a
+    batch of 2 (1 image x 2 accumulation steps), evaluated at the end, with TensorBoard."""
+    from refinemask.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    config = write_config(
+        root / "run.yaml",
+        None,
+        root / "out",
+        data={"synthetic": {"num_images": 6, "num_val_images": 2, "size": 64, "preset": "easy"}},
+        solver={"base_lr": 0.02, "reference_batch_size": 16, "max_iters": 3, "warmup_iters": 2},
+        train={"grad_accum_steps": 2, "eval_at_end": True, "tensorboard": True, "checkpoint_every": 2},
+    )
+    assert main(["train", str(config)]) == 0
+    return root / "out"

@@ -1,0 +1,121 @@
+"""Run configs: YAML + overrides into typed sections, typos named, official schedules bundled."""
+from __future__ import annotations
+
+import pytest
+
+from refinemask.cli import main
+from refinemask.config import (
+    Config,
+    bundled_config_names,
+    load_config,
+    resolve_config_path,
+    save_config,
+    to_dict,
+)
+from refinemask.errors import RefineMaskError
+
+OFFICIAL = [
+    "coco_r50_refinemask_1x", "coco_r50_refinemask_2x", "coco_r101_refinemask_1x", "coco_r101_refinemask_2x",
+    "lvis_r50_refinemask_1x", "cityscapes_r50_refinemask",
+]
+
+
+def test_every_bundled_config_loads_by_name():
+    names = bundled_config_names()
+    assert set(OFFICIAL) <= set(names)
+    assert "quickstart_refinemask" in names
+    for name in names:
+        assert isinstance(load_config(name), Config)
+
+
+def test_a_file_path_and_a_bundled_name_both_resolve(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model: {num_classes: 3}\n")
+    assert load_config(path).model.num_classes == 3
+    assert resolve_config_path("coco_r50_refinemask_1x.yaml").name == "coco_r50_refinemask_1x.yaml"
+    with pytest.raises(RefineMaskError, match="did you mean 'coco_r50_refinemask_1x'"):
+        resolve_config_path("coco_r50_refinemask_1")
+
+
+def test_overrides_set_typed_values_in_any_section():
+    config = load_config(
+        "coco_r50_refinemask_1x",
+        ["solver.base_lr=0.01", "model.backbone=resnet18", "model.min_size=[640,800]", "train.resume=true",
+         "data.synthetic.size=96"],
+    )
+    assert config.solver.base_lr == 0.01 and config.model.backbone == "resnet18"
+    assert config.model.min_size == [640, 800] and config.train.resume is True
+    assert config.data.synthetic.size == 96 and config.data.synthetic.preset == "easy"
+
+
+def test_a_typo_in_an_override_names_the_nearest_key():
+    with pytest.raises(RefineMaskError, match=r"unknown key 'base_lrr' \(did you mean 'base_lr'\?\)"):
+        load_config("coco_r50_refinemask_1x", ["solver.base_lrr=0.01"])
+    with pytest.raises(RefineMaskError, match="did you mean 'solver'"):
+        load_config("coco_r50_refinemask_1x", ["sovler.base_lr=0.01"])
+
+
+def test_a_typo_in_the_file_names_the_file_and_the_nearest_key(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("model:\n  backbon: resnet18\n")
+    with pytest.raises(RefineMaskError, match=r"typo.yaml: model: unknown key 'backbon' \(did you mean 'backbone'"):
+        load_config(path)
+
+
+def test_a_value_outside_the_choices_is_refused():
+    with pytest.raises(RefineMaskError, match="train.amp: 'fp32' is not one of none, fp16, bf16"):
+        load_config("quickstart_refinemask", ["train.amp=fp32"])
+
+
+def test_the_cli_reports_a_config_typo_in_one_line(capsys):
+    assert main(["train", "quickstart_refinemask", "solver.base_lrr=0.01"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean 'base_lr'" in err
+
+
+def test_a_saved_config_loads_back_unchanged(tmp_path):
+    config = load_config("lvis_r50_refinemask_1x", ["train.batch_size=1"])
+    assert load_config(save_config(config, tmp_path / "config.yaml")) == config
+
+
+@pytest.mark.parametrize("name", [n for n in OFFICIAL] + ["quickstart_refinemask"])
+def test_each_baseline_differs_from_its_refinemask_config_only_in_the_mask_head(name):
+    ours = to_dict(load_config(name))
+    baseline = to_dict(load_config(name.replace("refinemask", "maskrcnn")))
+    assert ours["model"].pop("mask_head") == "refinemask" and baseline["model"].pop("mask_head") == "maskrcnn"
+    assert ours["train"].pop("output_dir") != baseline["train"].pop("output_dir")
+    assert ours == baseline
+
+
+@pytest.mark.parametrize("name", OFFICIAL)
+def test_official_schedules_share_the_spec_solver(name):
+    config = load_config(name)
+    solver = config.solver
+    assert (solver.optimizer, solver.momentum, solver.weight_decay) == ("sgd", 0.9, 1e-4)
+    assert (solver.warmup_iters, solver.warmup_ratio, solver.grad_clip_norm) == (500, 0.001, 35.0)
+    assert (solver.reference_batch_size, solver.gamma, solver.lr_schedule) == (16, 0.1, "step")
+    assert config.model.backbone_weights == "imagenet" and config.model.box_loss_weight == 2.0
+
+
+def test_official_schedules_have_their_own_epochs_rates_and_data_settings():
+    coco_1x, coco_2x = load_config("coco_r50_refinemask_1x"), load_config("coco_r101_refinemask_2x")
+    assert (coco_1x.solver.epochs, coco_1x.solver.lr_steps, coco_1x.solver.base_lr) == (12, [8, 11], 0.02)
+    assert (coco_2x.solver.epochs, coco_2x.solver.lr_steps, coco_2x.model.backbone) == (24, [16, 22], "resnet101")
+    assert (coco_1x.model.num_classes, coco_1x.model.min_size, coco_1x.model.max_size) == (80, [800], 1333)
+
+    lvis = load_config("lvis_r50_refinemask_1x")
+    assert lvis.data.format == "lvis" and lvis.data.repeat_factor_threshold == 1e-3
+    assert lvis.model.min_size == [640, 672, 704, 736, 768, 800] and lvis.model.class_agnostic_last_stage
+    assert (lvis.model.num_classes, lvis.model.box_score_thresh, lvis.model.detections_per_img) == (1203, 1e-4, 300)
+
+    city = load_config("cityscapes_r50_refinemask")
+    assert (city.solver.base_lr, city.solver.epochs, city.solver.lr_steps, city.data.repeat) == (0.01, 8, [7], 8)
+    assert city.model.box_reg_loss == "smooth_l1" and city.data.polygons is False
+    # range mode 800-1024 as every integer; the test scale (the last entry) is 2048x1024
+    assert city.model.min_size == list(range(800, 1025)) and city.model.max_size == 2048
+
+
+def test_the_quickstart_trains_on_synthetic_data_with_a_pretrained_light_backbone():
+    config = load_config("quickstart_refinemask")
+    assert config.data.synthetic is not None and config.model.backbone == "efficientnet_lite0"
+    assert config.model.backbone_weights == "imagenet" and max(config.model.min_size) <= 320

@@ -1,0 +1,70 @@
+"""A run killed or interrupted mid-way loses at most one checkpoint interval and resumes exactly."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from refinemask.config import load_config
+from refinemask.engine.checkpoint import find_last_checkpoint, read_checkpoint
+from refinemask.engine.train import train
+from tests.engine.conftest import REPO, single_thread_env, write_config
+
+
+def _start_training(config: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "refinemask.cli", "train", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=single_thread_env(), cwd=REPO,
+    )
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 90, contains: str | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and (contains is None or contains in path.read_text()):
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"training ended before {path} appeared:\n{process.stderr.read()}")
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError(f"{path} did not appear within {timeout} s")
+
+
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, synthetic_data):
+    settings = {"solver": {"max_iters": 4}, "train": {"checkpoint_every": 2}}
+    uninterrupted = train(load_config(write_config(tmp_path / "whole.yaml", synthetic_data, tmp_path / "whole", **settings)))
+
+    config = write_config(tmp_path / "killed.yaml", synthetic_data, tmp_path / "killed", **settings)
+    process = _start_training(config)
+    _wait_for(tmp_path / "killed" / "checkpoint_0000002.pth", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "model_final.safetensors").exists()  # it really stopped half-way
+
+    resumed = train(load_config(config, ["train.resume=true"]))
+    expected, actual = load_file(str(uninterrupted)), load_file(str(resumed))
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    log = (tmp_path / "killed" / "log.txt").read_text()
+    assert "resumed from" in log and "checkpoint_0000002.pth at iteration 2" in log
+
+
+def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path, synthetic_data):
+    config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out",
+                          solver={"max_iters": 100}, train={"checkpoint_every": 1000})
+    process = _start_training(config)
+    _wait_for(tmp_path / "out" / "log.txt", process, contains="iter 1/100")
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in err
+    checkpoint = find_last_checkpoint(tmp_path / "out")
+    assert checkpoint is not None
+    iteration = read_checkpoint(checkpoint)["iteration"]
+    assert 1 <= iteration < 100
+    assert f"stopped at iteration {iteration}" in (tmp_path / "out" / "log.txt").read_text()

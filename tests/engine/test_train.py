@@ -1,0 +1,156 @@
+"""Training end to end on tiny synthetic data, then predict and evaluate what it wrote."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from refinemask import build_model
+from refinemask.cli import main
+from refinemask.config import load_config
+from refinemask.engine.checkpoint import (
+    find_last_checkpoint,
+    read_checkpoint,
+    save_weights,
+)
+from refinemask.engine.distributed import init_distributed
+from refinemask.engine.predict import Predictor
+from refinemask.engine.train import Trainer, seed_everything, train
+from refinemask.errors import RefineMaskError
+from refinemask.modeling.detector import build_model_from_config
+from tests.engine.conftest import write_config
+
+
+def test_training_writes_checkpoints_final_weights_logs_and_metrics(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.yaml", "checkpoint_0000002.pth", "checkpoint_0000003.pth", "last_checkpoint",
+            "model_final.safetensors", "model_final.yaml", "metrics.json", "log.txt"} <= names
+    assert any((trained_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert find_last_checkpoint(trained_run).name == "checkpoint_0000003.pth"
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert {"segm", "bbox", "boundary", "boundary@0.008"} <= set(metrics)
+
+
+def test_the_log_reports_the_learning_rate_scaled_to_the_total_batch(trained_run):
+    log = (trained_run / "log.txt").read_text()
+    # 1 image x 1 process x 2 accumulation steps = 2 images; 0.02 for 16 -> 0.0025
+    assert "= 2 images per iteration" in log
+    assert "learning rate: 0.0025 (base 0.02 for a batch of 16, scaled linearly to 2)" in log
+    assert "iter 3/3" in log and "loss_" not in log.split("iter 3/3")[1].splitlines()[0]
+
+
+def test_a_checkpoint_holds_the_whole_training_state_and_loads_with_weights_only(trained_run):
+    path = trained_run / "checkpoint_0000002.pth"
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(checkpoint) == set(read_checkpoint(path))
+    assert checkpoint["iteration"] == 2 and checkpoint["format"] == "refinemask-train-v1"
+    assert {"model", "optimizer", "scheduler", "config", "label_to_category", "category_names", "epoch", "position"} <= set(checkpoint)
+    assert checkpoint["label_to_category"] == {1: 1, 2: 2, 3: 3, 4: 4, 5: 5}
+    assert checkpoint["category_names"][0] == "stroke"
+    (rng,) = checkpoint["rng"]  # one process
+    assert isinstance(rng["torch"], torch.Tensor) and isinstance(rng["numpy"]["keys"], torch.Tensor)
+    assert isinstance(rng["python"]["state"], torch.Tensor) and isinstance(rng["numpy"]["pos"], int)
+    assert checkpoint["scheduler"]["last_epoch"] == 2
+
+
+def test_final_weights_match_the_last_checkpoint(trained_run):
+    final = load_file(str(trained_run / "model_final.safetensors"))
+    last = read_checkpoint(trained_run / "checkpoint_0000003.pth")["model"]
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+
+
+def test_predict_cli_writes_an_overlay_and_coco_results_per_image(trained_run, tmp_path):
+    images = trained_run / "synthetic_data" / "images"
+    out = tmp_path / "predictions"
+    inputs = [str(images / "val_000000.png"), str(images / "val_000001.png")]
+    assert main(["predict", "--weights", str(trained_run / "model_final.safetensors"), *inputs,
+                 "--out", str(out), "--score-thresh", "0.0"]) == 0
+    for name in ("val_000000.png", "val_000001.png"):
+        overlay = Image.open(out / name)
+        assert overlay.size == (64, 64) and overlay.mode == "RGB"
+    results = json.loads((out / "results.json").read_text())
+    assert {r["image_id"] for r in results} == {1, 2} and len(results) == 10  # 5 detections each
+    assert all(set(r) >= {"bbox", "score", "segmentation", "category_id", "file_name"} for r in results)
+    assert all(isinstance(r["segmentation"]["counts"], str) and 1 <= r["category_id"] <= 5 for r in results)
+
+
+def test_predictor_takes_paths_pil_images_arrays_and_tensors_alike(trained_run):
+    predictor = Predictor(trained_run / "model_final.safetensors", score_thresh=0.0)
+    path = trained_run / "synthetic_data" / "images" / "val_000000.png"
+    pil = Image.open(path).convert("RGB")
+    array = np.asarray(pil)
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    results = predictor([path, pil, array, tensor])
+    reference = results[0]
+    assert reference["masks"].dtype == torch.bool and reference["masks"].shape[1:] == (64, 64)
+    for other in results[1:]:
+        assert torch.equal(other["labels"], reference["labels"]) and torch.equal(other["masks"], reference["masks"])
+    single = predictor(str(path))
+    assert isinstance(single, dict) and torch.equal(single["boxes"], reference["boxes"])
+    strict = Predictor(predictor.model, score_thresh=1.0)(path)
+    assert len(strict["scores"]) == 0 and strict["masks"].shape == (0, 64, 64)
+
+
+def test_eval_cli_evaluates_the_weights_with_the_config(trained_run, tmp_path, capsys):
+    out = tmp_path / "metrics.json"
+    status = main(["eval", str(trained_run / "config.yaml"), "train.progress_bar=false",
+                   "--weights", str(trained_run / "model_final.safetensors"), "--out", str(out)])
+    assert status == 0
+    metrics = json.loads(out.read_text())
+    assert metrics == json.loads((trained_run / "metrics.json").read_text())  # same as at the end of training
+    assert "boundary@0.008" in capsys.readouterr().out
+
+
+def test_weights_for_another_number_of_classes_fail_in_one_line(trained_run, tmp_path, capsys):
+    other = save_weights(build_model(num_classes=3, backbone="resnet18"), tmp_path / "three_classes.safetensors")
+    status = main(["eval", str(trained_run / "config.yaml"), "--weights", str(other)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "weights do not fit this model" in err and "number of classes" in err
+
+
+def test_a_missing_dataset_path_fails_in_one_line(tmp_path, synthetic_data, capsys):
+    config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out",
+                          data={"train_annotations": str(tmp_path / "nowhere.json")})
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "data.train_annotations: annotation file not found" in err and "nowhere.json" in err
+
+
+def test_mixed_precision_on_the_cpu_is_refused_in_one_line(tmp_path, synthetic_data, capsys):
+    config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out", train={"amp": "bf16", "device": "cpu"})
+    assert main(["train", str(config)]) == 2
+    assert "train.amp=bf16 needs a CUDA device" in capsys.readouterr().err
+
+
+def test_running_out_of_memory_says_what_to_lower(tmp_path, synthetic_data, monkeypatch):
+    config = load_config(write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out"))
+    trainer = Trainer(config, init_distributed("cpu"))
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "_step", out_of_memory)
+    with pytest.raises(RefineMaskError) as err:
+        trainer.run()
+    message = str(err.value)
+    assert "out of memory at iteration 1" in message
+    assert all(key in message for key in ("model.max_size", "train.batch_size", "model.box_batch_size_per_image"))
+
+
+def test_the_same_seed_gives_the_same_weights(tmp_path, synthetic_data):
+    finals = []
+    for run in ("a", "b"):
+        config = load_config(write_config(tmp_path / f"{run}.yaml", synthetic_data, tmp_path / run))
+        finals.append(load_file(str(train(config))))
+    first, second = finals
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    seed_everything(0)  # as the trainer does before building the model
+    initial = build_model_from_config(load_config(tmp_path / "a.yaml").model).state_dict()
+    name = "roi_heads.box_predictor.cls_score.weight"
+    assert not torch.equal(first[name], initial[name])  # the two steps did train
