@@ -22,7 +22,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a trained model (ONNX)"),
     "make-synthetic": ("make_synthetic", "write a synthetic thin-structure COCO dataset"),
     "check-data": ("check_data", "validate a COCO-format annotation file and its images"),
-    "bench": ("bench", "measure RefineMask against Mask R-CNN (speed)"),
+    "serve": ("serve", "a local web page to upload an image and see the masks"),
 }
 
 
