@@ -1,8 +1,8 @@
 """``refinemask demo``: RefineMask against Mask R-CNN on built-in data, within a time budget.
 
 1. Writes the easy synthetic thin-structure preset (no download).
-2. Measures a few training steps of each model, then gives both the same share of the
-   budget: each trains as many iterations as fit, with the same schedule shape, backbone
+2. Measures a few training steps of each model, then trains both with the same schedule
+   (the same number of iterations, as many as fit in the budget together), backbone
    (pretrained EfficientNet-Lite0-FPN) and data, through the normal training engine.
 3. Evaluates both on the validation split: mask AP/AP50/AP75 and Boundary AP at dilation 0.02
    and 0.008.
@@ -97,15 +97,15 @@ def run_demo(minutes: float = 14.0, out: str | Path = "refinemask-demo", device:
         for key, _, display in MODELS:
             step_seconds[key] = measure_step_seconds(configs[key])
             print(f"[demo] {display}: {step_seconds[key]:.2f} s per training step", flush=True)
+        # both models follow the same schedule (the same iterations); the budget decides how many
         left = minutes * 60 - (time.time() - start) - EVAL_RESERVE_S
-        share = max(left / len(MODELS), 1.0)
+        iters = max(10, int(left / sum(step_seconds.values())))
         for key, _, display in MODELS:
-            iters = max(10, int(share / step_seconds[key]))
             cfg = configs[key]
             cfg.solver = replace(cfg.solver, max_iters=iters, warmup_iters=max(1, min(cfg.solver.warmup_iters, iters // 10)))
             cfg.train = replace(cfg.train, checkpoint_every=max(10, iters // 4))
             configs[key] = cfg
-            print(f"[demo] training {display}: {iters} iterations (~{share / 60:.1f} min)", flush=True)
+            print(f"[demo] training {display}: {iters} iterations (~{iters * step_seconds[key] / 60:.1f} min)", flush=True)
             train(cfg)
             status[key] = f"trained {iters} iterations"
     except KeyboardInterrupt:
