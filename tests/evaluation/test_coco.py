@@ -231,3 +231,18 @@ def test_evaluation_prints_nothing(scene, capsys):
 def test_boxes_of_the_scene_are_exact():
     # guards the fixture: the XYXY box of a rectangle mask is its exclusive pixel extent
     assert box_of(rectangle(16, 16, 2, 3, 5, 6)) == [3.0, 2.0, 9.0, 7.0]
+
+
+def test_a_pycocotools_ground_truth_object_is_accepted(tmp_path):
+    import json
+
+    from pycocotools.coco import COCO as PyCOCO
+
+    from refinemask.evaluation.coco import load_coco_ground_truth
+
+    data = {"images": [{"id": 1, "width": 8, "height": 8, "file_name": "a.png"}], "annotations": [],
+            "categories": [{"id": 1, "name": "a"}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    loaded = load_coco_ground_truth(PyCOCO(str(path)))
+    assert loaded.getImgIds() == [1]

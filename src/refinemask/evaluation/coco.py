@@ -221,8 +221,9 @@ def load_coco_ground_truth(gt: str | os.PathLike | dict | COCO) -> COCO:
     if isinstance(gt, (str, os.PathLike)):
         data = read_json(gt, "annotation file")
         name = str(gt)
-    elif isinstance(gt, Mapping):
-        data = copy.deepcopy(dict(gt))  # evaluation writes into annotation dicts
+    elif isinstance(gt, Mapping) or isinstance(getattr(gt, "dataset", None), Mapping):
+        # a dict, or another COCO API object (pycocotools') holding its dict in .dataset
+        data = copy.deepcopy(dict(gt if isinstance(gt, Mapping) else gt.dataset))  # evaluation writes into it
         name = "the ground-truth dict"
     else:
         raise TypeError(f"gt must be a path, a dict or a COCO, got {type(gt).__name__}")
