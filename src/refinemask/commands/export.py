@@ -1,0 +1,110 @@
+"""``refinemask export --weights W --format onnx OUT.onnx``: the detector as an ONNX file.
+
+    refinemask export --weights model_final.safetensors model.onnx
+    refinemask export --weights model_final.safetensors --mask-head-only head.onnx
+
+The whole detector goes into the graph except the resize before it and the mask paste after
+it, which :class:`refinemask.convert.export.OnnxPredictor` does in numpy (docs/export.md).
+After writing, the file is run in onnxruntime next to PyTorch on an example image (or on
+``--verify IMAGE ...``) and the two are compared.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EPILOG = """\
+the detector's graph (default):
+  inputs   images (1, 3, H, W) float32: normalised, resized, padded to 32 (any H, W)
+           image_size (2,) int64: [h, w] before padding
+  outputs  boxes (D, 4), scores (D,), labels (D,), masks (D, 1, M, M) probabilities,
+           num_detections (): D = detections_per_img rows, zero rows after the detections
+  run it:  from refinemask.convert.export import OnnxPredictor
+           OnnxPredictor("model.onnx", score_thresh=0.5)("image.jpg")  # boxes, labels, scores, masks
+
+--mask-head-only (RefineMask models):
+  inputs   roi_features (N, 256, 14, 14), p2 (B, 256, h, w), rois (N, 5), labels (N,) in 1..C
+  outputs  mask_logits (N, 1, 112, 112), the assembled stages
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("out", metavar="OUT.onnx", type=Path, help="output file (.onnx is added when missing)")
+    parser.add_argument(
+        "--weights", required=True, metavar="W",
+        help="model file: a .safetensors model (training, convert) or a checkpoint_*.pth",
+    )
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="output format (onnx)")
+    parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, at least 16 (default 17)")
+    parser.add_argument(
+        "--mask-head-only", action="store_true",
+        help="export only the RefineMask head + stage assembly, with a dynamic number of RoIs",
+    )
+    parser.add_argument(
+        "--detections", type=int, default=None, metavar="D",
+        help="rows of the outputs, the most detections per image (default: the model's detections_per_img)",
+    )
+    parser.add_argument(
+        "--score-thresh", type=float, default=None, metavar="S",
+        help="score threshold built into the graph (default: the model's box_score_thresh)",
+    )
+    parser.add_argument(
+        "--verify", nargs="+", metavar="IMAGE", default=None,
+        help="compare onnxruntime with PyTorch on these images (default: one generated example)",
+    )
+    parser.add_argument("--no-verify", action="store_true", help="do not run the exported file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from refinemask.convert.export import (
+        DEFAULT_OPSET,
+        check_export,
+        describe_export,
+        example_image,
+        export_mask_head_onnx,
+        export_onnx,
+    )
+    from refinemask.engine.checkpoint import load_model
+    from refinemask.errors import RefineMaskError
+
+    opset = DEFAULT_OPSET if args.opset is None else args.opset
+    if opset < 16:
+        raise RefineMaskError(f"--opset {opset}: RoIAlign with aligned=True needs opset 16 or newer")
+    overrides = {}
+    if args.detections is not None:
+        if args.detections < 1:
+            raise RefineMaskError(f"--detections must be at least 1, got {args.detections}")
+        overrides["detections_per_img"] = args.detections
+    if args.score_thresh is not None:
+        if not 0.0 <= args.score_thresh < 1.0:
+            raise RefineMaskError(f"--score-thresh must be in [0, 1), got {args.score_thresh}")
+        overrides["box_score_thresh"] = args.score_thresh
+    out = args.out if args.out.suffix else args.out.with_suffix(".onnx")
+    model = load_model(args.weights, **overrides)
+
+    if args.mask_head_only:
+        export_mask_head_onnx(model, out, opset=opset)
+        print(f"wrote {describe_export(out)}")
+        return 0
+
+    export_onnx(model, out, opset=opset)
+    print(f"wrote {describe_export(out)}")
+    if args.no_verify:
+        return 0
+    if args.verify:
+        images = list(args.verify)
+    else:
+        short = int(model.config.min_size[-1])
+        images = [example_image(short, round(short * 4 / 3))]
+    check = check_export(model, out, images)
+    print(
+        f"onnxruntime vs PyTorch on {check.num_images} image(s): {check.num_detections} detections, "
+        f"{check.count_mismatches} image(s) with another count, boxes within {check.max_box_difference:.2g} px, "
+        f"mask IoU >= {check.min_mask_iou:.4f}"
+    )
+    if check.count_mismatches or check.max_box_difference > 1e-2 or check.min_mask_iou < 0.99:
+        print("warning: the exported graph does not match PyTorch closely; please report it with the model and image")
+        return 1
+    return 0

@@ -1,0 +1,82 @@
+"""``refinemask serve --weights W``: a web page to try a model on your own images.
+
+    refinemask serve --weights model_final.safetensors            # http://127.0.0.1:7860/
+    refinemask serve --weights model_final.safetensors --example street.jpg
+
+Upload an image and see its masks; a slider sets the score threshold and a switch shows the
+coarse 28x28 masks of a RefineMask model next to the final 112x112 ones, to see what the
+refinement adds. The server listens on 127.0.0.1 (this computer only) unless --host says
+otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+pages:  /  the demo;  /?example=1&threshold=0.3&mode=coarse  opens the --example image
+api:    POST /api/predict with an image file as the body -> JSON detections (see
+        refinemask.serve); GET /api/info -> the model and the upload limits
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from refinemask.serve import (
+        DEFAULT_HOST,
+        DEFAULT_PORT,
+        MAX_PIXELS,
+        MAX_UPLOAD_BYTES,
+    )
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument(
+        "--weights", required=True, metavar="W",
+        help="model file: a .safetensors model (training, convert) or a checkpoint_*.pth",
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}: this computer only; 0.0.0.0 opens it to the network)",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--example", metavar="IMAGE", help="an image the page offers as an example")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20, metavar="MB",
+        help=f"largest upload in MB (default {MAX_UPLOAD_BYTES / 2**20:g})",
+    )
+    parser.add_argument(
+        "--max-megapixels", type=float, default=MAX_PIXELS / 1e6, metavar="MP",
+        help=f"largest image in megapixels (default {MAX_PIXELS / 1e6:g})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    import torch
+
+    from refinemask.engine.checkpoint import load_model
+    from refinemask.errors import RefineMaskError
+    from refinemask.serve import is_loopback, make_server
+
+    if not 0 <= args.port <= 65535:
+        raise RefineMaskError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
+        raise RefineMaskError("--max-upload-mb and --max-megapixels must be positive")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RefineMaskError("--device cuda: no CUDA device is available; use --device cpu")
+    model = load_model(args.weights, device=args.device)
+    server = make_server(
+        model, args.host, args.port, example=args.example,
+        max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
+    )
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}: anyone who can reach this address can upload images", file=sys.stderr)
+    print(f"serving the RefineMask demo on {server.url} (Ctrl+C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,252 @@
+"""ONNX export: the exported detector and head run in onnxruntime and agree with PyTorch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from refinemask import build_model
+from refinemask.cli import main
+from refinemask.convert.export import (
+    OnnxPredictor,
+    export_mask_head_onnx,
+    export_onnx,
+    onnx_inference_time,
+    paste_masks_numpy,
+    preprocess,
+)
+from refinemask.engine.checkpoint import save_weights
+from refinemask.engine.predict import Predictor
+from refinemask.errors import RefineMaskError
+from refinemask.modeling.ops import paste_masks
+from tests.export.conftest import as_tensor, confident_tiny_model, smooth_image
+
+# other sizes and aspect ratios than the 128 x 171 example the export traces with
+TEST_SIZES = [(120, 160), (150, 100), (90, 200)]
+
+# the settings `refinemask convert` gives official models: mmdetection's RPN ranking (a stable
+# sort, exported as TopK) and no small-box filters
+CONVERTED_SETTINGS = {"rpn_rank_by_sigmoid": True, "rpn_min_box_size": 0.0, "box_min_size": 0.0}
+
+
+@pytest.fixture(scope="module")
+def refinemask_model():
+    return confident_tiny_model("refinemask", **CONVERTED_SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def exported(refinemask_model, tmp_path_factory):
+    return export_onnx(refinemask_model, tmp_path_factory.mktemp("onnx") / "refinemask.onnx")
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(exported):
+    return OnnxPredictor(exported, num_threads=1)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def assert_same_detections(ours: dict, theirs: dict) -> int:
+    """PyTorch's (tensors) and onnxruntime's (arrays) detections agree; returns their number."""
+    boxes, labels, masks = ours["boxes"].numpy(), ours["labels"].numpy(), ours["masks"].numpy()
+    assert len(theirs["boxes"]) == len(boxes)
+    unmatched = list(range(len(theirs["boxes"])))
+    for i in range(len(boxes)):
+        # the onnxruntime detection of the same class with the closest box
+        candidates = [j for j in unmatched if theirs["labels"][j] == labels[i]]
+        assert candidates, f"detection {i} (label {labels[i]}) has no counterpart"
+        j = min(candidates, key=lambda j: np.abs(theirs["boxes"][j] - boxes[i]).max())
+        unmatched.remove(j)
+        assert np.abs(theirs["boxes"][j] - boxes[i]).max() <= 1e-3
+        assert abs(float(theirs["scores"][j]) - float(ours["scores"][i])) <= 1e-4
+        assert masks[i].any()
+        assert mask_iou(theirs["masks"][j], masks[i]) >= 0.99
+    return len(boxes)
+
+
+def test_exported_detector_matches_pytorch_on_images_of_other_sizes(refinemask_model, onnx_predictor):
+    torch_predictor = Predictor(refinemask_model)
+    compared = 0
+    for seed, (h, w) in enumerate(TEST_SIZES):
+        image = smooth_image(h, w, seed)
+        theirs = onnx_predictor(image)
+        assert theirs["masks"].shape[1:] == (h, w)
+        compared += assert_same_detections(torch_predictor(as_tensor(image)), theirs)
+    assert compared >= 10
+
+
+def test_exported_maskrcnn_baseline_matches_pytorch(tmp_path):
+    model = confident_tiny_model("maskrcnn")
+    path = export_onnx(model, tmp_path / "maskrcnn.onnx")
+    image = smooth_image(150, 100, seed=7)
+    ours = Predictor(model)(as_tensor(image))
+    assert assert_same_detections(ours, OnnxPredictor(path, num_threads=1)(image)) > 0
+
+
+def test_an_export_traced_on_an_image_without_detections_segments_other_images(tmp_path):
+    # at this threshold a blank image has no detection and the test images have one to five
+    model = confident_tiny_model("refinemask", box_score_thresh=0.685)
+    blank = np.zeros((128, 171, 3), dtype=np.float32)
+    assert len(Predictor(model)(as_tensor(blank))["scores"]) == 0
+    predictor = OnnxPredictor(export_onnx(model, tmp_path / "model.onnx", example=blank), num_threads=1)
+    images = [smooth_image(120, 160, seed=1), smooth_image(150, 100, seed=2), smooth_image(120, 160, seed=3)]
+    compared = sum(assert_same_detections(Predictor(model)(as_tensor(image)), predictor(image)) for image in images)
+    assert compared > 0
+    assert int(predictor.run_graph(blank)["num_detections"]) == 0
+
+
+def test_graph_outputs_have_detections_per_img_rows_padded_with_zero_rows(onnx_predictor, refinemask_model):
+    out = onnx_predictor.run_graph(smooth_image(120, 160, seed=0))
+    rows = refinemask_model.config.detections_per_img
+    assert out["boxes"].shape == (rows, 4)
+    assert out["masks"].shape == (rows, 1, 112, 112)
+    k = int(out["num_detections"])
+    assert 0 < k <= rows
+    assert (out["scores"][:k] > 0).all() and (out["labels"][:k] >= 1).all()
+    assert not out["scores"][k:].any() and not out["labels"][k:].any() and not out["masks"][k:].any()
+
+
+def test_a_score_threshold_keeps_the_detections_scoring_at_least_that(exported, onnx_predictor):
+    image = smooth_image(120, 160, seed=0)
+    everything = onnx_predictor(image)
+    cut = float(np.median(everything["scores"]))
+    kept = OnnxPredictor(exported, score_thresh=cut, num_threads=1)(image)
+    assert len(kept["scores"]) == int((everything["scores"] >= cut).sum()) < len(everything["scores"])
+    assert (kept["scores"] >= cut).all()
+
+
+def test_predictor_reads_class_names_and_category_ids_from_the_file(onnx_predictor):
+    assert onnx_predictor.category_names == ["cat", "dog", "bird"]
+    assert onnx_predictor.label_to_category == {1: 1, 2: 2, 3: 3}
+
+
+def test_mask_head_exports_with_a_dynamic_number_of_rois(tmp_path):
+    # the randomly initialised head as built: its logits are about +-20 here, as a trained
+    # head's are, where float32 agreement within 1e-4 is meaningful
+    torch.manual_seed(0)
+    model = build_model(num_classes=3, backbone="resnet18", mask_head="refinemask").eval()
+    path = export_mask_head_onnx(model, tmp_path / "head.onnx", num_rois=3)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    head = model.roi_heads.mask_head
+    from refinemask.convert.export import MaskHeadGraph
+
+    graph = MaskHeadGraph(head).eval()
+    generator = torch.Generator().manual_seed(1)
+    for n, (h, w) in [(1, (32, 48)), (7, (40, 30)), (0, (32, 32))]:
+        # features of the scale of a real FPN (logits of about +-20, as a trained head gives)
+        feats = 0.05 * torch.randn(n, 256, 14, 14, generator=generator)
+        p2 = 0.05 * torch.randn(1, 256, h, w, generator=generator)
+        corners = torch.rand(n, 2, generator=generator) * 60
+        rois = torch.cat([torch.zeros(n, 1), corners, corners + 8 + 50 * torch.rand(n, 2, generator=generator)], 1)
+        labels = torch.randint(1, 4, (n,), generator=generator)
+        with torch.no_grad():
+            expected = graph(feats, p2, rois, labels).numpy()
+        (got,) = session.run(None, {"roi_features": feats.numpy(), "p2": p2.numpy(), "rois": rois.numpy(), "labels": labels.numpy()})
+        assert got.shape == (n, 1, 112, 112)
+        if n:
+            assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_mask_head_graph_is_the_models_assembled_prediction(refinemask_model):
+    from refinemask.convert.export import MaskHeadGraph
+    from refinemask.modeling.ops import boxes_to_rois
+
+    model = refinemask_model
+    image = as_tensor(smooth_image(120, 160, seed=0))
+    with torch.no_grad():
+        images, _ = model.transform([image])
+        features = model.backbone(images.tensors)
+        boxes = [torch.tensor([[10.0, 12.0, 70.0, 90.0], [40.0, 5.0, 120.0, 60.0]])]
+        labels = [torch.tensor([1, 3])]
+        expected = model.roi_heads.predict_masks(features, boxes, labels)[0]
+        rois = boxes_to_rois(boxes)
+        pooled = model.roi_heads.mask_roi_pool.pool_rois(features, rois)
+        got = MaskHeadGraph(model.roi_heads.mask_head)(pooled, features["0"], rois, labels[0]).sigmoid()
+    torch.testing.assert_close(got, expected)
+
+
+def test_numpy_preprocess_matches_the_model_transform(refinemask_model):
+    image = smooth_image(150, 100, seed=3)
+    batch, size = preprocess(image, 128, 192)
+    with torch.no_grad():
+        images, _ = refinemask_model.transform([as_tensor(image)])
+    assert tuple(size) == images.image_sizes[0]
+    assert batch.shape == tuple(images.tensors.shape)
+    np.testing.assert_allclose(batch, images.tensors.numpy(), atol=1e-4)
+
+
+def test_numpy_paste_matches_paste_masks_also_for_boxes_past_the_border():
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.rand(4, 1, 28, 28, generator=generator)
+    boxes = torch.tensor([[5.0, 6.0, 40.5, 30.2], [-10.0, -4.0, 20.0, 25.0], [50.0, 30.0, 90.0, 70.0], [0.3, 0.3, 2.1, 1.2]])
+    expected = paste_masks(masks, boxes, 48, 64)[:, 0].numpy()
+    got = paste_masks_numpy(masks[:, 0].numpy(), boxes.numpy(), 48, 64)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_rpn_sigmoid_ranking_exports_with_the_stable_tie_order(tmp_path):
+    """Saturated scores tie (sigmoid = 1.0 in float32); the export must break ties by anchor order."""
+    from torchvision.models.detection.rpn import RPNHead
+
+    from refinemask.modeling.anchors import ExactAnchorGenerator
+    from refinemask.modeling.rpn import ProposalNetwork
+
+    rpn = ProposalNetwork(
+        ExactAnchorGenerator(), RPNHead(8, 3), 0.7, 0.3, 256, 0.5,
+        {"training": 6, "testing": 6}, {"training": 6, "testing": 6}, 0.7, rank_by_sigmoid=True,
+    ).eval()
+
+    class TopCandidates(torch.nn.Module):
+        def forward(self, objectness):
+            return rpn._get_top_n_idx(objectness, [objectness.shape[1] - 4, 4])
+
+    # two levels: eight logits then four, with ties at sigmoid = 1.0 (20, 30, 25, 40, 50, 45)
+    objectness = torch.tensor([[20.0, 30.0, 1.0, 25.0, 40.0, 31.0, 2.0, 50.0, 3.0, 17.0, 45.0, 0.5]])
+    expected = rpn._get_top_n_idx(objectness, [8, 4])
+    path = tmp_path / "topk.onnx"
+    with torch.no_grad():
+        torch.onnx.export(TopCandidates(), (objectness,), str(path), dynamo=False, opset_version=17,
+                          input_names=["objectness"], dynamic_axes={"objectness": {1: "anchors"}})
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"objectness": objectness.numpy()})
+    assert got.tolist() == expected.tolist()
+
+
+def test_export_command_writes_a_model_that_onnxruntime_runs(tmp_path, capsys):
+    weights = save_weights(confident_tiny_model("refinemask"), tmp_path / "model.safetensors", category_names=["a", "b", "c"])
+    code = main(["export", "--weights", str(weights), "--format", "onnx", "--detections", "4", str(tmp_path / "model")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "boxes (4, 4)" in out and "onnxruntime vs PyTorch on 1 image(s)" in out
+    predictor = OnnxPredictor(tmp_path / "model.onnx", num_threads=1)
+    result = predictor(smooth_image(100, 130, seed=5))
+    assert 0 < len(result["boxes"]) <= 4 and predictor.category_names == ["a", "b", "c"]
+
+
+def test_export_command_refuses_the_head_only_export_of_a_maskrcnn_model(tmp_path, capsys):
+    weights = save_weights(confident_tiny_model("maskrcnn"), tmp_path / "maskrcnn.safetensors")
+    code = main(["export", "--weights", str(weights), "--mask-head-only", str(tmp_path / "head.onnx")])
+    assert code == 2
+    assert "needs a RefineMask model" in capsys.readouterr().err
+    assert not (tmp_path / "head.onnx").exists()
+
+
+def test_onnx_predictor_refuses_a_file_that_is_not_an_exported_detector(refinemask_model, tmp_path):
+    head = export_mask_head_onnx(refinemask_model, tmp_path / "head.onnx")
+    with pytest.raises(RefineMaskError, match="not a detector exported"):
+        OnnxPredictor(head)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(RefineMaskError, match="onnxruntime cannot load it"):
+        OnnxPredictor(tmp_path / "junk.onnx")
+
+
+def test_onnx_inference_time_measures_the_whole_and_the_graph(onnx_predictor):
+    timing = onnx_inference_time(onnx_predictor, [smooth_image(120, 160, seed=0)], warmup=0, repeats=1)
+    assert 0 < timing.graph_seconds_per_image and 0 < timing.seconds_per_image
+    assert timing.num_images == 1 and timing.providers == ["CPUExecutionProvider"]
