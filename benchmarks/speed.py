@@ -67,11 +67,11 @@ def time_detector(model, image) -> tuple[float, int]:
 
 
 def peak_memory_mb(backbone: str, head: str, detections: int, height: int, width: int) -> float:
-    """Max RSS (weights included) of a fresh process that builds the models and runs one forward."""
+    """Max RSS (weights included) of a fresh process that builds one model and runs one forward."""
     code = (
-        "import torch,resource,sys;sys.path.insert(0,'benchmarks');import speed;"
-        f"r,b=speed.build_pair({backbone!r},{detections},{min(height, width)},{max(height, width)});"
-        f"m=r if {head!r}=='refinemask' else b;"
+        "import torch,resource;from refinemask import build_model;"
+        f"m=build_model(num_classes=80,mask_head={head!r},backbone={backbone!r},min_size=[{min(height, width)}],"
+        f"max_size={max(height, width)},box_score_thresh=0.0,detections_per_img={detections},box_nms_thresh=1.0).eval();"
         f"torch.no_grad().__enter__();m([torch.rand(3,{height},{width})]);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
