@@ -9,7 +9,8 @@ Reports, per image size and detection count:
   * head: the mask branch alone (semantic head, RoI pooling, stages, assembly, paste) on fixed
     FPN features and boxes;
   * detector: the whole model, image in, pasted masks out;
-  * peak memory (max RSS of a fresh process running one detector forward).
+  * peak memory (max RSS of a fresh process running one detector forward);
+  * with --onnx, RefineMask exported to ONNX and run in onnxruntime on the CPU.
 
     python benchmarks/speed.py                          # 800×1216, 10/50/100 detections
     python benchmarks/speed.py --sizes 512x768 800x1216 --detections 100 --repeats 3
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also export RefineMask to ONNX and time onnxruntime on the same image")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     if args.threads:
@@ -125,6 +128,16 @@ def main(argv=None) -> int:
             }
             row["head_ratio"] = row["head_refinemask_s"] / row["head_maskrcnn_s"]
             row["detector_ratio"] = row["detector_refinemask_s"] / row["detector_maskrcnn_s"]
+            if args.onnx:
+                import tempfile
+
+                from refinemask.convert.export import export_onnx, onnx_inference_time
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = export_onnx(refine, f"{tmp}/model.onnx", example=image.permute(1, 2, 0).numpy())
+                    timing = onnx_inference_time(path, [image.permute(1, 2, 0).numpy()], repeats=args.repeats, score_thresh=0.0)
+                row["onnxruntime_refinemask_s"] = timing.seconds_per_image
+                row["onnx_vs_pytorch"] = timing.seconds_per_image / row["detector_refinemask_s"]
             if not args.no_memory:
                 row["peak_mb_refinemask"] = peak_memory_mb(args.backbone, "refinemask", n, height, width)
                 row["peak_mb_maskrcnn"] = peak_memory_mb(args.backbone, "maskrcnn", n, height, width)
@@ -132,7 +145,8 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
 
     print()
-    header = "| image | dets | head RM (s) | head MR (s) | head × | detector RM (s) | detector MR (s) | detector × | peak MB RM / MR |"
+    header = ("| image | dets | head RM (s) | head MR (s) | head × | detector RM (s) | detector MR (s) | detector × "
+              "| onnxruntime RM (s) | peak MB RM / MR |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for r in rows:
@@ -140,7 +154,7 @@ def main(argv=None) -> int:
         print(
             f"| {r['size']} | {r['detections']} | {r['head_refinemask_s']:.3f} | {r['head_maskrcnn_s']:.3f} | "
             f"{r['head_ratio']:.2f} | {r['detector_refinemask_s']:.2f} | {r['detector_maskrcnn_s']:.2f} | "
-            f"{r['detector_ratio']:.2f} | {mem} |"
+            f"{r['detector_ratio']:.2f} | {r.get('onnxruntime_refinemask_s', float('nan')):.2f} | {mem} |"
         )
     if args.json:
         with open(args.json, "w") as f:
