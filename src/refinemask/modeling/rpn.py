@@ -12,6 +12,7 @@ stable sort; mmdetection's own tie order depends on its GPU sort and is not repr
 from __future__ import annotations
 
 import torch
+from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
 
@@ -37,8 +38,17 @@ class ProposalNetwork(RegionProposalNetwork):
         chosen = []
         offset = 0
         for logits in objectness.split(num_anchors_per_level, dim=1):
-            keep = min(logits.shape[1], self.pre_nms_top_n())
-            order = logits.sigmoid().sort(dim=1, descending=True, stable=True).indices
-            chosen.append(order[:, :keep] + offset)
+            if torch.jit.is_tracing():
+                # ONNX export: a stable sort does not export, but ONNX TopK breaks ties by the
+                # lower index (its spec), which is the same order. 1 / (1 + exp(-x)) because
+                # onnxruntime's Sigmoid rounds saturated scores differently from torch's (other
+                # ties); k is a traced min, as in torchvision's RPN: the anchor count varies
+                keep = det_utils._topk_min(logits, self.pre_nms_top_n(), 1)
+                scores = torch.reciprocal(1 + torch.exp(-logits))
+                chosen.append(scores.topk(keep, dim=1).indices + offset)
+            else:
+                keep = min(logits.shape[1], self.pre_nms_top_n())
+                order = logits.sigmoid().sort(dim=1, descending=True, stable=True).indices
+                chosen.append(order[:, :keep] + offset)
             offset += logits.shape[1]
         return torch.cat(chosen, dim=1)

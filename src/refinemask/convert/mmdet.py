@@ -1,0 +1,363 @@
+"""Convert an official RefineMask checkpoint (mmdetection v2.3) to a refinemask model file.
+
+The official checkpoints are mmcv dicts ``{'meta': ..., 'state_dict': ...}`` holding the whole
+mmdetection detector. Everything this module needs is in the tensors:
+
+* **Key mapping** (spec §6, §6.1). Backbone keys keep their names under ``backbone.body.``; the
+  FPN's ``lateral_convs``/``fpn_convs`` become torchvision's ``inner_blocks``/``layer_blocks``;
+  the RPN's three convs become ``rpn.head.*``; the two shared fcs become ``fc6``/``fc7``; the
+  mask head keeps its official names (the prefix ``roi_head.mask_head.`` becomes
+  ``roi_heads.mask_head.``). BN's ``num_batches_tracked`` is dropped: the backbone uses
+  ``FrozenBatchNorm2d``, which has no such buffer.
+* **Background.** mmdetection's classifier puts background in the *last* row and its box
+  regressor has no background rows; torchvision puts background *first* and regresses it too.
+  So the classifier's last row moves to the top and four zero rows are prepended to the
+  regressor (spec §8.14: the easiest place to get a converted model silently wrong).
+* **Kind of model** (spec §6.2). The checkpoint's ``meta`` need not hold a config, so the
+  number of classes comes from the classifier (80 COCO, 1203 LVIS, 8 Cityscapes), the class-
+  agnostic last stage from ``final_instance_logits`` ([1, 32, 1, 1] in the LVIS model) and the
+  depth from the number of ResNet blocks. The data set fixes the test settings that are not in
+  the weights: test scale, score threshold, detections per image.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: a file that carries pickled code is
+refused before anything in it runs.
+"""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from refinemask.config import ModelConfig, from_dict, to_dict
+from refinemask.convert.categories import LVIS_NUM_CATEGORIES, default_categories
+from refinemask.errors import RefineMaskError
+
+# Test-time (and fine-tuning) settings of each official config that the weights do not carry
+# (spec §1, §1.3). min_size lists the training short sides; the last one is the test scale.
+DATASET_SETTINGS: dict[str, dict] = {
+    "coco": {"min_size": [800], "max_size": 1333, "box_score_thresh": 0.05, "detections_per_img": 100, "box_reg_loss": "l1"},
+    "lvis": {
+        "min_size": [640, 672, 704, 736, 768, 800], "max_size": 1333,
+        "box_score_thresh": 1e-4, "detections_per_img": 300, "box_reg_loss": "l1",
+    },
+    # trained with the short side drawn from 800-1024 (range mode), tested at 2048x1024
+    "cityscapes": {
+        "min_size": [1024], "max_size": 2048, "box_score_thresh": 0.05, "detections_per_img": 100, "box_reg_loss": "smooth_l1",
+    },
+    "custom": {"min_size": [800], "max_size": 1333, "box_score_thresh": 0.05, "detections_per_img": 100, "box_reg_loss": "l1"},
+}
+# mmdetection v2.3 behaviour where torchvision's differs (spec §6.2): rank RPN candidates by
+# sigmoid scores, and keep zero-size proposals and detections (mmdetection filters neither).
+MMDET_TEST_BEHAVIOUR = {"rpn_rank_by_sigmoid": True, "rpn_min_box_size": 0.0, "box_min_size": 0.0}
+DATASET_CLASSES = {"coco": 80, "lvis": LVIS_NUM_CATEGORIES, "cityscapes": 8}
+DATASETS = tuple(DATASET_SETTINGS)
+
+# ResNet blocks per stage -> depth (mmdetection's arch settings, bottleneck blocks)
+RESNET_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101}
+
+# mmdetection key prefix -> our key prefix, tried in order (spec §6.1)
+KEY_MAP: tuple[tuple[str, str], ...] = (
+    (r"^backbone\.", "backbone.body."),
+    (r"^neck\.lateral_convs\.(\d+)\.conv\.", r"backbone.fpn.inner_blocks.\1.0."),
+    (r"^neck\.fpn_convs\.(\d+)\.conv\.", r"backbone.fpn.layer_blocks.\1.0."),
+    (r"^rpn_head\.rpn_conv\.", "rpn.head.conv.0.0."),
+    (r"^rpn_head\.rpn_cls\.", "rpn.head.cls_logits."),
+    (r"^rpn_head\.rpn_reg\.", "rpn.head.bbox_pred."),
+    (r"^roi_head\.bbox_head\.shared_fcs\.0\.", "roi_heads.box_head.fc6."),
+    (r"^roi_head\.bbox_head\.shared_fcs\.1\.", "roi_heads.box_head.fc7."),
+    (r"^roi_head\.bbox_head\.fc_cls\.", "roi_heads.box_predictor.cls_score."),
+    (r"^roi_head\.bbox_head\.fc_reg\.", "roi_heads.box_predictor.bbox_pred."),
+    (r"^roi_head\.mask_head\.", "roi_heads.mask_head."),
+)
+_CLASSIFIER = "roi_head.bbox_head.fc_cls.weight"
+_REGRESSOR = "roi_head.bbox_head.fc_reg.weight"
+_STAGE0_LOGITS = "roi_head.mask_head.stages.0.instance_logits.weight"
+_FINAL_LOGITS = "roi_head.mask_head.final_instance_logits.weight"
+
+
+@dataclass(frozen=True)
+class OfficialModel:
+    """What an official checkpoint holds, read from its tensor shapes."""
+
+    num_classes: int
+    depth: int  # 50 or 101
+    class_agnostic_last_stage: bool
+    dataset: str  # coco | lvis | cityscapes | custom
+
+    def describe(self) -> str:
+        head = ", class-agnostic last stage" if self.class_agnostic_last_stage else ""
+        name = {"coco": "COCO", "lvis": "LVIS v1", "cityscapes": "Cityscapes"}.get(self.dataset, "custom data set")
+        return f"RefineMask R{self.depth}-FPN, {name} ({self.num_classes} classes{head})"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """The result of :func:`convert_checkpoint`."""
+
+    path: Path
+    official: OfficialModel
+    config: ModelConfig
+    category_names: list[str]
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def read_official_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The ``state_dict`` and ``meta`` of an official checkpoint, read without running code.
+
+    Raises :class:`RefineMaskError` (one line) for a missing file, a file that is not a
+    PyTorch checkpoint, a pickle carrying code, or a checkpoint of another model.
+    """
+    from refinemask.engine.checkpoint import read_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise RefineMaskError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        raise RefineMaskError(
+            f"{path}: a .safetensors file is already converted; load it with refinemask.load_model"
+        )
+    with warnings.catch_warnings():
+        # torch warns about pickle protocols of files it then refuses; the refusal is the message
+        warnings.simplefilter("ignore")
+        ckpt = read_checkpoint(path)  # torch.load(weights_only=True): no code runs
+    if isinstance(ckpt.get("state_dict"), dict):
+        state, meta = ckpt["state_dict"], ckpt.get("meta")
+    elif "model" in ckpt and "config" in ckpt:
+        raise RefineMaskError(f"{path}: a refinemask training checkpoint, not an official one; load it with refinemask.load_model")
+    else:
+        state, meta = ckpt, None  # a bare state dict
+    if not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise RefineMaskError(f"{path}: its state_dict is not a mapping of names to tensors; not a model checkpoint")
+    if all(k.startswith("module.") for k in state):  # saved from a DataParallel wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state), meta if isinstance(meta, dict) else {}
+
+
+def inspect_official(state: dict[str, torch.Tensor], source: str = "checkpoint") -> OfficialModel:
+    """Which official model ``state`` is (classes, depth, last stage), or a one-line error."""
+    if any(k.startswith(("backbone.body.", "roi_heads.", "rpn.head.")) for k in state):
+        raise RefineMaskError(
+            f"{source}: a torchvision/refinemask state dict (keys like 'backbone.body.*'), not an official "
+            "mmdetection checkpoint; nothing to convert"
+        )
+    if not any(k.startswith("backbone.") for k in state) or not any(k.startswith("roi_head.") for k in state):
+        raise RefineMaskError(
+            f"{source}: not an mmdetection two-stage detector (no 'backbone.*'/'roi_head.*' keys; first key "
+            f"{next(iter(state))!r}); expected an official RefineMask checkpoint"
+        )
+    if not any(k.startswith("roi_head.mask_head.") for k in state):
+        raise RefineMaskError(
+            f"{source}: an mmdetection detector without a mask head (Faster R-CNN?); expected an official RefineMask checkpoint"
+        )
+    if "roi_head.mask_head.conv_logits.weight" in state:
+        raise RefineMaskError(f"{source}: an mmdetection Mask R-CNN checkpoint (FCN mask head), not RefineMask")
+    if "roi_head.mask_head.stage_instance_logits.0.weight" in state:
+        raise RefineMaskError(
+            f"{source}: a SimpleRefineMaskHead ('faster-better') checkpoint; that head is a different architecture "
+            "and is not supported (no official checkpoint of it was released)"
+        )
+    for key in (_CLASSIFIER, _REGRESSOR, _STAGE0_LOGITS, _FINAL_LOGITS):
+        if key not in state:
+            raise RefineMaskError(f"{source}: missing {key!r}; not an official RefineMask checkpoint")
+    num_classes = state[_CLASSIFIER].shape[0] - 1
+    if num_classes < 1 or state[_REGRESSOR].shape[0] != 4 * num_classes:
+        raise RefineMaskError(
+            f"{source}: box head of shapes {list(state[_CLASSIFIER].shape)} and {list(state[_REGRESSOR].shape)}; "
+            "expected mmdetection's class-specific head [C+1, 1024] and [4C, 1024]"
+        )
+    if state[_STAGE0_LOGITS].shape[0] != num_classes:
+        raise RefineMaskError(
+            f"{source}: the box head has {num_classes} classes but the mask head "
+            f"{state[_STAGE0_LOGITS].shape[0]}; the checkpoint is inconsistent"
+        )
+    final = state[_FINAL_LOGITS].shape[0]
+    if final not in (1, num_classes):
+        raise RefineMaskError(f"{source}: final_instance_logits has {final} classes; expected 1 or {num_classes}")
+    blocks = tuple(
+        len({m.group(1) for k in state if (m := re.match(rf"backbone\.layer{i}\.(\d+)\.conv3\.weight$", k))})
+        for i in range(1, 5)
+    )
+    if blocks not in RESNET_DEPTHS:
+        raise RefineMaskError(
+            f"{source}: a ResNet backbone with {blocks} bottleneck blocks per stage; "
+            "only ResNet-50 (3, 4, 6, 3) and ResNet-101 (3, 4, 23, 3) are supported"
+        )
+    dataset = {80: "coco", LVIS_NUM_CATEGORIES: "lvis", 8: "cityscapes"}.get(num_classes, "custom")
+    return OfficialModel(num_classes, RESNET_DEPTHS[blocks], final == 1, dataset)
+
+
+# -- mapping ----------------------------------------------------------------------------------
+
+
+def official_to_refinemask(state: dict[str, torch.Tensor], num_classes: int, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Rename and reshape an official state dict into our model's keys (spec §6.1).
+
+    Args:
+        state: the mmdetection ``state_dict``.
+        num_classes: C, without background.
+
+    Returns:
+        our state dict; ``cls_score`` is (C+1, 1024) with background in row 0 and
+        ``bbox_pred`` is (4(C+1), 1024) with zero background rows 0-3. Renamed float32
+        tensors share memory with ``state``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue  # FrozenBatchNorm2d has no counter
+        for pattern, replacement in KEY_MAP:
+            new_key, hits = re.subn(pattern, replacement, key)
+            if hits:
+                break
+        else:
+            unknown.append(key)
+            continue
+        if value.is_floating_point():
+            value = value.float()
+        if new_key.startswith("roi_heads.box_predictor.cls_score."):
+            value = _background_first(value, num_classes)
+        elif new_key.startswith("roi_heads.box_predictor.bbox_pred."):
+            value = _prepend_background_deltas(value)
+        out[new_key] = value.contiguous()
+    if unknown:
+        raise RefineMaskError(
+            f"{source}: {len(unknown)} tensors of an unknown part, e.g. {unknown[0]!r}; not an official RefineMask checkpoint"
+        )
+    return out
+
+
+def _background_first(classifier: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C+1, ...) with background last (mmdetection) -> background first (torchvision)."""
+    order = torch.tensor([num_classes] + list(range(num_classes)))
+    return classifier[order]
+
+
+def _prepend_background_deltas(regressor: torch.Tensor) -> torch.Tensor:
+    """(4C, ...) -> (4(C+1), ...): torchvision's layout has four (unused) background rows first."""
+    return torch.cat([regressor.new_zeros((4,) + tuple(regressor.shape[1:])), regressor], dim=0)
+
+
+def model_config(official: OfficialModel) -> ModelConfig:
+    """The model config of a converted checkpoint: architecture from the weights, test settings
+    from the data set."""
+    return from_dict(
+        ModelConfig,
+        {
+            "num_classes": official.num_classes,
+            "backbone": f"resnet{official.depth}",
+            "backbone_weights": None,
+            "mask_head": "refinemask",
+            "class_agnostic_last_stage": official.class_agnostic_last_stage,
+            **DATASET_SETTINGS[official.dataset],
+            **MMDET_TEST_BEHAVIOUR,
+        },
+        "model",
+    )
+
+
+# -- categories -------------------------------------------------------------------------------
+
+
+def categories_from_annotations(path: str | Path, num_classes: int) -> tuple[dict[int, int], list[str]]:
+    """(label → category id, names) from the ``categories`` of a COCO/LVIS-format json."""
+    path = Path(path)
+    if not path.is_file():
+        raise RefineMaskError(f"categories file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+        cats = sorted(data["categories"], key=lambda c: int(c["id"]))
+        ids = [int(c["id"]) for c in cats]
+        names = [str(c.get("name", f"category_{c['id']}")) for c in cats]
+    except (ValueError, KeyError, TypeError):
+        raise RefineMaskError(f"{path}: not a COCO-format json with a 'categories' list of {{id, name}}") from None
+    if len(ids) != num_classes:
+        raise RefineMaskError(f"{path}: {len(ids)} categories, but the checkpoint has {num_classes} classes")
+    return {label: cat for label, cat in enumerate(ids, 1)}, names
+
+
+def _categories(official: OfficialModel, dataset: str, meta: dict, annotations: str | Path | None):
+    if annotations is not None:
+        return categories_from_annotations(annotations, official.num_classes)
+    labels, names = default_categories(dataset, official.num_classes)
+    # mmdetection stores the training set's class names in meta['CLASSES'] (in label order)
+    classes = meta.get("CLASSES")
+    if isinstance(classes, (list, tuple)) and len(classes) == official.num_classes and all(isinstance(c, str) for c in classes):
+        names = list(classes)
+    return labels, names
+
+
+# -- the whole conversion ---------------------------------------------------------------------
+
+
+def convert_checkpoint(
+    source: str | Path,
+    destination: str | Path,
+    dataset: str | None = None,
+    categories: str | Path | None = None,
+) -> Conversion:
+    """Convert an official checkpoint into a model file that :func:`refinemask.load_model` reads.
+
+    Args:
+        source: the official ``.pth``.
+        destination: ``.safetensors`` (default; a name without suffix gets it) or ``.pth``.
+            A YAML copy of the config is written beside it.
+        dataset: "coco", "lvis", "cityscapes" or "custom" to override the data set guessed
+            from the number of classes (it decides the test settings and category ids).
+        categories: a COCO/LVIS-format json whose ``categories`` give ids and names.
+    """
+    from refinemask.engine.checkpoint import load_state_checked, save_weights
+    from refinemask.modeling.detector import build_model_from_config
+
+    source = Path(source)
+    state, meta = read_official_checkpoint(source)
+    official = inspect_official(state, str(source))
+    if dataset is not None:
+        if dataset not in DATASET_SETTINGS:
+            raise RefineMaskError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+        expected = DATASET_CLASSES.get(dataset)
+        if expected is not None and expected != official.num_classes:
+            raise RefineMaskError(
+                f"{source}: has {official.num_classes} classes, but {dataset} has {expected}; use --dataset custom"
+            )
+        official = OfficialModel(official.num_classes, official.depth, official.class_agnostic_last_stage, dataset)
+    converted = official_to_refinemask(state, official.num_classes, str(source))
+    config = model_config(official)
+    labels, names = _categories(official, official.dataset, meta, categories)
+
+    model = build_model_from_config(config)
+    load_state_checked(model, converted, str(source))  # strict: every tensor has its place
+    destination = Path(destination)
+    if destination.suffix not in (".safetensors", ".pth"):
+        destination = destination.with_name(destination.name + ".safetensors")
+    extra = {"converted_from": source.name, "source_format": "mmdetection-2.3"}
+    if destination.suffix == ".safetensors":
+        save_weights(model, destination, labels, names, extra=extra)
+    else:
+        _save_pth(model, destination, labels, names, extra)
+    return Conversion(destination, official, config, names)
+
+
+def _save_pth(model, path: Path, labels: dict[int, int], names: list[str], extra: dict) -> None:
+    """A ``.pth`` of plain values that :func:`refinemask.load_model` reads with weights_only=True."""
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = to_dict(model.config)
+    payload = {
+        "model": {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+        "config": {"model": config},
+        "label_to_category": {int(k): int(v) for k, v in labels.items()},
+        "category_names": list(names),
+        **extra,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    path.with_suffix(".yaml").write_text(yaml.safe_dump({"model": config, "category_names": list(names)}, sort_keys=False))

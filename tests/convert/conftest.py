@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from tests.convert.official_checkpoint import official_checkpoint, official_state_dict
+
+# variant -> (classes, depth, classes of the last mask stage)
+VARIANTS = {
+    "coco_r50": (80, 50, None),
+    "coco_r101": (80, 101, None),
+    "lvis_r50": (1203, 50, 1),
+    "lvis_r101": (1203, 101, 1),
+    "cityscapes_r50": (8, 50, None),
+}
+
+
+@pytest.fixture(scope="session")
+def official_state():
+    """variant -> random official-layout state dict (made once per session)."""
+    cache = {}
+
+    def get(variant: str) -> dict:
+        if variant not in cache:
+            num_classes, depth, last = VARIANTS[variant]
+            cache[variant] = official_state_dict(num_classes, depth, last, seed=list(VARIANTS).index(variant))
+        return cache[variant]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def converted_state(official_state):
+    """variant -> the official state dict converted to our keys (made once per session)."""
+    from refinemask.convert import official_to_refinemask
+
+    cache = {}
+
+    def get(variant: str) -> dict:
+        if variant not in cache:
+            cache[variant] = official_to_refinemask(official_state(variant), VARIANTS[variant][0])
+        return cache[variant]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def official_file(official_state, tmp_path_factory):
+    """variant -> path of the official checkpoint {'meta', 'state_dict'} written with torch.save."""
+    paths = {}
+
+    def get(variant: str, classes=None):
+        key = (variant, classes)
+        if key not in paths:
+            path = tmp_path_factory.mktemp("official") / f"{variant}.pth"
+            torch.save(official_checkpoint(official_state(variant), classes), path)
+            paths[key] = path
+        return paths[key]
+
+    return get
