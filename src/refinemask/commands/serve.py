@@ -73,6 +73,15 @@ def run(args: argparse.Namespace) -> int:
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach this address can upload images", file=sys.stderr)
     print(f"serving the RefineMask demo on {server.url} (Ctrl+C to stop)", flush=True)
+    # stop on Ctrl-C and on SIGTERM even when started from a shell that ignores SIGINT
+    # (background jobs of non-interactive shells inherit SIGINT as ignored)
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
