@@ -1,0 +1,30 @@
+"""`refinemask demo` end to end, at a tiny size: data, both trainings, evaluation, report."""
+import json
+
+from refinemask.cli import main
+
+TINY = [
+    "data.synthetic.num_images=4", "data.synthetic.num_val_images=2", "data.synthetic.size=64",
+    "model.min_size=[64]", "model.max_size=64", "model.rpn_pre_nms_top_n_train=100",
+    "model.rpn_post_nms_top_n_train=50", "model.box_batch_size_per_image=16",
+    "train.progress_bar=false", "train.num_threads=1",
+]
+
+
+def test_demo_trains_both_models_and_writes_the_report(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--minutes", "0.05", "--out", str(out), *TINY]) == 0
+    report = (out / "report.md").read_text()
+    assert "| mask AP |" in report and "| Boundary AP (dilation 0.008) |" in report
+    assert "RefineMask" in report and "Mask R-CNN" in report
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"RefineMask", "Mask R-CNN"}
+    assert {"segm", "boundary", "boundary@0.008", "bbox"} <= set(metrics["RefineMask"])
+    for key in ("refinemask", "maskrcnn"):
+        assert (out / key / "model_final.safetensors").is_file()
+    assert (out / "loss_curves.png").is_file() and (out / "comparison.png").is_file()
+
+
+def test_demo_refuses_a_non_positive_budget(tmp_path, capsys):
+    assert main(["demo", "--minutes", "0", "--out", str(tmp_path)]) == 2
+    assert "--minutes" in capsys.readouterr().err
