@@ -79,7 +79,11 @@ def read_checkpoint(path: str | Path) -> dict:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
         text = str(err).strip().splitlines()
-        reason = "it carries pickled code or objects, which are not loaded" if "weights_only" in str(err) else (
+        # torch says the same for a text file and for a pickle that would run code; name both
+        reason = (
+            "it is not a plain tensor checkpoint (another kind of file, or pickled code or "
+            "objects, which are never loaded)"
+        ) if "weights_only" in str(err) else (
             text[0][:160] if text else type(err).__name__
         )
         raise RefineMaskError(f"{path}: cannot be read as a checkpoint: {reason}") from None
