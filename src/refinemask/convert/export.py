@@ -114,14 +114,7 @@ class DetectorGraph(nn.Module):
         boxes, scores, labels = boxes[0], scores[0], labels[0]
         # MaskRoIHeads.predict_masks loops over chunks of detections in Python, which a trace
         # would unroll to the example's count; here all K detections go through at once
-        rois = boxes_to_rois([boxes])
-        pooled = heads.mask_roi_pool.pool_rois(features, rois)
-        if heads.is_refinemask:
-            semantic = heads.mask_head.semantic_forward(features["0"])
-            logits = assemble_stage_logits(heads.mask_head.instance_forward(pooled, semantic, rois, labels - 1))
-        else:
-            logits = heads.mask_predictor(heads.mask_head(pooled))
-            logits = logits[torch.arange(rois.shape[0]), labels][:, None]
+        logits = heads.mask_logits(features, boxes_to_rois([boxes]), labels)
         d, m = self.max_detections, self.mask_size
         labels = _pad_rows(labels, d, ())
         return (

@@ -204,6 +204,7 @@ class MaskRoIHeads(RoIHeads):
         counts = [len(b) for b in boxes]
         rois = boxes_to_rois(boxes).to(features["0"])
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
+        semantic = None
         if self.is_refinemask:
             # once per batch, not once per chunk as in the official code: same result, less work
             semantic = self.mask_head.semantic_forward(features["0"])
@@ -214,16 +215,26 @@ class MaskRoIHeads(RoIHeads):
         for start in range(0, rois.shape[0], self.mask_chunk_size):
             r = rois[start : start + self.mask_chunk_size]
             lab = all_labels[start : start + self.mask_chunk_size]
-            pooled = self.mask_roi_pool.pool_rois(features, r)
-            if self.is_refinemask:
-                stage_logits = self.mask_head.instance_forward(pooled, semantic, r, lab - 1)
-                logits = stage_logits[1] if coarse else assemble_stage_logits(stage_logits)
-            else:
-                logits = self.mask_predictor(self.mask_head(pooled))
-                logits = logits[torch.arange(r.shape[0], device=logits.device), lab][:, None]
-            chunks.append(logits.sigmoid())
+            chunks.append(self.mask_logits(features, r, lab, semantic, coarse).sigmoid())
         if not chunks:
             probs = features["0"].new_zeros((0, 1, size, size))
         else:
             probs = torch.cat(chunks, dim=0)
         return list(probs.split(counts, dim=0))
+
+    def mask_logits(self, features, rois: torch.Tensor, labels: torch.Tensor, semantic=None, coarse: bool = False):
+        """Mask logits (N, 1, M, M) of the given RoIs, with no loop: the part exports trace.
+
+        Args:
+            rois: (N, 5) [batch_index, x1, y1, x2, y2]; labels: (N,) in 1..C.
+            semantic: RefineMask's :meth:`RefineMaskHead.semantic_forward` output, computed here
+                when not given.
+        """
+        pooled = self.mask_roi_pool.pool_rois(features, rois)
+        if not self.is_refinemask:
+            logits = self.mask_predictor(self.mask_head(pooled))
+            return logits[torch.arange(rois.shape[0], device=logits.device), labels][:, None]
+        if semantic is None:
+            semantic = self.mask_head.semantic_forward(features["0"])
+        stage_logits = self.mask_head.instance_forward(pooled, semantic, rois, labels - 1)
+        return stage_logits[1] if coarse else assemble_stage_logits(stage_logits)
