@@ -21,16 +21,9 @@ METRIC_ROWS = (
 
 def evaluate_run(config, weights: Path) -> dict:
     """Metrics of the weights on the config's validation split (single process)."""
-    from refinemask.engine.checkpoint import load_model
-    from refinemask.engine.data import build_dataset
-    from refinemask.engine.distributed import DistributedContext
-    from refinemask.engine.evaluate import evaluate
+    from refinemask.engine.evaluate import evaluate_config
 
-    model = load_model(weights)
-    dataset = build_dataset(config, "val")
-    context = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    metrics, _ = evaluate(model, dataset, config.eval, context, dataset.label_to_category, progress=True)
-    return metrics
+    return evaluate_config(config, weights)
 
 
 def loss_history(output_dir: Path) -> dict[str, list[tuple[int, float]]]:
