@@ -55,7 +55,7 @@ def ceilings(dataset, dilations) -> dict[str, dict]:
     return out
 
 
-def train_and_score(key: str, config_name: str, out: Path, iters: int, seed: int, images: int, preset: str) -> dict:
+def train_and_score(key: str, config_name: str, out: Path, iters: int, seed: int, data: list[str]) -> dict:
     from refinemask.config import load_config
     from refinemask.demo_report import evaluate_run
     from refinemask.engine.train import train
@@ -63,8 +63,7 @@ def train_and_score(key: str, config_name: str, out: Path, iters: int, seed: int
     config = load_config(
         config_name,
         [
-            f"train.output_dir={out / f'{key}_seed{seed}'}", f"data.synthetic.root={out / 'data'}",
-            f"data.synthetic.preset={preset}", f"data.synthetic.num_images={images}",
+            f"train.output_dir={out / f'{key}_seed{seed}'}", *data,
             f"train.seed={seed}", f"solver.max_iters={iters}", "train.eval_at_end=false",
             "train.progress_bar=false", f"train.checkpoint_every={max(iters, 1)}",
         ],
@@ -78,7 +77,10 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--images", type=int, default=200, help="training images")
+    parser.add_argument("--val-images", type=int, default=50, help="validation images")
     parser.add_argument("--preset", default="hard")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for both models, e.g. solver.base_lr=4e-4")
     parser.add_argument("--out", default="bench-quality")
     parser.add_argument("--ceilings-only", action="store_true")
     args = parser.parse_args(argv)
@@ -87,10 +89,12 @@ def main(argv=None) -> int:
     from refinemask.config import load_config
     from refinemask.engine.data import build_dataset, prepare_synthetic_data
 
-    base = load_config("quickstart_refinemask", [
-        f"train.output_dir={out}", f"data.synthetic.root={out / 'data'}",
-        f"data.synthetic.preset={args.preset}", f"data.synthetic.num_images={args.images}",
-    ])
+    data = [
+        f"data.synthetic.root={out / 'data'}", f"data.synthetic.preset={args.preset}",
+        f"data.synthetic.num_images={args.images}", f"data.synthetic.num_val_images={args.val_images}",
+        *args.set,
+    ]
+    base = load_config("quickstart_refinemask", [f"train.output_dir={out}", *data])
     prepare_synthetic_data(base)
     val = build_dataset(base, "val")
     dilations = list(base.eval.boundary_dilations)
@@ -99,7 +103,7 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             for key, config_name, display in (("refinemask", "quickstart_refinemask", "RefineMask"),
                                               ("maskrcnn", "quickstart_maskrcnn", "Mask R-CNN")):
-                metrics = train_and_score(key, config_name, out, args.iters, seed, args.images, args.preset)
+                metrics = train_and_score(key, config_name, out, args.iters, seed, data)
                 table.setdefault(display, []).append(metrics)
                 print(display, "seed", seed, json.dumps({f"{a}.{b}": metrics[a][b] for a, b in ROWS}), flush=True)
 

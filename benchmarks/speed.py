@@ -9,11 +9,14 @@ Reports, per image size and detection count:
   * head: the mask branch alone (semantic head, RoI pooling, stages, assembly, paste) on fixed
     FPN features and boxes;
   * detector: the whole model, image in, pasted masks out;
-  * peak memory (max RSS of a fresh process running one detector forward);
+  * peak memory (max RSS of a fresh process running one detector forward; CPU only);
+  * with --train, one training iteration (forward, backward, SGD step) on a batch of two
+    images with the same ground truth for both models;
   * with --onnx, RefineMask exported to ONNX and run in onnxruntime on the CPU.
 
     python benchmarks/speed.py                          # 800×1216, 10/50/100 detections
     python benchmarks/speed.py --sizes 512x768 800x1216 --detections 100 --repeats 3
+    python benchmarks/speed.py --device cuda --no-memory --train
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import time
 import torch
 
 
-def build_pair(backbone: str, detections: int, min_size: int, max_size: int):
+def build_pair(backbone: str, detections: int, min_size: int, max_size: int, device: str = "cpu"):
     from refinemask import build_model
 
     options = dict(
@@ -40,7 +43,12 @@ def build_pair(backbone: str, detections: int, min_size: int, max_size: int):
     baseline = build_model(num_classes=80, mask_head="maskrcnn", **options).eval()
     shared = {k: v for k, v in refine.state_dict().items() if not k.startswith("roi_heads.mask_")}
     baseline.load_state_dict(shared, strict=False)
-    return refine, baseline
+    return refine.to(device), baseline.to(device)
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def random_boxes(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -53,18 +61,53 @@ def random_boxes(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor
 def time_head(model, features, boxes, labels, height, width) -> float:
     from refinemask.modeling.ops import paste_masks
 
+    _sync(boxes.device)
     start = time.perf_counter()
     with torch.no_grad():
         probs = model.roi_heads.predict_masks(features, [boxes], [labels])[0]
         paste_masks(probs, boxes, height, width)
+    _sync(boxes.device)
     return time.perf_counter() - start
 
 
 def time_detector(model, image) -> tuple[float, int]:
+    _sync(image.device)
     start = time.perf_counter()
     with torch.no_grad():
         out = model([image])[0]
+    _sync(image.device)
     return time.perf_counter() - start, int(out["boxes"].shape[0])
+
+
+def training_batch(height: int, width: int, objects: int = 8, device: str = "cpu"):
+    """Two random images with ``objects`` boxes each and an ellipse mask filling each box."""
+    g = torch.Generator().manual_seed(3)
+    images, targets = [], []
+    ys = torch.arange(height)[:, None] + 0.5
+    xs = torch.arange(width)[None, :] + 0.5
+    for i in range(2):
+        boxes = random_boxes(objects, height, width, seed=10 + i)
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        rx, ry = (boxes[:, 2] - boxes[:, 0]) / 2, (boxes[:, 3] - boxes[:, 1]) / 2
+        masks = ((xs - cx[:, None, None]) / rx[:, None, None]) ** 2 + ((ys - cy[:, None, None]) / ry[:, None, None]) ** 2 <= 1
+        labels = torch.randint(1, 81, (objects,), generator=g)
+        images.append(torch.rand(3, height, width, generator=g).to(device))
+        targets.append({"boxes": boxes.to(device), "labels": labels.to(device), "masks": masks.to(torch.uint8).to(device)})
+    return images, targets
+
+
+def time_train_step(model, optimizer, images, targets) -> float:
+    """One iteration: forward with losses, backward, SGD step."""
+    model.train()
+    _sync(images[0].device)
+    start = time.perf_counter()
+    loss = sum(model(images, targets).values())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    _sync(images[0].device)
+    model.eval()
+    return time.perf_counter() - start
 
 
 def peak_memory_mb(backbone: str, head: str, detections: int, height: int, width: int) -> float:
@@ -80,6 +123,21 @@ def peak_memory_mb(backbone: str, head: str, detections: int, height: int, width
     return float(out.stdout.strip().splitlines()[-1]) / 1024.0
 
 
+def train_step_ratio(refine, baseline, height: int, width: int, repeats: int, device: str) -> dict:
+    """Median training-iteration times of both models on the same batch, interleaved."""
+    images, targets = training_batch(height, width, device=device)
+    optimizers = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
+                  for m in (refine, baseline)]
+    times: list[list[float]] = [[], []]
+    for i in range(repeats + 1):  # the first round is a warm-up
+        for j, model in enumerate((refine, baseline)):
+            t = time_train_step(model, optimizers[j], images, targets)
+            if i:
+                times[j].append(t)
+    r, b = statistics.median(times[0]), statistics.median(times[1])
+    return {"train_refinemask_s": r, "train_maskrcnn_s": b, "train_ratio": r / b}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["800x1216"], help="HxW image sizes")
@@ -87,7 +145,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--train", action="store_true",
+                        help="also time training iterations (batch of 2 images, 8 objects each)")
     parser.add_argument("--onnx", action="store_true",
                         help="also export RefineMask to ONNX and time onnxruntime on the same image")
     parser.add_argument("--json", help="also write the rows to this file")
@@ -98,15 +159,15 @@ def main(argv=None) -> int:
     rows = []
     for size in args.sizes:
         height, width = (int(v) for v in size.lower().split("x"))
-        image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1))
+        image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1)).to(args.device)
         for n in args.detections:
-            refine, baseline = build_pair(args.backbone, n, min(height, width), max(height, width))
+            refine, baseline = build_pair(args.backbone, n, min(height, width), max(height, width), args.device)
             with torch.no_grad():
                 images, _ = refine.transform([image])
                 features = refine.backbone(images.tensors)
             rh, rw = images.image_sizes[0]
-            boxes = random_boxes(n, rh, rw)
-            labels = torch.randint(1, 81, (n,), generator=torch.Generator().manual_seed(2))
+            boxes = random_boxes(n, rh, rw).to(args.device)
+            labels = torch.randint(1, 81, (n,), generator=torch.Generator().manual_seed(2)).to(args.device)
             # warm-up, then interleaved repeats
             time_head(refine, features, boxes, labels, rh, rw)
             time_head(baseline, features, boxes, labels, rh, rw)
@@ -128,6 +189,8 @@ def main(argv=None) -> int:
             }
             row["head_ratio"] = row["head_refinemask_s"] / row["head_maskrcnn_s"]
             row["detector_ratio"] = row["detector_refinemask_s"] / row["detector_maskrcnn_s"]
+            if args.train and n == args.detections[0]:
+                row.update(train_step_ratio(refine, baseline, height, width, args.repeats, args.device))
             if args.onnx:
                 import tempfile
 
@@ -138,13 +201,17 @@ def main(argv=None) -> int:
                     timing = onnx_inference_time(path, [image.permute(1, 2, 0).numpy()], repeats=args.repeats, score_thresh=0.0)
                 row["onnxruntime_refinemask_s"] = timing.seconds_per_image
                 row["onnx_vs_pytorch"] = timing.seconds_per_image / row["detector_refinemask_s"]
-            if not args.no_memory:
+            if not args.no_memory and args.device == "cpu":
                 row["peak_mb_refinemask"] = peak_memory_mb(args.backbone, "refinemask", n, height, width)
                 row["peak_mb_maskrcnn"] = peak_memory_mb(args.backbone, "maskrcnn", n, height, width)
             rows.append(row)
             print(json.dumps(row), flush=True)
 
     print()
+    for r in rows:
+        if "train_ratio" in r:
+            print(f"training iteration at {r['size']}: RefineMask {r['train_refinemask_s']:.2f} s, "
+                  f"Mask R-CNN {r['train_maskrcnn_s']:.2f} s, ratio {r['train_ratio']:.2f}")
     header = ("| image | dets | head RM (s) | head MR (s) | head × | detector RM (s) | detector MR (s) | detector × "
               "| onnxruntime RM (s) | peak MB RM / MR |")
     print(header)

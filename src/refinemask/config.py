@@ -26,6 +26,7 @@ class ModelConfig:
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | efficientnet_lite0
     backbone_weights: str | None = None  # None | "imagenet" | path to a classifier state dict
     trainable_backbone_layers: int = 3  # 3 = official frozen_stages=1
+    fpn_channels: int = 256  # FPN width, also the mask heads' width (official: 256)
     mask_head: str = "refinemask"  # refinemask | maskrcnn
     class_agnostic_last_stage: bool = False  # the LVIS setting: last stage 32 -> 1
     dilations: list[int] = field(default_factory=lambda: [1, 3, 5])

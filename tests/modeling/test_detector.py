@@ -143,3 +143,31 @@ def test_small_logits_init_starts_mask_losses_near_log2():
     # every stage starts at p≈0.5: BCE ≈ log 2 per pixel, weighted 0.25+0.5+0.75+1
     assert abs(losses["loss_instance"].item() - 2.5 * 0.6931) < 0.2
     assert abs(losses["loss_semantic"].item() - 0.6931) < 0.05
+
+
+@pytest.mark.parametrize("mask_head", ["refinemask", "maskrcnn"])
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+def test_fpn_channels_narrow_the_fpn_and_both_mask_heads(mask_head, backbone):
+    model = tiny_model(mask_head, backbone=backbone, fpn_channels=64)
+    assert model.backbone.out_channels == 64
+    feats = model.backbone(torch.rand(1, 3, 128, 128))
+    assert all(f.shape[1] == 64 for f in feats.values())
+    if mask_head == "refinemask":
+        head = model.roi_heads.mask_head
+        assert head.semantic_convs[0].conv.weight.shape == (64, 64, 3, 3)
+        assert [s.semantic_transform_in.out_channels for s in head.stages] == [64, 32, 16]
+    else:
+        assert model.roi_heads.mask_head[0][0].weight.shape[:2] == (64, 64)
+    model.train()
+    image, target = image_and_target(128, 128, n=2, seed=4)
+    losses = model([image], [target])
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        out = model([image])[0]
+    assert out["masks"].shape[-2:] == (128, 128)
+
+
+def test_fpn_channels_too_small_is_a_clear_error():
+    with pytest.raises(RefineMaskError, match="fpn_channels"):
+        tiny_model(fpn_channels=4)

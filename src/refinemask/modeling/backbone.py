@@ -1,6 +1,6 @@
 """Backbones with FPN: ResNet-18/34/50/101 (torchvision) and EfficientNet-Lite0.
 
-Every builder returns a module with ``out_channels = 256`` whose forward gives an ordered dict
+Every builder returns a module with ``out_channels`` (256 unless asked otherwise) whose forward gives an ordered dict
 ``'0','1','2','3','pool'`` of P2–P6 (strides 4–64), as torchvision's detection models expect.
 P6 is a stride-2 max-pool of P5 (``LastLevelMaxPool``), the same as mmdetection's FPN with
 ``num_outs=5`` and no extra convs (spec §1).
@@ -56,7 +56,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def build_backbone(name: str, weights: str | None = None, trainable_layers: int = 3) -> nn.Module:
+def build_backbone(
+    name: str, weights: str | None = None, trainable_layers: int = 3, fpn_channels: int = 256
+) -> nn.Module:
     """Backbone + FPN by name.
 
     Args:
@@ -67,15 +69,18 @@ def build_backbone(name: str, weights: str | None = None, trainable_layers: int 
             path of a local file holding the classification network's state dict.
         trainable_layers: how many of the last stages are trained (3 = the official
             ``frozen_stages=1``: stem and first stage frozen). BN is frozen throughout.
+        fpn_channels: the FPN's output width (256 in every official model).
     """
+    if fpn_channels < 8:
+        raise RefineMaskError(f"model.fpn_channels must be at least 8, got {fpn_channels}")
     if name in RESNETS:
-        return _build_resnet_fpn(name, weights, trainable_layers)
+        return _build_resnet_fpn(name, weights, trainable_layers, fpn_channels)
     if name == "efficientnet_lite0":
-        return _build_efficientnet_fpn(weights, trainable_layers)
+        return _build_efficientnet_fpn(weights, trainable_layers, fpn_channels)
     raise RefineMaskError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
 
 
-def _build_resnet_fpn(name: str, weights: str | None, trainable_layers: int) -> nn.Module:
+def _build_resnet_fpn(name: str, weights: str | None, trainable_layers: int, fpn_channels: int) -> nn.Module:
     constructor, imagenet = RESNETS[name]
     body = constructor(weights=None, norm_layer=FrozenBatchNorm2d)
     if weights == "imagenet":
@@ -89,7 +94,12 @@ def _build_resnet_fpn(name: str, weights: str | None, trainable_layers: int) -> 
         _load_classifier_weights(body, state, name)
     elif weights:
         _load_classifier_weights(body, load_state_dict_file(weights), str(weights))
-    return _resnet_fpn_extractor(body, trainable_layers, extra_blocks=LastLevelMaxPool())
+    backbone = _resnet_fpn_extractor(body, trainable_layers, extra_blocks=LastLevelMaxPool())
+    if fpn_channels != backbone.out_channels:  # torchvision's helper always builds 256
+        in_channels = [block.in_channels for block in backbone.fpn.inner_blocks.modules() if isinstance(block, nn.Conv2d)]
+        backbone.fpn = FeaturePyramidNetwork(in_channels, fpn_channels, extra_blocks=LastLevelMaxPool())
+        backbone.out_channels = fpn_channels
+    return backbone
 
 
 def _load_classifier_weights(body: nn.Module, state: dict, source: str) -> None:
@@ -189,17 +199,17 @@ class EfficientNetLite0Body(nn.Module):
 
 
 class BodyWithFPN(nn.Module):
-    def __init__(self, body: nn.Module, in_channels: tuple[int, ...]):
+    def __init__(self, body: nn.Module, in_channels: tuple[int, ...], out_channels: int = 256):
         super().__init__()
         self.body = body
-        self.fpn = FeaturePyramidNetwork(list(in_channels), 256, extra_blocks=LastLevelMaxPool())
-        self.out_channels = 256
+        self.fpn = FeaturePyramidNetwork(list(in_channels), out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict:
         return self.fpn(self.body(x))
 
 
-def _build_efficientnet_fpn(weights: str | None, trainable_layers: int) -> nn.Module:
+def _build_efficientnet_fpn(weights: str | None, trainable_layers: int, fpn_channels: int) -> nn.Module:
     body = EfficientNetLite0Body()
     if weights == "imagenet":
         try:
@@ -219,4 +229,4 @@ def _build_efficientnet_fpn(weights: str | None, trainable_layers: int) -> nn.Mo
     for i, block in enumerate(body._blocks):
         block.requires_grad_(i >= first_trainable)
     body._conv_stem.requires_grad_(trainable_layers >= 5)
-    return BodyWithFPN(body, _LITE0_CHANNELS)
+    return BodyWithFPN(body, _LITE0_CHANNELS, fpn_channels)

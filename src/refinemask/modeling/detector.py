@@ -33,7 +33,7 @@ class RefineMaskRCNN(GeneralizedRCNN):
 
     def __init__(self, config: ModelConfig):
         cfg = config
-        backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.trainable_backbone_layers)
+        backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.trainable_backbone_layers, cfg.fpn_channels)
         anchors = ExactAnchorGenerator() if cfg.exact_anchors else AnchorGenerator(
             sizes=((32,), (64,), (128,), (256,), (512,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
         )
@@ -90,8 +90,10 @@ class RefineMaskRCNN(GeneralizedRCNN):
             elif cfg.mask_logits_init != "official":
                 raise RefineMaskError(f"model.mask_logits_init: {cfg.mask_logits_init!r} is not one of official, small")
         else:
-            roi_heads.mask_head = MaskRCNNHeads(backbone.out_channels, [256, 256, 256, 256], 1)
-            roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, classes_with_bg)
+            # the head's width follows the FPN's, as RefineMask's does (256 in the official models)
+            width = backbone.out_channels
+            roi_heads.mask_head = MaskRCNNHeads(width, [width] * 4, 1)
+            roi_heads.mask_predictor = MaskRCNNPredictor(width, width, classes_with_bg)
             if cfg.mask_logits_init == "small":
                 torch.nn.init.normal_(roi_heads.mask_predictor.mask_fcn_logits.weight, std=0.001)
                 torch.nn.init.zeros_(roi_heads.mask_predictor.mask_fcn_logits.bias)
