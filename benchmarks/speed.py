@@ -12,6 +12,8 @@ Reports, per image size and detection count:
   * peak memory (max RSS of a fresh process running one detector forward; CPU only);
   * with --train, one training iteration (forward, backward, SGD step) on a batch of two
     images with the same ground truth for both models;
+  * with --flops, the multiply-accumulates of each model (torch.utils.flop_counter), which
+    tell how much of the time ratio is arithmetic that any implementation must do;
   * with --onnx, RefineMask exported to ONNX and run in onnxruntime on the CPU.
 
     python benchmarks/speed.py                          # 800×1216, 10/50/100 detections
@@ -123,6 +125,15 @@ def peak_memory_mb(backbone: str, head: str, detections: int, height: int, width
     return float(out.stdout.strip().splitlines()[-1]) / 1024.0
 
 
+def gmacs(fn) -> float:
+    """Multiply-accumulates (in 1e9) that ``fn`` runs, as torch.utils.flop_counter counts them (convs, matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops() / 2e9
+
+
 def train_step_ratio(refine, baseline, height: int, width: int, repeats: int, device: str) -> dict:
     """Median training-iteration times of both models on the same batch, interleaved."""
     images, targets = training_batch(height, width, device=device)
@@ -146,6 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--flops", action="store_true", help="also count multiply-accumulates of each model")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--train", action="store_true",
                         help="also time training iterations (batch of 2 images, 8 objects each)")
@@ -189,6 +201,14 @@ def main(argv=None) -> int:
             }
             row["head_ratio"] = row["head_refinemask_s"] / row["head_maskrcnn_s"]
             row["detector_ratio"] = row["detector_refinemask_s"] / row["detector_maskrcnn_s"]
+            if args.flops:
+                h = refine.roi_heads.mask_head
+                row["gmac_detector_refinemask"] = gmacs(lambda: refine([image]))
+                row["gmac_detector_maskrcnn"] = gmacs(lambda: baseline([image]))
+                row["gmac_head_refinemask"] = gmacs(lambda: refine.roi_heads.predict_masks(features, [boxes], [labels]))
+                row["gmac_head_maskrcnn"] = gmacs(lambda: baseline.roi_heads.predict_masks(features, [boxes], [labels]))
+                row["gmac_semantic_head"] = gmacs(lambda: h.semantic_forward(features["0"]))
+                row["gmac_ratio"] = row["gmac_detector_refinemask"] / row["gmac_detector_maskrcnn"]
             if args.train and n == args.detections[0]:
                 row.update(train_step_ratio(refine, baseline, height, width, args.repeats, args.device))
             if args.onnx:
@@ -209,6 +229,11 @@ def main(argv=None) -> int:
 
     print()
     for r in rows:
+        if "gmac_ratio" in r:
+            print(f"GMAC at {r['size']}, {r['detections']} detections: detector RefineMask "
+                  f"{r['gmac_detector_refinemask']:.1f} / Mask R-CNN {r['gmac_detector_maskrcnn']:.1f} "
+                  f"({r['gmac_ratio']:.2f}x); mask head {r['gmac_head_refinemask']:.1f} / {r['gmac_head_maskrcnn']:.1f}, "
+                  f"of which the semantic head {r['gmac_semantic_head']:.1f}")
         if "train_ratio" in r:
             print(f"training iteration at {r['size']}: RefineMask {r['train_refinemask_s']:.2f} s, "
                   f"Mask R-CNN {r['train_maskrcnn_s']:.2f} s, ratio {r['train_ratio']:.2f}")

@@ -19,7 +19,7 @@ def test_speed_reports_head_detector_and_training_ratios(tmp_path, capsys):
     speed = _load("speed")
     out = tmp_path / "rows.json"
     speed.main(["--sizes", "64x96", "--detections", "3", "5", "--repeats", "1", "--backbone", "resnet18",
-                "--no-memory", "--train", "--threads", "1", "--json", str(out)])
+                "--no-memory", "--train", "--flops", "--threads", "1", "--json", str(out)])
     rows = json.loads(out.read_text())
     assert [r["detections"] for r in rows] == [3, 5]
     for row in rows:
@@ -30,8 +30,12 @@ def test_speed_reports_head_detector_and_training_ratios(tmp_path, capsys):
         assert row["head_ratio"] == pytest.approx(row["head_refinemask_s"] / row["head_maskrcnn_s"])
     assert rows[0]["train_ratio"] == pytest.approx(rows[0]["train_refinemask_s"] / rows[0]["train_maskrcnn_s"])
     assert "train_ratio" not in rows[1]  # training is timed once per image size
+    # more detections cost more arithmetic in both heads; RefineMask's head always costs more
+    assert rows[1]["gmac_head_refinemask"] > rows[0]["gmac_head_refinemask"] > rows[0]["gmac_head_maskrcnn"]
+    assert rows[0]["gmac_ratio"] > 1
+    assert 0 < rows[0]["gmac_semantic_head"] < rows[0]["gmac_head_refinemask"]
     printed = capsys.readouterr().out
-    assert "| 64x96 | 3 |" in printed and "training iteration at 64x96" in printed
+    assert "| 64x96 | 3 |" in printed and "training iteration at 64x96" in printed and "GMAC at 64x96" in printed
 
 
 def test_training_batch_masks_fill_their_boxes():

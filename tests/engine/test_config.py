@@ -95,6 +95,7 @@ def test_official_schedules_share_the_spec_solver(name):
     assert (solver.warmup_iters, solver.warmup_ratio, solver.grad_clip_norm) == (500, 0.001, 35.0)
     assert (solver.reference_batch_size, solver.gamma, solver.lr_schedule) == (16, 0.1, "step")
     assert config.model.backbone_weights == "imagenet" and config.model.box_loss_weight == 2.0
+    assert config.model.fpn_channels == 256  # the official width; only the CPU quickstart narrows it
 
 
 def test_official_schedules_have_their_own_epochs_rates_and_data_settings():
