@@ -9,7 +9,8 @@ Reports, per image size and detection count:
   * head: the mask branch alone (semantic head, RoI pooling, stages, assembly, paste) on fixed
     FPN features and boxes;
   * detector: the whole model, image in, pasted masks out;
-  * peak memory (max RSS of a fresh process running one detector forward; CPU only);
+  * peak memory, in a fresh process per model: the whole detector's, and how much the mask
+    head alone adds (CPU only);
   * with --train, one training iteration (forward, backward, SGD step) on a batch of two
     images with the same ground truth for both models;
   * with --flops, the multiply-accumulates of each model (torch.utils.flop_counter), which
@@ -32,12 +33,13 @@ import time
 import torch
 
 
-def build_pair(backbone: str, detections: int, min_size: int, max_size: int, device: str = "cpu"):
+def build_pair(backbone: str, detections: int, min_size: int, max_size: int, device: str = "cpu",
+               mask_positives: int = 0):
     from refinemask import build_model
 
     options = dict(
         backbone=backbone, min_size=[min_size], max_size=max_size, box_score_thresh=0.0,
-        detections_per_img=detections, box_nms_thresh=1.0,
+        detections_per_img=detections, box_nms_thresh=1.0, mask_positives_per_image=mask_positives,
     )
     torch.manual_seed(0)
     refine = build_model(num_classes=80, mask_head="refinemask", **options).eval()
@@ -112,17 +114,47 @@ def time_train_step(model, optimizer, images, targets) -> float:
     return time.perf_counter() - start
 
 
-def peak_memory_mb(backbone: str, head: str, detections: int, height: int, width: int) -> float:
-    """Max RSS (weights included) of a fresh process that builds one model and runs one forward."""
-    code = (
-        "import torch,resource;from refinemask import build_model;"
-        f"m=build_model(num_classes=80,mask_head={head!r},backbone={backbone!r},min_size=[{min(height, width)}],"
-        f"max_size={max(height, width)},box_score_thresh=0.0,detections_per_img={detections},box_nms_thresh=1.0).eval();"
-        f"torch.no_grad().__enter__();m([torch.rand(3,{height},{width})]);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1]) / 1024.0
+_MEMORY_SETUP = """
+import torch
+from refinemask import build_model
+torch.no_grad().__enter__()
+m = build_model(num_classes=80, mask_head={head!r}, backbone={backbone!r}, min_size=[{short}], max_size={long},
+                box_score_thresh=0.0, detections_per_img={n}, box_nms_thresh=1.0).eval()
+def rss():  # this process's peak RSS in MB; ru_maxrss would include the parent's peak from before exec
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+"""
+_MEMORY_DETECTOR = """
+m([torch.rand(3, {height}, {width})])
+print(rss())
+"""
+_MEMORY_HEAD = """
+h, w = ({height} + 31) // 32 * 32, ({width} + 31) // 32 * 32
+feats = {{str(i): torch.rand(1, m.backbone.out_channels, h // 2 ** (i + 2), w // 2 ** (i + 2)) for i in range(4)}}
+xy = torch.rand({n}, 2) * torch.tensor([{width} * 0.7, {height} * 0.7])
+boxes = torch.cat([xy, xy + torch.rand({n}, 2) * torch.tensor([{width} * 0.3, {height} * 0.3]) + 16], 1)
+before = rss()
+m.roi_heads.predict_masks(feats, [boxes], [torch.randint(1, 81, ({n},))])
+print(rss() - before)
+"""
+
+
+def peak_memory_mb(backbone: str, head: str, detections: int, height: int, width: int) -> tuple[float, float]:
+    """Peak memory of one model, each figure from a fresh process: (whole detector, mask head alone).
+
+    The first is the max RSS (weights included) of one detector forward; the backbone and RPN
+    set it, so it hardly tells the heads apart. The second is how far the mask branch alone
+    (on FPN-shaped random features and ``detections`` boxes) raises the max RSS above what the
+    model and the features already hold.
+    """
+    values = dict(head=head, backbone=backbone, short=min(height, width), long=max(height, width),
+                  n=detections, height=height, width=width)
+    figures = []
+    for part in (_MEMORY_DETECTOR, _MEMORY_HEAD):
+        code = (_MEMORY_SETUP + part).format(**values)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        figures.append(float(out.stdout.strip().splitlines()[-1]))
+    return figures[0], figures[1]
 
 
 def gmacs(fn) -> float:
@@ -157,6 +189,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--mask-positives", type=int, default=0,
+                        help="with --train: cap on the RoIs that train the mask heads per image (0 = all, as official)")
     parser.add_argument("--flops", action="store_true", help="also count multiply-accumulates of each model")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--train", action="store_true",
@@ -173,7 +207,7 @@ def main(argv=None) -> int:
         height, width = (int(v) for v in size.lower().split("x"))
         image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1)).to(args.device)
         for n in args.detections:
-            refine, baseline = build_pair(args.backbone, n, min(height, width), max(height, width), args.device)
+            refine, baseline = build_pair(args.backbone, n, min(height, width), max(height, width), args.device, args.mask_positives)
             with torch.no_grad():
                 images, _ = refine.transform([image])
                 features = refine.backbone(images.tensors)
@@ -222,8 +256,8 @@ def main(argv=None) -> int:
                 row["onnxruntime_refinemask_s"] = timing.seconds_per_image
                 row["onnx_vs_pytorch"] = timing.seconds_per_image / row["detector_refinemask_s"]
             if not args.no_memory and args.device == "cpu":
-                row["peak_mb_refinemask"] = peak_memory_mb(args.backbone, "refinemask", n, height, width)
-                row["peak_mb_maskrcnn"] = peak_memory_mb(args.backbone, "maskrcnn", n, height, width)
+                for key in ("refinemask", "maskrcnn"):
+                    row[f"peak_mb_{key}"], row[f"head_peak_mb_{key}"] = peak_memory_mb(args.backbone, key, n, height, width)
             rows.append(row)
             print(json.dumps(row), flush=True)
 
@@ -238,15 +272,16 @@ def main(argv=None) -> int:
             print(f"training iteration at {r['size']}: RefineMask {r['train_refinemask_s']:.2f} s, "
                   f"Mask R-CNN {r['train_maskrcnn_s']:.2f} s, ratio {r['train_ratio']:.2f}")
     header = ("| image | dets | head RM (s) | head MR (s) | head × | detector RM (s) | detector MR (s) | detector × "
-              "| onnxruntime RM (s) | peak MB RM / MR |")
+              "| onnxruntime RM (s) | peak MB RM / MR | head peak MB RM / MR |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for r in rows:
         mem = f"{r['peak_mb_refinemask']:.0f} / {r['peak_mb_maskrcnn']:.0f}" if "peak_mb_refinemask" in r else "-"
+        head_mem = f"{r['head_peak_mb_refinemask']:.0f} / {r['head_peak_mb_maskrcnn']:.0f}" if "head_peak_mb_refinemask" in r else "-"
         print(
             f"| {r['size']} | {r['detections']} | {r['head_refinemask_s']:.3f} | {r['head_maskrcnn_s']:.3f} | "
             f"{r['head_ratio']:.2f} | {r['detector_refinemask_s']:.2f} | {r['detector_maskrcnn_s']:.2f} | "
-            f"{r['detector_ratio']:.2f} | {r.get('onnxruntime_refinemask_s', float('nan')):.2f} | {mem} |"
+            f"{r['detector_ratio']:.2f} | {r.get('onnxruntime_refinemask_s', float('nan')):.2f} | {mem} | {head_mem} |"
         )
     if args.json:
         with open(args.json, "w") as f:
