@@ -157,16 +157,16 @@ def peak_memory_mb(backbone: str, head: str, detections: int, height: int, width
     return figures[0], figures[1]
 
 
-def gmacs(fn) -> float:
+def gmacs(fn, grad: bool = False) -> float:
     """Multiply-accumulates (in 1e9) that ``fn`` runs, as torch.utils.flop_counter counts them (convs, matmuls)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(grad):
         fn()
     return counter.get_total_flops() / 2e9
 
 
-def train_step_ratio(refine, baseline, height: int, width: int, repeats: int, device: str) -> dict:
+def train_step_ratio(refine, baseline, height: int, width: int, repeats: int, device: str, flops: bool = False) -> dict:
     """Median training-iteration times of both models on the same batch, interleaved."""
     images, targets = training_batch(height, width, device=device)
     optimizers = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
@@ -178,7 +178,11 @@ def train_step_ratio(refine, baseline, height: int, width: int, repeats: int, de
             if i:
                 times[j].append(t)
     r, b = statistics.median(times[0]), statistics.median(times[1])
-    return {"train_refinemask_s": r, "train_maskrcnn_s": b, "train_ratio": r / b}
+    row = {"train_refinemask_s": r, "train_maskrcnn_s": b, "train_ratio": r / b}
+    if flops:
+        for key, model, optimizer in zip(("refinemask", "maskrcnn"), (refine, baseline), optimizers):
+            row[f"gmac_train_{key}"] = gmacs(lambda: time_train_step(model, optimizer, images, targets), grad=True)
+    return row
 
 
 def main(argv=None) -> int:
@@ -244,7 +248,7 @@ def main(argv=None) -> int:
                 row["gmac_semantic_head"] = gmacs(lambda: h.semantic_forward(features["0"]))
                 row["gmac_ratio"] = row["gmac_detector_refinemask"] / row["gmac_detector_maskrcnn"]
             if args.train and n == args.detections[0]:
-                row.update(train_step_ratio(refine, baseline, height, width, args.repeats, args.device))
+                row.update(train_step_ratio(refine, baseline, height, width, args.repeats, args.device, args.flops))
             if args.onnx:
                 import tempfile
 
@@ -271,6 +275,10 @@ def main(argv=None) -> int:
         if "train_ratio" in r:
             print(f"training iteration at {r['size']}: RefineMask {r['train_refinemask_s']:.2f} s, "
                   f"Mask R-CNN {r['train_maskrcnn_s']:.2f} s, ratio {r['train_ratio']:.2f}")
+            if "gmac_train_refinemask" in r:
+                print(f"training iteration GMAC at {r['size']}: RefineMask {r['gmac_train_refinemask']:.1f}, "
+                      f"Mask R-CNN {r['gmac_train_maskrcnn']:.1f} "
+                      f"({r['gmac_train_refinemask'] / r['gmac_train_maskrcnn']:.2f}x)")
     header = ("| image | dets | head RM (s) | head MR (s) | head × | detector RM (s) | detector MR (s) | detector × "
               "| onnxruntime RM (s) | peak MB RM / MR | head peak MB RM / MR |")
     print(header)

@@ -33,6 +33,7 @@ def test_speed_reports_head_detector_and_training_ratios(tmp_path, capsys):
     # more detections cost more arithmetic in both heads; RefineMask's head always costs more
     assert rows[1]["gmac_head_refinemask"] > rows[0]["gmac_head_refinemask"] > rows[0]["gmac_head_maskrcnn"]
     assert rows[0]["gmac_ratio"] > 1
+    assert rows[0]["gmac_train_refinemask"] > rows[0]["gmac_train_maskrcnn"] > 0
     assert 0 < rows[0]["gmac_semantic_head"] < rows[0]["gmac_head_refinemask"]
     printed = capsys.readouterr().out
     assert "| 64x96 | 3 |" in printed and "training iteration at 64x96" in printed and "GMAC at 64x96" in printed
