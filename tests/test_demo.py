@@ -1,6 +1,8 @@
 """`refinemask demo` end to end, at a tiny size: data, both trainings, evaluation, report."""
 import json
 
+import yaml
+
 from refinemask.cli import main
 
 TINY = [
@@ -23,6 +25,9 @@ def test_demo_trains_both_models_and_writes_the_report(tmp_path):
     for key in ("refinemask", "maskrcnn"):
         assert (out / key / "model_final.safetensors").is_file()
     assert (out / "loss_curves.png").is_file() and (out / "comparison.png").is_file()
+    for key in ("refinemask", "maskrcnn"):  # each training has a hard stop within the budget
+        saved = yaml.safe_load((out / key / "config.yaml").read_text())
+        assert 0 < saved["train"]["max_minutes"] <= 0.05
 
 
 def test_demo_refuses_a_non_positive_budget(tmp_path, capsys):

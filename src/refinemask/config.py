@@ -277,6 +277,7 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 0  # iterations; 0 = no periodic evaluation
     eval_at_end: bool = True
+    max_minutes: float = 0.0  # > 0: end training after this many minutes (checkpoint, final weights); 0 = no limit
     tensorboard: bool = True
     progress_bar: bool = True
     find_unused_parameters: bool = False  # DDP option, for heads that skip parameters
@@ -361,6 +362,8 @@ def _check_choices(config: Config) -> None:
     ):
         if value < low:
             raise RefineMaskError(f"{dotted} must be at least {low}, got {value}")
+    if config.train.max_minutes < 0:
+        raise RefineMaskError(f"train.max_minutes must be 0 (no limit) or positive, got {config.train.max_minutes}")
     unknown = [t for t in config.eval.iou_types if t not in ("segm", "bbox", "boundary")]
     if unknown:
         raise RefineMaskError(f"eval.iou_types: {unknown[0]!r} is not one of segm, bbox, boundary")

@@ -7,12 +7,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from refinemask.config import load_config
 from refinemask.engine.checkpoint import find_last_checkpoint, read_checkpoint
 from refinemask.engine.train import train
+from refinemask.errors import RefineMaskError
 from tests.engine.conftest import REPO, single_thread_env, write_config
 
 
@@ -68,3 +70,26 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path, synthetic_data):
     iteration = read_checkpoint(checkpoint)["iteration"]
     assert 1 <= iteration < 100
     assert f"stopped at iteration {iteration}" in (tmp_path / "out" / "log.txt").read_text()
+
+
+def test_the_time_limit_ends_training_with_weights_and_resume_goes_on(tmp_path, synthetic_data):
+    settings = {"solver": {"max_iters": 4}, "train": {"checkpoint_every": 100, "max_minutes": 1e-6}}
+    config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out", **settings)
+    final = train(load_config(config))  # the limit passes during the first step
+    assert final.is_file()
+    assert read_checkpoint(find_last_checkpoint(tmp_path / "out"))["iteration"] == 1
+    assert "time limit reached (train.max_minutes=1e-06): training ends at iteration 1 of 4" in (
+        tmp_path / "out" / "log.txt").read_text()
+
+    resumed = train(load_config(config, ["train.resume=true", "train.max_minutes=0"]))
+    assert read_checkpoint(find_last_checkpoint(tmp_path / "out"))["iteration"] == 4
+    whole = train(load_config(write_config(tmp_path / "whole.yaml", synthetic_data, tmp_path / "whole",
+                                           solver={"max_iters": 4}, train={"checkpoint_every": 100})))
+    expected, actual = load_file(str(whole)), load_file(str(resumed))
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+
+
+def test_a_negative_time_limit_is_a_config_error(tmp_path, synthetic_data):
+    config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out", train={"max_minutes": -1})
+    with pytest.raises(RefineMaskError, match="train.max_minutes must be 0"):
+        load_config(config)

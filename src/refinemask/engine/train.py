@@ -14,7 +14,9 @@ What a run writes to ``train.output_dir`` (rank 0 only):
   ``last_checkpoint`` names the newest. Each holds the model, optimiser, scheduler, iteration,
   position in the epoch, config, label mapping and every rank's RNG states, written atomically
   and readable with ``torch.load(weights_only=True)``;
-* ``model_final.safetensors`` (+ ``.yaml``) at the end: the weights with config and label
+* ``model_final.safetensors`` (+ ``.yaml``) at the end, or when ``train.max_minutes`` of
+  training have passed (the run then ends early, with a checkpoint that ``--resume`` continues
+  from, and is evaluated as usual): the weights with config and label
   mapping, for ``refinemask predict --weights`` and :func:`refinemask.load_model`;
 * ``metrics.json`` when ``train.eval_at_end``; ``log.txt`` and ``tensorboard/``.
 
@@ -223,6 +225,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), solver, self.lr)
         self.scheduler = build_scheduler(self.optimizer, solver, self.total_iters, self.iters_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda") if train.amp == "fp16" else None
+        self.deadline: float | None = None  # time.monotonic() at which run() ends training (train.max_minutes)
+        self.out_of_time = False
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         self.iteration = 0
@@ -348,10 +352,15 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             for name, value in loss_dict.items():
                 losses[name] += float(value.detach()) / accumulation
-        if self.context.distributed:
-            flags = distributed.mean_over_ranks({"nonfinite": 0.0 if finite else 1.0, "stop": float(stop.requested)}, device)
+        self.out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
+        if self.context.distributed:  # every rank must take the same decisions
+            flags = distributed.mean_over_ranks(
+                {"nonfinite": 0.0 if finite else 1.0, "stop": float(stop.requested), "time": float(self.out_of_time)},
+                device,
+            )
             finite = flags["nonfinite"] == 0.0
             stop.requested = flags["stop"] > 0.0
+            self.out_of_time = flags["time"] > 0.0
         if not finite:
             raise RefineMaskError(
                 f"the loss became NaN or infinite at iteration {self.iteration + 1} "
@@ -422,6 +431,8 @@ class Trainer:
                 self._save_final(final_path)
             return final_path
 
+        self.deadline = time.monotonic() + train.max_minutes * 60 if train.max_minutes > 0 else None
+        self.out_of_time = False
         stream = self._samples()
         bar = progress_bar(self.total_iters, self.iteration, train.progress_bar and self.context.is_main)
         window: dict[str, float] = defaultdict(float)
@@ -447,7 +458,8 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix_str(f"loss {sum(losses.values()):.3f} lr {lr:.2e}")
 
-                    if self.iteration % train.log_every == 0 or self.iteration == self.total_iters:
+                    if (self.iteration % train.log_every == 0 or self.iteration == self.total_iters
+                            or stop.requested or self.out_of_time):
                         mean = distributed.mean_over_ranks(
                             {k: v / window_steps for k, v in window.items()}, self.context.device
                         )
@@ -473,6 +485,15 @@ class Trainer:
                             "(train.output_dir=%s)", self.iteration, self.output_dir,
                         )
                         raise KeyboardInterrupt
+                    if self.out_of_time and self.iteration < self.total_iters:
+                        if saved_at != self.iteration:
+                            self.save_checkpoint()
+                        logger.warning(
+                            "time limit reached (train.max_minutes=%g): training ends at iteration %d of %d; "
+                            "continue with: refinemask train CONFIG --resume train.max_minutes=0 (train.output_dir=%s)",
+                            train.max_minutes, self.iteration, self.total_iters, self.output_dir,
+                        )
+                        break
                     if train.eval_every > 0 and self.iteration % train.eval_every == 0 and self.iteration < self.total_iters:
                         started = time.perf_counter()
                         self.run_evaluation()
