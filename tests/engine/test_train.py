@@ -128,6 +128,33 @@ def test_mixed_precision_on_the_cpu_is_refused_in_one_line(tmp_path, synthetic_d
     assert "train.amp=bf16 needs a CUDA device" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_the_mixed_precision_path_trains_with_float32_boxes(tmp_path, synthetic_data, monkeypatch, amp, dtype):
+    """The autocast + GradScaler plumbing of train.amp, run on the CPU with CUDA's check lifted
+    (CPU autocast follows the same rules): convolutions run in half precision, proposals stay
+    float32 (torchvision's decoder would cast them down, and bf16 boxes cannot be rasterised
+    into mask targets), and the steps train."""
+    monkeypatch.setattr("refinemask.engine.train.check_amp", lambda amp, device: None)
+    config = load_config(write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out",
+                                      train={"amp": amp, "device": "cpu"}))
+    trainer = Trainer(config, init_distributed("cpu"))
+    if amp == "fp16":  # from 2**16 the scaler would skip these two steps for overflow, as designed
+        assert isinstance(trainer.scaler, torch.amp.GradScaler)
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
+    conv_dtypes, proposal_dtypes = set(), set()
+    trainer.model.backbone.body.conv1.register_forward_hook(lambda m, i, out: conv_dtypes.add(out.dtype))
+    trainer.model.roi_heads.register_forward_pre_hook(
+        lambda m, args: proposal_dtypes.update(p.dtype for p in args[1]))
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    final = load_file(str(trainer.run()))
+    assert conv_dtypes == {dtype} and proposal_dtypes == {torch.float32}
+    assert all(v.dtype == initial[k].dtype and torch.isfinite(v).all() for k, v in final.items())
+    name = "roi_heads.box_predictor.cls_score.weight"
+    assert not torch.equal(final[name], initial[name])
+    if amp == "fp16":
+        assert trainer.scaler.get_scale() == 2.0**4  # no step was skipped
+
+
 def test_running_out_of_memory_says_what_to_lower(tmp_path, synthetic_data, monkeypatch):
     config = load_config(write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out"))
     trainer = Trainer(config, init_distributed("cpu"))

@@ -24,7 +24,8 @@ What a run writes to ``train.output_dir`` (rank 0 only):
 samples in the same order with the same flips (:mod:`refinemask.engine.data`), the same RNG
 streams, so the weights equal those of an uninterrupted run.
 
-Precision: ``train.amp=fp16`` (autocast + GradScaler) or ``bf16`` (autocast) on CUDA. On the CPU,
+Precision: ``train.amp=fp16`` (autocast + GradScaler) or ``bf16`` (autocast) on CUDA; boxes are
+decoded in float32 either way (:class:`~refinemask.modeling.rpn.Float32BoxCoder`). On the CPU,
 mixed precision is refused: torchvision's detection ops have no fast bf16 CPU kernels and
 the speed-up would be small; train in fp32 (``train.amp=none``).
 """
@@ -224,7 +225,7 @@ class Trainer:
 
         self.optimizer = build_optimizer(self.model.parameters(), solver, self.lr)
         self.scheduler = build_scheduler(self.optimizer, solver, self.total_iters, self.iters_per_epoch)
-        self.scaler = torch.amp.GradScaler("cuda") if train.amp == "fp16" else None
+        self.scaler = torch.amp.GradScaler(context.device.type) if train.amp == "fp16" else None
         self.deadline: float | None = None  # time.monotonic() at which run() ends training (train.max_minutes)
         self.out_of_time = False
         self.params = [p for p in self.model.parameters() if p.requires_grad]

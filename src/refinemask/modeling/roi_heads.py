@@ -20,6 +20,7 @@ from torchvision.ops import boxes as box_ops
 from refinemask.modeling.losses import bar_loss, box_head_loss, semantic_loss
 from refinemask.modeling.ops import assemble_stage_logits, boxes_to_rois, multilevel_roi_align
 from refinemask.modeling.refinemask_head import RefineMaskHead
+from refinemask.modeling.rpn import Float32BoxCoder
 from refinemask.modeling.targets import semantic_target, stage_mask_targets
 
 
@@ -73,6 +74,7 @@ class MaskRoIHeads(RoIHeads):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.box_coder = Float32BoxCoder.like(self.box_coder)
         self.box_loss_weight = box_loss_weight
         self.box_reg_loss = box_reg_loss
         self.mask_chunk_size = mask_chunk_size

@@ -16,6 +16,22 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
 
+class Float32BoxCoder(det_utils.BoxCoder):
+    """torchvision's box coder, decoding in float32 whatever the deltas' precision.
+
+    Under autocast the deltas come out of a convolution or linear layer in fp16/bf16, and
+    torchvision's decoder casts the boxes down to them: proposals at 1333 px would lose up to a
+    pixel (fp16) or eight (bf16), and mask targets cannot be rasterised from bf16 boxes.
+    """
+
+    @classmethod
+    def like(cls, coder: det_utils.BoxCoder) -> Float32BoxCoder:
+        return cls(coder.weights, coder.bbox_xform_clip)
+
+    def decode(self, rel_codes: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        return super().decode(rel_codes.float(), [b.float() for b in boxes])
+
+
 class ProposalNetwork(RegionProposalNetwork):
     """``RegionProposalNetwork`` plus ``rank_by_sigmoid`` and ``min_size`` as arguments.
 
@@ -28,6 +44,7 @@ class ProposalNetwork(RegionProposalNetwork):
 
     def __init__(self, *args, rank_by_sigmoid: bool = False, min_size: float = 1e-3, **kwargs):
         super().__init__(*args, **kwargs)
+        self.box_coder = Float32BoxCoder.like(self.box_coder)
         self.rank_by_sigmoid = rank_by_sigmoid
         self.min_size = min_size
 
