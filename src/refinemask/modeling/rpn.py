@@ -20,8 +20,8 @@ class Float32BoxCoder(det_utils.BoxCoder):
     """torchvision's box coder, decoding in float32 whatever the deltas' precision.
 
     Under autocast the deltas come out of a convolution or linear layer in fp16/bf16, and
-    torchvision's decoder casts the boxes down to them: proposals at 1333 px would lose up to a
-    pixel (fp16) or eight (bf16), and mask targets cannot be rasterised from bf16 boxes.
+    torchvision's decoder casts the boxes down to them: coordinates above 1024 px would be rounded
+    to steps of 1 px (fp16) or 8 px (bf16), and mask targets cannot be rasterised from bf16 boxes.
     """
 
     @classmethod
