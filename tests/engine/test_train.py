@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -33,6 +34,9 @@ def test_training_writes_checkpoints_final_weights_logs_and_metrics(trained_run)
     assert find_last_checkpoint(trained_run).name == "checkpoint_0000003.pth"
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert {"segm", "bbox", "boundary", "boundary@0.008"} <= set(metrics)
+    description = (trained_run / "model_final.yaml").read_text()
+    assert description.startswith("# What model_final.safetensors holds") and "not a run config" in description
+    assert set(yaml.safe_load(description)) == {"model", "category_names"}
 
 
 def test_the_log_reports_the_learning_rate_scaled_to_the_total_batch(trained_run):

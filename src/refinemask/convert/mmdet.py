@@ -346,7 +346,7 @@ def convert_checkpoint(
 
 def _save_pth(model, path: Path, labels: dict[int, int], names: list[str], extra: dict) -> None:
     """A ``.pth`` of plain values that :func:`refinemask.load_model` reads with weights_only=True."""
-    import yaml
+    from refinemask.engine.checkpoint import write_weights_description
 
     path.parent.mkdir(parents=True, exist_ok=True)
     config = to_dict(model.config)
@@ -360,4 +360,4 @@ def _save_pth(model, path: Path, labels: dict[int, int], names: list[str], extra
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
-    path.with_suffix(".yaml").write_text(yaml.safe_dump({"model": config, "category_names": list(names)}, sort_keys=False))
+    write_weights_description(path, config, names)

@@ -53,9 +53,20 @@ def save_weights(
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=metadata)
     tmp.replace(path)  # atomic: a reader never sees half a file
-    beside = path.with_suffix(".yaml")
-    beside.write_text(yaml.safe_dump({"model": config, "category_names": list(names)}, sort_keys=False))
+    write_weights_description(path, config, names)
     return path
+
+
+def write_weights_description(path: Path, model_config: dict, category_names: list[str]) -> Path:
+    """The ``.yaml`` beside a weights file: its model settings and class names, for people to read."""
+    beside = Path(path).with_suffix(".yaml")
+    header = (
+        f"# What {Path(path).name} holds (the same is stored inside it). A description, not a run config:\n"
+        "# to train or evaluate, copy the `model:` section into a config with data, solver and train sections.\n"
+    )
+    body = yaml.safe_dump({"model": model_config, "category_names": list(category_names)}, sort_keys=False)
+    beside.write_text(header + body)
+    return beside
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
