@@ -33,18 +33,23 @@ import time
 import torch
 
 
+def model_options(backbone: str, detections: int, min_size: int, max_size: int, mask_positives: int = 0) -> dict:
+    """``build_model`` settings for a fixed number of detections (no score threshold, no NMS)."""
+    return dict(
+        num_classes=80, backbone=backbone, min_size=[min_size], max_size=max_size, box_score_thresh=0.0,
+        detections_per_img=detections, box_nms_thresh=1.0, mask_positives_per_image=mask_positives,
+    )
+
+
 def build_pair(backbone: str, detections: int, min_size: int, max_size: int, device: str = "cpu",
                mask_positives: int = 0):
     from refinemask import build_model
 
-    options = dict(
-        backbone=backbone, min_size=[min_size], max_size=max_size, box_score_thresh=0.0,
-        detections_per_img=detections, box_nms_thresh=1.0, mask_positives_per_image=mask_positives,
-    )
+    options = model_options(backbone, detections, min_size, max_size, mask_positives)
     torch.manual_seed(0)
-    refine = build_model(num_classes=80, mask_head="refinemask", **options).eval()
+    refine = build_model(mask_head="refinemask", **options).eval()
     torch.manual_seed(0)
-    baseline = build_model(num_classes=80, mask_head="maskrcnn", **options).eval()
+    baseline = build_model(mask_head="maskrcnn", **options).eval()
     shared = {k: v for k, v in refine.state_dict().items() if not k.startswith("roi_heads.mask_")}
     baseline.load_state_dict(shared, strict=False)
     return refine.to(device), baseline.to(device)
@@ -118,8 +123,7 @@ _MEMORY_SETUP = """
 import torch
 from refinemask import build_model
 torch.no_grad().__enter__()
-m = build_model(num_classes=80, mask_head={head!r}, backbone={backbone!r}, min_size=[{short}], max_size={long},
-                box_score_thresh=0.0, detections_per_img={n}, box_nms_thresh=1.0).eval()
+m = build_model(mask_head={head!r}, **{options!r}).eval()
 def rss():  # this process's peak RSS in MB; ru_maxrss would include the parent's peak from before exec
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
@@ -147,8 +151,8 @@ def peak_memory_mb(backbone: str, head: str, detections: int, height: int, width
     (on FPN-shaped random features and ``detections`` boxes) raises the max RSS above what the
     model and the features already hold.
     """
-    values = dict(head=head, backbone=backbone, short=min(height, width), long=max(height, width),
-                  n=detections, height=height, width=width)
+    options = model_options(backbone, detections, min(height, width), max(height, width))
+    values = dict(head=head, options=options, n=detections, height=height, width=width)
     figures = []
     for part in (_MEMORY_DETECTOR, _MEMORY_HEAD):
         code = (_MEMORY_SETUP + part).format(**values)

@@ -131,10 +131,10 @@ def run_demo(minutes: float = 14.0, out: str | Path = "refinemask-demo", device:
 
 def iterations_done(output_dir: Path) -> int:
     """The iteration of a run's newest checkpoint (0 when it has none)."""
-    from refinemask.engine.checkpoint import find_last_checkpoint
+    from refinemask.engine.checkpoint import checkpoint_iteration, find_last_checkpoint
 
     last = find_last_checkpoint(output_dir)
-    return int(last.stem.rsplit("_", 1)[-1]) if last is not None else 0
+    return checkpoint_iteration(last) if last is not None else 0
 
 
 def weights_of(output_dir: Path) -> Path | None:

@@ -190,6 +190,11 @@ def checkpoint_name(iteration: int) -> str:
     return f"checkpoint_{iteration:07d}.pth"
 
 
+def checkpoint_iteration(path: str | Path) -> int:
+    """The iteration a training checkpoint was written at, read from its name (see ``checkpoint_name``)."""
+    return int(Path(path).stem.rsplit("_", 1)[-1])
+
+
 def capture_rng_state() -> dict:
     """This process's torch, numpy, Python (and CUDA) random states as tensors and plain values."""
     import random
