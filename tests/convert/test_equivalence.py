@@ -17,6 +17,7 @@ from refinemask.modeling.ops import paste_masks
 from refinemask.modeling.transform import DetectionTransform, rescale_size
 from tests.convert import mmdet_reference as mmdet
 from tests.modeling import spec_reference as spec
+from tests.tolerances import SPEC_ATOL, assert_same_binary_masks
 
 HEIGHT, WIDTH = 320, 480
 
@@ -72,7 +73,7 @@ def coco(official_state, official_file, tmp_path_factory):
 def test_the_model_input_is_the_official_normalised_padded_image(coco):
     expected = mmdet.normalise_and_pad(_image())
     assert coco["images"].tensors.shape == expected.shape
-    assert (coco["images"].tensors - expected).abs().max() < 1e-5
+    assert (coco["images"].tensors - expected).abs().max() < SPEC_ATOL
 
 
 def test_fpn_features_match_the_reference(coco):
@@ -124,7 +125,7 @@ def test_box_head_detections_on_the_same_proposals_match(coco):
     assert len(ours["boxes"]) == len(boxes) == 20
     assert _same_in_order(ours["boxes"], boxes) == 20
     assert torch.equal(ours["labels"], labels + 1)  # mmdetection's labels are 0-based
-    assert (ours["scores"] - scores).abs().max() < 1e-5
+    assert (ours["scores"] - scores).abs().max() < SPEC_ATOL
 
 
 def test_end_to_end_detections_and_pasted_masks_match(coco):
@@ -132,16 +133,16 @@ def test_end_to_end_detections_and_pasted_masks_match(coco):
     boxes, scores, labels = coco["ref_dets"]
     assert _same_in_order(out["boxes"], boxes) == len(boxes) == len(out["boxes"])
     assert torch.equal(out["labels"], labels + 1)
-    assert (out["scores"] - scores).abs().max() < 1e-5
+    assert (out["scores"] - scores).abs().max() < SPEC_ATOL
     # the mask branch of the reference on the reference detections (spec §5)
     rois = torch.cat([boxes.new_zeros((len(boxes), 1)), boxes], dim=1)
     with torch.no_grad():
         pooled = mmdet.roi_extract(coco["ref_features"][:4], rois, 14)
         stage_logits, _ = spec.head_forward(_mask_head_state(state), pooled, coco["ref_features"][0], rois, labels)
-        ref_masks = spec.paste(spec.assemble(stage_logits).sigmoid(), boxes, HEIGHT, WIDTH) >= 0.5
+        ref_probs = spec.paste(spec.assemble(stage_logits).sigmoid(), boxes, HEIGHT, WIDTH)
     assert out["masks"].shape == (20, 1, HEIGHT, WIDTH)
-    assert ref_masks.any()
-    assert torch.equal(out["masks"] >= 0.5, ref_masks)
+    assert (ref_probs >= 0.5).any()
+    assert_same_binary_masks(out["masks"], ref_probs)
 
 
 # -- the mask branch through roi_heads, from the same FPN features, RoIs and labels -------------
@@ -203,7 +204,7 @@ def test_stage_logits_through_roi_heads_match_the_spec(mask_branch):
     ours, theirs = mask_branch["stage_logits"], mask_branch["ref_logits"]
     assert [tuple(t.shape) for t in ours] == [(12, 1, s, s) for s in (14, 28, 56, 112)]
     for a, b in zip(ours, theirs):
-        assert (a - b).abs().max() < 1e-5
+        assert (a - b).abs().max() < SPEC_ATOL
 
 
 def test_predict_masks_and_pasted_masks_match_the_spec(mask_branch):
@@ -211,10 +212,11 @@ def test_predict_masks_and_pasted_masks_match_the_spec(mask_branch):
     with torch.no_grad():
         ref_probs = spec.assemble(mask_branch["ref_logits"]).sigmoid()
     assert probs.shape == (12, 1, 112, 112)
-    assert (probs - ref_probs).abs().max() < 1e-5
-    pasted = paste_masks(probs, boxes, HEIGHT, WIDTH) >= 0.5
-    ref_pasted = spec.paste(ref_probs, boxes, HEIGHT, WIDTH) >= 0.5
-    assert ref_pasted.any() and torch.equal(pasted, ref_pasted)
+    assert (probs - ref_probs).abs().max() < SPEC_ATOL
+    pasted = paste_masks(probs, boxes, HEIGHT, WIDTH)
+    ref_pasted = spec.paste(ref_probs, boxes, HEIGHT, WIDTH)
+    assert (ref_pasted >= 0.5).any()
+    assert_same_binary_masks(pasted, ref_pasted)
 
 
 def test_mask_losses_through_roi_heads_match_the_spec(mask_branch):
@@ -226,8 +228,8 @@ def test_mask_losses_through_roi_heads_match_the_spec(mask_branch):
         ref_semantic = F.binary_cross_entropy_with_logits(mask_branch["ref_semantic"][:, 0], sem_target)
     assert all(t.any() and not t.all() for t in stage_targets)
     losses = mask_branch["losses"]
-    assert abs(losses["loss_instance"].item() - ref_instance.item()) < 1e-5
-    assert abs(losses["loss_semantic"].item() - ref_semantic.item()) < 1e-5
+    assert abs(losses["loss_instance"].item() - ref_instance.item()) < SPEC_ATOL
+    assert abs(losses["loss_semantic"].item() - ref_semantic.item()) < SPEC_ATOL
 
 
 def test_lvis_box_head_keeps_mmdetections_1e4_threshold_and_300_detections(lvis):
@@ -245,7 +247,7 @@ def test_lvis_box_head_keeps_mmdetections_1e4_threshold_and_300_detections(lvis)
     assert len(boxes[0]) == len(ref[0]) == 300
     assert _same_in_order(boxes[0], ref[0]) == 300
     assert torch.equal(labels[0], ref[2] + 1)
-    assert scores[0].min() > 1e-4 and (scores[0] - ref[1]).abs().max() < 1e-6
+    assert scores[0].min() > 1e-4 and (scores[0] - ref[1]).abs().max() < SPEC_ATOL
 
 
 # -- resizing -------------------------------------------------------------------------------------

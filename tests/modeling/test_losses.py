@@ -14,7 +14,8 @@ def _stages(n=5, seed=0):
 
 def test_bar_loss_matches_the_official_formulation():
     logits, targets = _stages()
-    assert torch.allclose(bar_loss(logits, targets), ref.bar_loss(logits, targets), atol=1e-6)
+    # a mean over ~16k band pixels: summation order moves it by float32 rounding only
+    assert torch.allclose(bar_loss(logits, targets), ref.bar_loss(logits, targets), rtol=1e-5, atol=0)
 
 
 def test_bar_loss_is_one_global_mean_over_band_pixels_not_a_mean_of_per_roi_means():
@@ -47,7 +48,7 @@ def test_bar_loss_weights_the_stages_025_05_075_1():
     logits, targets = _stages(seed=1)
     single = [bar_loss(logits, targets, w) for w in ((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1))]
     expected = 0.25 * single[0] + 0.5 * single[1] + 0.75 * single[2] + 1.0 * single[3]
-    assert torch.allclose(bar_loss(logits, targets), expected, atol=1e-6)
+    assert torch.allclose(bar_loss(logits, targets), expected, rtol=1e-5, atol=0)
 
 
 def test_bar_loss_ignores_pixels_far_from_any_boundary_at_the_last_stages():
