@@ -273,7 +273,9 @@ class TrainConfig:
     checkpoint_every: int = 1000  # iterations
     keep_checkpoints: int = 3  # the newest N periodic checkpoints are kept; 0 = all
     resume: bool = False  # continue from the last checkpoint in output_dir, if there is one
-    init_weights: str = ""  # start from these weights (.safetensors or checkpoint), e.g. converted
+    # start from these weights, trained for any classes: a refinemask weights file or checkpoint, an
+    # official checkpoint, a torchvision detector state dict file, or torchvision:maskrcnn_resnet50_fpn
+    init_weights: str = ""
     log_every: int = 20
     eval_every: int = 0  # iterations; 0 = no periodic evaluation
     eval_at_end: bool = True

@@ -32,6 +32,7 @@ the speed-up would be small; train in fp32 (``train.amp=none``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -49,8 +50,8 @@ from refinemask.config import Config, load_config, save_config, to_dict
 from refinemask.engine import distributed
 from refinemask.engine.checkpoint import (
     capture_rng_state,
-    describe_model_file,
     find_last_checkpoint,
+    load_init_weights,
     load_state_checked,
     read_checkpoint,
     restore_rng_state,
@@ -201,10 +202,12 @@ class Trainer:
 
         from refinemask.modeling.detector import build_model_from_config
 
-        model = build_model_from_config(config.model)
+        model_config = config.model
+        if train.init_weights:  # the starting weights hold a backbone: never download ImageNet's
+            model_config = dataclasses.replace(model_config, backbone_weights=None)
+        model = build_model_from_config(model_config)
         if train.init_weights:
-            state, _, _ = describe_model_file(train.init_weights)
-            load_state_checked(model, state, train.init_weights)
+            logger.info("%s", load_init_weights(model, train.init_weights))
         self.model = model.to(context.device)
         self.model.train()
 
