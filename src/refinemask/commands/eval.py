@@ -10,7 +10,9 @@ prints one table (AP in percent) and writes ``{"bbox": {...}, "segm": {...}, "bo
 APr/APc/APf), ``--ap-star COCOFIED.json`` adds AP* (key "ap_star") and ``--cityscapes GT_DIR``
 adds the official Cityscapes AP (key "cityscapes").
 
-Evaluating a model: ``refinemask eval CONFIG --weights W [key=value ...]``.
+Evaluating a model: ``refinemask eval CONFIG --weights W [key=value ...]``; with ``--gt-boxes``
+the model segments the ground-truth boxes and labels, so mask AP and Boundary AP measure the
+masks apart from the boxes.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "file names identify the images)",
     )
     parser.add_argument(
+        "--gt-boxes",
+        action="store_true",
+        help="with CONFIG --weights: segment the ground-truth boxes with their labels instead of "
+        "the model's detections (mask and Boundary AP of the masks alone; no box AP)",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="print the evaluators' own summaries"
     )
 
@@ -69,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             "--predictions RESULTS.json (score a results file), not both"
         )
     if scoring_file:
+        if args.gt_boxes:
+            raise RefineMaskError("--gt-boxes evaluates a model: give CONFIG --weights W, not a results file")
         return _score_results_file(args)
     if args.config is not None:
         return _evaluate_model(args)
@@ -126,7 +136,7 @@ def _evaluate_model(args: argparse.Namespace) -> int:
     # a file or a bundled config name; evaluate_from_config resolves both and names the nearest
     from refinemask.engine.evaluate import evaluate_from_config
 
-    metrics = evaluate_from_config(args.config, args.weights, list(args.overrides), args.out)
+    metrics = evaluate_from_config(args.config, args.weights, list(args.overrides), args.out, gt_boxes=args.gt_boxes)
     if isinstance(metrics, dict):
         from refinemask.evaluation.report import format_metrics_table
 

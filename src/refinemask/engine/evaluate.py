@@ -9,9 +9,16 @@ box and Boundary AP at each ``eval.boundary_dilations``) or, for ``data.format: 
 
 From the command line (``refinemask eval CONFIG --weights W``) this is
 :func:`evaluate_from_config`; it also works under ``torchrun``.
+
+With ``gt_boxes=True`` (``--gt-boxes``) the model segments the ground-truth boxes with their
+ground-truth labels instead of its own detections, so mask AP and Boundary AP measure the masks
+alone, not the boxes: two models with different box quality are compared on their masks. The
+scores that rank the masks are each model's box-head probability of the true class; box AP is
+not reported (the boxes are the ground truth).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -51,8 +58,13 @@ def predict_dataset(
     batch_size: int = 1,
     mask_threshold: float = 0.5,
     progress: bool = False,
+    gt_boxes: bool = False,
 ) -> tuple[list[dict], list[int]]:
-    """COCO results of ``model`` on ``dataset[i]`` for ``i`` in ``indices``, and their image ids."""
+    """COCO results of ``model`` on ``dataset[i]`` for ``i`` in ``indices``, and their image ids.
+
+    ``gt_boxes``: segment each image's ground-truth boxes with their labels (crowd regions are
+    not in the targets) instead of the model's detections.
+    """
     from refinemask.evaluation import predictions_to_coco_results
 
     model = unwrap(model)
@@ -66,7 +78,11 @@ def predict_dataset(
     image_ids: list[int] = []
     try:
         for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
-            outputs = model([image.to(device) for image in images])
+            images = [image.to(device) for image in images]
+            if gt_boxes:
+                outputs = model(images, boxes=[t["boxes"] for t in targets], labels=[t["labels"] for t in targets])
+            else:
+                outputs = model(images)
             ids = [int(t["image_id"]) for t in targets]
             results.extend(predictions_to_coco_results(outputs, ids, label_to_category, mask_threshold))
             image_ids.extend(ids)
@@ -97,11 +113,18 @@ def evaluate(
     label_to_category: Mapping[int, int],
     lvis: bool = False,
     progress: bool = True,
+    gt_boxes: bool = False,
 ) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Metrics (the same on every rank) and all COCO results (on rank 0; empty elsewhere).
 
-    Every rank must call it: it gathers the ranks' predictions.
+    Every rank must call it: it gathers the ranks' predictions. ``gt_boxes``: masks on the
+    ground-truth boxes and labels (see the module docstring); no box AP then.
     """
+    if gt_boxes:
+        masks_only = [t for t in eval_config.iou_types if t != "bbox"]
+        if not masks_only:
+            raise RefineMaskError("--gt-boxes scores masks: eval.iou_types needs segm or boundary")
+        eval_config = dataclasses.replace(eval_config, iou_types=masks_only)
     count = len(dataset) if eval_config.max_images <= 0 else min(eval_config.max_images, len(dataset))
     shard = range(context.rank, count, context.world_size)
     results, image_ids = predict_dataset(
@@ -113,6 +136,7 @@ def evaluate(
         eval_config.batch_size,
         eval_config.mask_threshold,
         progress=progress and context.is_main,
+        gt_boxes=gt_boxes,
     )
     gathered = distributed.all_gather_objects((results, image_ids))
     metrics: dict | None = None
@@ -143,8 +167,13 @@ def model_for_config(model_config: ModelConfig, weights: str | Path) -> torch.nn
     return model
 
 
-def evaluate_config(config: Config, weights: str | Path, out: str | Path | None = None) -> dict | None:
-    """Evaluate ``weights`` with the model, data and eval sections of ``config`` (None off rank 0)."""
+def evaluate_config(
+    config: Config, weights: str | Path, out: str | Path | None = None, gt_boxes: bool = False
+) -> dict | None:
+    """Evaluate ``weights`` with the model, data and eval sections of ``config`` (None off rank 0).
+
+    ``gt_boxes``: score masks on the ground-truth boxes and labels (see the module docstring).
+    """
     from refinemask.engine.data import (
         build_dataset,
         check_num_classes,
@@ -169,7 +198,7 @@ def evaluate_config(config: Config, weights: str | Path, out: str | Path | None 
             weights, dataset.ann_file,
         )
     metrics, results = evaluate(
-        model, dataset, config.eval, context, label_to_category, lvis=config.data.format == "lvis"
+        model, dataset, config.eval, context, label_to_category, lvis=config.data.format == "lvis", gt_boxes=gt_boxes,
     )
     if out is not None and context.is_main:
         from refinemask.evaluation import save_metrics_json
@@ -183,9 +212,13 @@ def evaluate_config(config: Config, weights: str | Path, out: str | Path | None 
 
 
 def evaluate_from_config(
-    config_path: str | Path, weights: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None
+    config_path: str | Path,
+    weights: str | Path,
+    overrides: Sequence[str] = (),
+    out: str | Path | None = None,
+    gt_boxes: bool = False,
 ) -> dict | None:
-    """``refinemask eval CONFIG --weights W [key=value ...] [--out metrics.json]``.
+    """``refinemask eval CONFIG --weights W [key=value ...] [--out metrics.json] [--gt-boxes]``.
 
     Returns the metrics ``{iou type: {metric: value in [0, 1]}}`` on rank 0 (the caller prints
     them) and None on the other ranks of a ``torchrun`` evaluation.
@@ -195,7 +228,7 @@ def evaluate_from_config(
         raise RefineMaskError(f"weights file not found: {weights}")
     owns_group = not distributed.is_initialized()
     try:
-        return evaluate_config(config, weights, out)
+        return evaluate_config(config, weights, out, gt_boxes=gt_boxes)
     finally:
         if owns_group:
             distributed.shutdown_distributed()

@@ -7,6 +7,7 @@ Shapes: N detections of one image; H x W the image size.
     >>> result = predictor("street.jpg")          # or a PIL image, an HxWx3 uint8 array, a CHW tensor
     >>> result["masks"].shape                      # (N, H, W) bool
     >>> results = predictor(["a.jpg", "b.png"])   # a list in, a list out
+    >>> result = predictor("street.jpg", boxes=[[10, 20, 200, 180]], labels=[1])  # masks for your boxes
 
 :func:`predict_files` (behind the command) writes one PNG overlay per image (masks and boxes
 drawn with ``torchvision.utils``) and one COCO results json with RLE masks, whose category ids
@@ -85,6 +86,16 @@ class Predictor:
     ``boxes`` float32 (N, 4) XYXY pixels, ``labels`` int64 (N,) in 1..C, ``scores`` (N,),
     ``masks`` bool (N, H, W), on the CPU. ``category_names[label - 1]`` names a label;
     ``label_to_category`` maps it to the dataset's category id.
+
+    Masks for boxes from elsewhere (another detector, hand-drawn): ``predictor(image,
+    boxes=B, labels=L)`` with B (N, 4) XYXY in the image's pixels and L (N,) in 1..C (for a list
+    of images, a list of each). The result has one mask per given box, in the given order:
+    ``boxes`` are the given boxes, ``labels`` the given labels, and ``scores`` the box head's
+    probability of each label; ``score_thresh`` does not apply. Without labels the box head
+    classifies each box (its most probable class, and that probability as the score): the
+    mask stages are class-specific, so a class is needed, and the box head is the model's own
+    classifier of such boxes. A box without area or wholly outside the image is a one-line
+    error; the part of a box outside the image is clipped (masks stop at the image border).
     """
 
     def __init__(
@@ -113,9 +124,13 @@ class Predictor:
         self.mask_threshold = mask_threshold
 
     @torch.no_grad()
-    def __call__(self, images: Any) -> dict | list[dict]:
+    def __call__(self, images: Any, boxes: Any = None, labels: Any = None) -> dict | list[dict]:
         single = not isinstance(images, (list, tuple))
         batch = [images] if single else list(images)
+        if boxes is not None:
+            return self._given_boxes(batch, single, boxes, labels)
+        if labels is not None:
+            raise RefineMaskError("labels are for given boxes: pass boxes= as well")
         heads = self.model.roi_heads
         model_thresh = heads.score_thresh
         was_training = self.model.training
@@ -134,9 +149,32 @@ class Predictor:
             self.model.train(was_training)
         return outputs[0] if single else outputs
 
-    def _binarise(self, output: dict) -> dict:
+    def _given_boxes(self, batch: list, single: bool, boxes: Any, labels: Any) -> dict | list[dict]:
+        """One mask per given box: the model's forward with ``boxes``/``labels`` (see the class)."""
+        per_image_boxes = [boxes] if single else list(boxes)
+        per_image_labels = [labels] if single else (list(labels) if labels is not None else [None] * len(batch))
+        if len(per_image_boxes) != len(batch) or len(per_image_labels) != len(batch):
+            raise RefineMaskError(f"give one box list (and label list) per image: {len(batch)} images, {len(per_image_boxes)} box lists")
+        was_training = self.model.training
+        self.model.eval()
+        outputs = []
+        try:
+            for image, image_boxes, image_labels in zip(batch, per_image_boxes, per_image_labels):
+                tensor = as_image_tensor(image).to(self.device)
+                output = self.model(
+                    [tensor], boxes=[image_boxes], labels=None if image_labels is None else [image_labels]
+                )[0]
+                result = self._binarise(output, threshold=False)
+                # the boxes as given (the model returns them clipped to the image)
+                result["boxes"] = torch.as_tensor(image_boxes, dtype=torch.float32).reshape(-1, 4).cpu()
+                outputs.append(result)
+        finally:
+            self.model.train(was_training)
+        return outputs[0] if single else outputs
+
+    def _binarise(self, output: dict, threshold: bool = True) -> dict:
         keep = torch.ones_like(output["scores"], dtype=torch.bool)
-        if self.score_thresh is not None:
+        if threshold and self.score_thresh is not None:
             keep = output["scores"] >= self.score_thresh
         masks = output["masks"][keep]
         if masks.dim() == 4:

@@ -4,6 +4,10 @@ The result is a torchvision ``GeneralizedRCNN`` with torchvision's contract:
 ``model(images, targets)`` returns a loss dict in training; ``model(images)`` returns one
 ``dict(boxes, labels, scores, masks)`` per image in eval, masks (N, 1, H, W) in 0–1 at the
 input image's size. Every part is built here, where it can be seen.
+
+In eval, ``model(images, boxes=..., labels=...)`` segments boxes that come from elsewhere (another
+detector, the ground truth) instead of the RPN's: the same forward with the proposals replaced
+(see :meth:`RefineMaskRCNN.forward` and :func:`check_given_boxes`).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops import boxes as box_ops
 
 from refinemask.config import ModelConfig, from_dict
 from refinemask.errors import RefineMaskError
@@ -101,9 +106,101 @@ class RefineMaskRCNN(GeneralizedRCNN):
         super().__init__(backbone, rpn, roi_heads, transform)
         self.config = config
 
+    def forward(self, images, targets=None, boxes=None, labels=None):
+        """torchvision's ``GeneralizedRCNN.forward``, plus boxes given from elsewhere.
+
+        Args:
+            images: list of (3, H_i, W_i) float images in 0-1.
+            targets: training targets (see the README); not used in eval.
+            boxes: eval only, per image (N_i, 4) XYXY boxes in that image's pixels, to segment
+                instead of the RPN's proposals. Each comes back with a mask, in the given order;
+                no score threshold, NMS or box regression applies.
+            labels: with ``boxes``, per image (N_i,) classes in 1..C; None lets the box head
+                classify each given box (its most probable foreground class).
+
+        Returns:
+            the loss dict in training; in eval one ``dict(boxes, labels, scores, masks)`` per
+            image. For given boxes, ``boxes`` are the given ones clipped to the image (masks are
+            pasted into those), and
+            ``scores`` the box head's probability of each box's label.
+        """
+        if boxes is None:
+            return super().forward(images, targets)
+        if self.training:
+            raise RefineMaskError("boxes can be given in eval mode only: call model.eval() first")
+        if len(boxes) != len(images) or (labels is not None and len(labels) != len(images)):
+            raise RefineMaskError(
+                f"give one box tensor{' and one label tensor' if labels is not None else ''} per image: "
+                f"{len(images)} images, {len(boxes)} box tensors"
+                + (f", {len(labels)} label tensors" if labels is not None else "")
+            )
+        original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+        given, clipped = [], []
+        for i, size in enumerate(original_sizes):
+            b, lab = check_given_boxes(boxes[i], None if labels is None else labels[i], size, self.config.num_classes)
+            device = images[i].device
+            given.append({"boxes": b.to(device)} if lab is None else {"boxes": b.to(device), "labels": lab.to(device)})
+            clipped.append(box_ops.clip_boxes_to_image(b, size).to(device))
+        # the transform scales the given boxes with the image, as it scales training targets
+        image_list, given = self.transform(images, given)
+        features = self.backbone(image_list.tensors)
+        detections, _ = self.roi_heads(features, None, image_list.image_sizes, given=given)
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes, original_boxes=clipped)
+
     def eager_outputs(self, losses, detections):
         # always the contract's output, also under scripting/tracing
         return losses if self.training else detections
+
+
+def check_given_boxes(
+    boxes, labels, image_size: tuple[int, int], num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Given boxes (and labels) of one image as tensors, or a one-line error saying what is wrong.
+
+    Args:
+        boxes: (N, 4) XYXY in pixels of an image of ``image_size`` (H, W); anything
+            ``torch.as_tensor`` takes. N may be 0.
+        labels: (N,) ints in 1..num_classes, or None.
+
+    Returns:
+        boxes float32 (N, 4) and labels int64 (N,) or None, on the CPU.
+
+    A box must have a positive width and height (x2 > x1, y2 > y1: XYXY, not COCO's XYWH) and
+    overlap the image; the part outside the image is clipped later, as the detector clips its own.
+    """
+    height, width = image_size
+    b = torch.as_tensor(boxes, dtype=torch.float32).detach().cpu()
+    if b.numel() == 0:
+        b = b.reshape(0, 4)
+    if b.dim() != 2 or b.shape[1] != 4:
+        raise RefineMaskError(f"boxes must be (N, 4) XYXY, got shape {tuple(b.shape)}")
+    if not torch.isfinite(b).all():
+        i = int((~torch.isfinite(b)).any(dim=1).nonzero()[0])
+        raise RefineMaskError(f"box {i} {b[i].tolist()} is not finite")
+    empty = (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+    if empty.any():
+        i = int(empty.nonzero()[0])
+        raise RefineMaskError(
+            f"box {i} {b[i].tolist()} has no area: boxes are XYXY (x1, y1, x2, y2) with x2 > x1 and y2 > y1"
+        )
+    clipped = box_ops.clip_boxes_to_image(b, (height, width))
+    outside = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+    if outside.any():
+        i = int(outside.nonzero()[0])
+        raise RefineMaskError(f"box {i} {b[i].tolist()} lies outside the {width}x{height} image")
+    if labels is None:
+        return b, None
+    lab = torch.as_tensor(labels).detach().cpu()
+    if lab.dim() != 1 or lab.shape[0] != b.shape[0]:
+        raise RefineMaskError(f"labels must be ({b.shape[0]},), one per box, got shape {tuple(lab.shape)}")
+    if lab.is_floating_point() and not torch.equal(lab, lab.round()):
+        raise RefineMaskError("labels must be integers in 1..C")
+    lab = lab.long()
+    bad = (lab < 1) | (lab > num_classes)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise RefineMaskError(f"label {int(lab[i])} of box {i} is not a class of this model (1..{num_classes})")
+    return b, lab
 
 
 def build_model(

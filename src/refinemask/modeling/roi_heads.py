@@ -46,6 +46,33 @@ class MultiLevelRoIPool(nn.Module):
         return multilevel_roi_align(maps, rois, self.output_size, self.strides, self.finest_scale)
 
 
+def classify_given_boxes(
+    class_logits: torch.Tensor, labels: list[torch.Tensor | None], counts: list[int]
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Scores and labels of given boxes from the box head's class logits.
+
+    Args:
+        class_logits: (R, C+1) of all images' given boxes, background first.
+        labels: per image (N_i,) given labels in 1..C, or None to take each box's most probable
+            foreground class (the class-specific mask stages need a class; the box head is the
+            model's own classifier of exactly such boxes).
+        counts: N_i per image, summing to R.
+
+    Returns:
+        per image scores (N_i,), the probability of each box's label, and labels (N_i,) int64.
+    """
+    out_scores, out_labels = [], []
+    for probs, lab in zip(F.softmax(class_logits, -1).split(counts), labels):
+        if lab is None:
+            scores, lab = probs[:, 1:].max(dim=1)
+            lab = lab + 1
+        else:
+            scores = probs.gather(1, lab[:, None].long())[:, 0]
+        out_scores.append(scores)
+        out_labels.append(lab.long())
+    return out_scores, out_labels
+
+
 class MaskRoIHeads(RoIHeads):
     """Box head + a RefineMask or Mask R-CNN mask branch.
 
@@ -88,7 +115,20 @@ class MaskRoIHeads(RoIHeads):
     def is_refinemask(self) -> bool:
         return isinstance(self.mask_head, RefineMaskHead)
 
-    def forward(self, features, proposals, image_shapes, targets=None):
+    def forward(self, features, proposals, image_shapes, targets=None, given=None):
+        """Losses in training; in eval per image ``dict(boxes, labels, scores, masks)``.
+
+        Args:
+            given: eval only, per image ``{"boxes": (N_i, 4)}`` in (resized) image pixels, with
+                ``"labels"`` (N_i,) in 1..C or not; replaces ``proposals``. The given boxes are
+                the detections: the box head only classifies them (and scores the given labels),
+                then the mask branch runs as for the detector's own detections.
+        """
+        if given is not None:
+            if self.training:
+                raise ValueError("boxes can be given in eval mode only")
+            # clipped as the detector clips its own detections
+            proposals = [box_ops.clip_boxes_to_image(g["boxes"], shape) for g, shape in zip(given, image_shapes)]
         if self.training:
             if targets is None:
                 raise ValueError("targets are needed in training mode")
@@ -111,7 +151,11 @@ class MaskRoIHeads(RoIHeads):
             losses.update(self.mask_loss(features, pos_boxes, pos_labels, pos_gt, targets, image_shapes))
             return [], losses
 
-        boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        if given is None:
+            boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        else:
+            boxes = proposals
+            scores, labels = classify_given_boxes(class_logits, [g.get("labels") for g in given], [len(b) for b in boxes])
         masks = self.predict_masks(features, boxes, labels)
         result = [
             {"boxes": b, "labels": lab, "scores": s, "masks": m}

@@ -95,11 +95,19 @@ class DetectionTransform(nn.Module):
             b[:, : x.shape[1], : x.shape[2]].copy_(x)
         return ImageList(batch, [(int(h), int(w)) for h, w in sizes]), targets
 
-    def postprocess(self, results: list[dict], image_sizes, original_sizes) -> list[dict]:
-        """Boxes back to the input image's pixels; mask predictions pasted into it."""
-        for r, (h, w), (oh, ow) in zip(results, image_sizes, original_sizes):
-            scale = r["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
-            r["boxes"] = r["boxes"] * scale
+    def postprocess(self, results: list[dict], image_sizes, original_sizes, original_boxes=None) -> list[dict]:
+        """Boxes back to the input image's pixels; mask predictions pasted into it.
+
+        ``original_boxes``: per image, the boxes already in the input image's pixels (boxes
+        given to the model), taken as they are: scaling them there and back would move them by
+        float rounding.
+        """
+        for i, (r, (h, w), (oh, ow)) in enumerate(zip(results, image_sizes, original_sizes)):
+            if original_boxes is not None:
+                r["boxes"] = original_boxes[i].to(r["boxes"])
+            else:
+                scale = r["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
+                r["boxes"] = r["boxes"] * scale
             if "masks" in r:
                 r["masks"] = paste_masks(r["masks"], r["boxes"], int(oh), int(ow))
         return results
