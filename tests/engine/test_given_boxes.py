@@ -113,3 +113,95 @@ def test_given_boxes_need_eval_mode(model):
             model([as_tensor(smooth_image(64, 96, seed=1))], boxes=[torch.tensor([[1.0, 1, 9, 9]])])
     finally:
         model.eval()
+
+
+# --- refinemask eval --gt-boxes ---------------------------------------------------------------
+
+
+def _rectangles_dataset(root):
+    """3 images of 64 px with 2 filled rectangles each; every mask is exactly its box."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for image_id in (1, 2, 3):
+        pixels = np.full((64, 64, 3), 40, dtype=np.uint8)
+        for k in range(2):
+            x0, y0 = int(rng.integers(2, 24)) + 30 * k, int(rng.integers(2, 30))
+            x1, y1 = x0 + int(rng.integers(6, 30)), y0 + int(rng.integers(6, 30))
+            x1 = min(x1, 64)
+            mask = np.zeros((64, 64), dtype=np.uint8)
+            mask[y0:y1, x0:x1] = 1
+            pixels[mask.astype(bool)] = (200, 60 + 100 * k, 90)
+            rle = mask_utils.encode(np.asfortranarray(mask))
+            rle["counts"] = rle["counts"].decode("ascii")
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1 + (image_id + k) % 5,
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(mask.sum()), "iscrowd": 0, "segmentation": rle,
+            })
+        Image.fromarray(pixels).save(root / "images" / f"{image_id}.png")
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "width": 64, "height": 64})
+    categories = [{"id": i, "name": f"c{i}"} for i in range(1, 6)]
+    (root / "val.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return root / "val.json", root / "images"
+
+
+def _constant_mask_model(logit: float, mask_head: str):
+    """A tiny model of the engine tests' config whose every mask logit is ``logit``: its masks
+    fill their box (logit > 0) or are empty (logit < 0), whatever the image."""
+    from refinemask import build_model
+    from tests.engine.conftest import TINY_CONFIG
+
+    torch.manual_seed(0)
+    model = build_model(**{**TINY_CONFIG["model"], "mask_head": mask_head})
+    heads = model.roi_heads
+    convs = (
+        [s.instance_logits for s in heads.mask_head.stages] + [heads.mask_head.final_instance_logits]
+        if heads.is_refinemask else [heads.mask_predictor.mask_fcn_logits]
+    )
+    with torch.no_grad():
+        for conv in convs:
+            conv.weight.zero_()
+            conv.bias.fill_(logit)
+    return model
+
+
+@pytest.mark.parametrize("mask_head", ["refinemask", "maskrcnn"])
+def test_eval_gt_boxes_scores_perfect_masks_one_and_empty_masks_zero(tmp_path, mask_head, capsys):
+    import json
+
+    from refinemask.cli import main
+    from refinemask.engine.checkpoint import save_weights
+    from tests.engine.conftest import write_config
+
+    val, images = _rectangles_dataset(tmp_path / "data")
+    config = write_config(tmp_path / "run.yaml", None, tmp_path / "out", model={"mask_head": mask_head}, data={
+        "train_annotations": str(val), "train_images": str(images), "val_annotations": str(val), "val_images": str(images),
+    })
+    metrics = {}
+    for name, logit in (("full", 20.0), ("empty", -20.0)):
+        weights = save_weights(_constant_mask_model(logit, mask_head), tmp_path / f"{name}.safetensors")
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", str(config), "--weights", str(weights), "--gt-boxes", "--out", str(out)]) == 0
+        metrics[name] = json.loads(out.read_text())
+    # a box-filling mask is the exact ground truth of a rectangle: every metric is perfect
+    assert list(metrics["full"]) == ["segm", "boundary", "boundary@0.008"]  # no box AP on given boxes
+    for kind in ("segm", "boundary", "boundary@0.008"):
+        assert metrics["full"][kind]["AP"] == pytest.approx(1.0)
+        assert metrics["empty"][kind]["AP"] == 0.0
+    # without --gt-boxes the same model segments its own (random) detections
+    out = tmp_path / "own.json"
+    assert main(["eval", str(config), "--weights", str(tmp_path / "full.safetensors"), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["segm"]["AP"] < 0.5
+
+
+def test_gt_boxes_with_a_results_file_is_refused_in_one_line(tmp_path, capsys):
+    from refinemask.cli import main
+
+    assert main(["eval", "--annotations", "a.json", "--predictions", "b.json", "--gt-boxes"]) == 2
+    assert "--gt-boxes evaluates a model" in capsys.readouterr().err
