@@ -1,5 +1,6 @@
 """Per-stage mask targets and the semantic target."""
 import numpy as np
+import pytest
 import torch
 
 from refinemask.modeling.targets import (
@@ -8,6 +9,7 @@ from refinemask.modeling.targets import (
     semantic_target,
     stage_mask_targets,
 )
+from tests.modeling.targets_reference import rasterize_one_roi_at_a_time, stage_mask_targets_reference
 
 
 def test_a_polygon_filling_its_box_rasterises_to_a_full_target():
@@ -50,3 +52,67 @@ def test_semantic_target_is_the_union_padded_and_downsampled():
     assert out.shape == (2, 8, 8)
     assert out[0, :2, :2].all() and out[0, 2:4, 2:4].all() and not out[0, :2, 2:4].any()
     assert not out[0, 4:].any() and not out[1].any()
+
+
+def _random_scene(seed: int, height: int = 96, width: int = 128):
+    """Instances with one to three polygon parts (some of < 3 points), one RLE-only instance,
+    and RoIs around them: jittered, overhanging the image, and clipped to zero width."""
+    rng = np.random.default_rng(seed)
+    polygons, masks = [], torch.zeros(6, height, width, dtype=torch.uint8)
+    for g in range(6):
+        if g == 4:
+            polygons.append(None)  # an RLE instance: its targets come from the bitmap
+            masks[g, 10:50, 20:90] = 1
+            continue
+        parts = []
+        for _ in range(int(rng.integers(1, 4))):
+            k = int(rng.integers(3, 25))
+            cx, cy, r = rng.uniform(20, width - 20), rng.uniform(20, height - 20), rng.uniform(3, 30)
+            angles = np.sort(rng.uniform(0, 2 * np.pi, k))
+            pts = np.stack([cx + r * np.cos(angles), cy + r * rng.uniform(0.3, 1, k) * np.sin(angles)], 1)
+            parts.append(pts.reshape(-1).astype(np.float32))
+        if g == 2:
+            parts.append(np.array([5.0, 5.0, 9.0, 9.0], dtype=np.float32))  # 2 points: ignored
+        if g == 5:
+            parts = [np.array([1.0, 1.0, 3.0, 3.0], dtype=np.float32)]  # nothing left to draw
+        polygons.append(parts)
+    gt_index = torch.from_numpy(rng.integers(0, 6, 40))
+    centre = torch.from_numpy(rng.uniform(-10, [width + 10, height + 10], (40, 2))).float()
+    half = torch.from_numpy(rng.uniform(0.5, 40, (40, 2))).float()
+    boxes = torch.cat([centre - half, centre + half], 1)
+    boxes[0] = torch.tensor([width + 5.0, 10.0, width + 20.0, 30.0])  # clipped to zero width
+    return boxes, gt_index, {"masks": masks, "polygons": polygons}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_targets_equal_the_one_roi_at_a_time_targets(seed):
+    boxes, gt_index, target = _random_scene(seed)
+    sizes = (14, 28, 56, 112)
+    batched = stage_mask_targets(boxes, gt_index, target, sizes, (96, 128))
+    reference = stage_mask_targets_reference(boxes, gt_index, target, sizes, (96, 128))
+    for a, b in zip(batched, reference):
+        assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
+    assert batched[-1][gt_index != 5].flatten(1).any(1).float().mean() > 0.25  # not a comparison of empty targets
+
+
+def test_batched_rasterisation_equals_the_reference_on_a_dataset_like_image():
+    """Polygons as CocoDetection gives them (float32 arrays, shared per instance) at 800×1333."""
+    rng = np.random.default_rng(7)
+    polygons = []
+    for _ in range(7):
+        centre, angles = rng.uniform(100, 700, 2), np.sort(rng.uniform(0, 2 * np.pi, 30))
+        radii = rng.uniform(20, 90, 30)
+        polygons.append([np.stack([centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles)], 1)
+                         .reshape(-1).astype(np.float32)])
+    gt = rng.integers(0, 7, 64)
+    corner = np.stack([polygons[g][0][0::2].min() for g in gt]), np.stack([polygons[g][0][1::2].min() for g in gt])
+    x1, y1 = corner[0] + rng.uniform(-10, 10, 64), corner[1] + rng.uniform(-10, 10, 64)
+    boxes = np.stack([x1, y1, x1 + rng.uniform(60, 180, 64), y1 + rng.uniform(60, 180, 64)], 1)
+    per_roi = [polygons[g] for g in gt]
+    for size in (28, 112):
+        assert np.array_equal(rasterize_polygons_in_boxes(per_roi, boxes, size),
+                              rasterize_one_roi_at_a_time(per_roi, boxes, size))
+
+
+def test_no_polygon_rois_give_empty_outputs():
+    assert rasterize_polygons_in_boxes([], np.zeros((0, 4)), 28).shape == (0, 28, 28)

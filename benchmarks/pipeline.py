@@ -1,0 +1,242 @@
+"""Input pipeline at COCO settings: data loading + augmentation, then the mask targets.
+
+What one training process must prepare per image, measured on this CPU:
+
+  * loading: read the JPEG, decode the 7-or-so polygons into full-size masks, the random flip
+    (``CocoDetection`` + ``TrainingSamples``, exactly what a data-loader worker runs), timed in
+    this process: the per-worker rate. Then the same through a ``DataLoader`` with the default
+    workers of the COCO configs (4) and batches of 2, as the trainer builds it;
+  * targets: what the training process computes on the CPU per image once the RoIs are
+    sampled: the 14/28/56/112 polygon targets of every positive RoI (all positives train the
+    mask head, as in the official code; 512 sampled RoIs at a positive fraction of 0.25 give up
+    to 128) and the semantic target.
+
+The images are generated: 800×1333 JPEGs, each with ``--instances`` star-shaped polygon
+instances of 12–60 vertices (COCO's polygons have about 25 on average), 24–400 px across.
+Positive RoIs are the GT boxes jittered to IoU ≥ 0.5, as the sampler's positives are.
+
+    python benchmarks/pipeline.py                       # 16 images, 7 instances, 128 positives
+    python benchmarks/pipeline.py --positives 512 --workers 4 --json pipeline.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+STAGE_SIZES = (14, 28, 56, 112)
+
+
+def star_polygon(rng: np.random.Generator, cx: float, cy: float, radius: float, vertices: int) -> np.ndarray:
+    """A flat [x0, y0, ...] star-shaped polygon around (cx, cy): radius varying by angle."""
+    angles = np.sort(rng.uniform(0, 2 * np.pi, vertices))
+    radii = radius * rng.uniform(0.35, 1.0, vertices)
+    return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1).reshape(-1)
+
+
+def scene_polygons(rng: np.random.Generator, height: int, width: int, instances: int) -> list[list[np.ndarray]]:
+    """Per instance a list of polygons (one, or two parts for a quarter of them), inside the image."""
+    out = []
+    for _ in range(instances):
+        radius = float(rng.uniform(12, 200))
+        cx = float(rng.uniform(radius, width - radius))
+        cy = float(rng.uniform(radius, height - radius))
+        parts = [star_polygon(rng, cx, cy, radius, int(rng.integers(12, 61)))]
+        if rng.random() < 0.25:
+            parts.append(star_polygon(rng, cx + radius * 0.5, cy, radius * 0.4, int(rng.integers(12, 31))))
+        out.append([np.clip(p, 0, [width, height] * (len(p) // 2)) for p in parts])
+    return out
+
+
+def write_dataset(root: Path, images: int, height: int, width: int, instances: int, seed: int = 0) -> tuple[Path, Path]:
+    """``images`` JPEGs (quality 90) and a COCO json of their polygon instances; (json, image dir)."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(seed)
+    image_dir = root / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    coco = {"images": [], "annotations": [], "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 81)]}
+    for i in range(images):
+        name = f"{i:04d}.jpg"
+        # smooth colour noise, so the JPEG is about as large as a photo's
+        small = rng.uniform(0, 255, (height // 8, width // 8, 3)).astype(np.uint8)
+        canvas = np.asarray(Image.fromarray(small).resize((width, height), Image.BILINEAR)).copy()
+        for parts in scene_polygons(rng, height, width, instances):
+            rle = mask_utils.merge(mask_utils.frPyObjects([p.tolist() for p in parts], height, width))
+            mask = mask_utils.decode(rle).astype(bool)
+            canvas[mask] = rng.integers(0, 256, 3)
+            x, y, w, h = mask_utils.toBbox(rle).tolist()
+            coco["annotations"].append({
+                "id": len(coco["annotations"]) + 1, "image_id": i + 1, "category_id": int(rng.integers(1, 81)),
+                "segmentation": [p.tolist() for p in parts], "area": float(mask.sum()), "bbox": [x, y, w, h],
+                "iscrowd": 0,
+            })
+        Image.fromarray(canvas).save(image_dir / name, quality=90)
+        coco["images"].append({"id": i + 1, "file_name": name, "height": height, "width": width})
+    ann = root / "train.json"
+    ann.write_text(json.dumps(coco))
+    return ann, image_dir
+
+
+def positive_rois(boxes: torch.Tensor, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` jittered copies of the GT ``boxes`` (G, 4), each at IoU ≥ 0.5 with its GT.
+
+    Returns (count, 4) boxes and (count,) their GT index, the shape of the sampler's positives.
+    """
+    from torchvision.ops import box_iou
+
+    g = torch.Generator().manual_seed(seed)
+    gt_index = torch.arange(count) % boxes.shape[0]
+    base = boxes[gt_index]
+    wh = (base[:, 2:] - base[:, :2]).repeat(1, 2)
+    out = base.clone()
+    todo = torch.ones(count, dtype=torch.bool)
+    while todo.any():
+        jitter = (torch.rand(int(todo.sum()), 4, generator=g) - 0.5) * 0.3 * wh[todo]
+        out[todo] = base[todo] + jitter
+        iou = box_iou(out, base).diagonal()
+        todo = iou < 0.5
+    return out, gt_index
+
+
+def load_seconds(samples, keys: list[tuple[int, int]]) -> list[float]:
+    """Seconds per sample of ``samples[key]``, as one data-loader worker runs it."""
+    times = []
+    for key in keys:
+        start = time.perf_counter()
+        samples[key]
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def loader_images_per_second(samples, keys: list[tuple[int, int]], workers: int, batch_size: int) -> float:
+    """Images per second through the trainer's DataLoader (``epoch_loader``), after its first batch."""
+    from refinemask.engine.data import epoch_loader
+
+    batches = [keys[i : i + batch_size] for i in range(0, len(keys), batch_size)]
+    loader = iter(epoch_loader(samples, batches, workers, seed=0))
+    next(loader)  # worker start-up is paid once per epoch, not per image
+    start = time.perf_counter()
+    count = 0
+    for images, _ in loader:
+        count += len(images)
+    return count / (time.perf_counter() - start)
+
+
+def target_seconds(targets: list[dict], positives: int, sizes=STAGE_SIZES, reference: bool = False) -> dict:
+    """Median seconds per image of the mask targets (all stage sizes) and of the semantic target.
+
+    With ``reference``, the per-RoI formulation the tests hold the batched targets equal to is
+    timed too, alternating with it image by image (a ratio measured under the same load).
+    """
+    from refinemask.modeling.targets import semantic_target, stage_mask_targets
+
+    functions = {"mask": stage_mask_targets}
+    if reference:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.modeling.targets_reference import stage_mask_targets_reference
+
+        functions["reference"] = stage_mask_targets_reference
+    times: dict[str, list[float]] = {name: [] for name in [*functions, "semantic"]}
+    for i, target in enumerate(targets):
+        height, width = target["masks"].shape[-2:]
+        boxes, gt_index = positive_rois(target["boxes"].as_subclass(torch.Tensor), positives, seed=i)
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function(boxes, gt_index, target, sizes, (height, width))
+            times[name].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        padded = ((height + 31) // 32 * 32, (width + 31) // 32 * 32)
+        semantic_target([target["masks"]], padded, (padded[0] // 4, padded[1] // 4))
+        times["semantic"].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--size", default="800x1333", help="HxW of the generated images")
+    parser.add_argument("--instances", type=int, default=7)
+    parser.add_argument("--positives", type=int, default=128, help="positive RoIs per image (512 x 0.25)")
+    parser.add_argument("--workers", type=int, default=4, help="data-loader workers (the COCO configs' 4)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+    parser.add_argument("--no-loader", action="store_true", help="skip the multi-worker DataLoader run")
+    parser.add_argument("--reference", action="store_true",
+                        help="also time the one-RoI-at-a-time targets (tests/modeling/targets_reference.py)")
+    parser.add_argument("--data", help="reuse (or create) the generated data set here")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    height, width = (int(v) for v in args.size.lower().split("x"))
+
+    from refinemask.data.coco import CocoDetection
+    from refinemask.engine.data import TrainingSamples, sample_seed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.data) if args.data else Path(tmp)
+        ann, image_dir = root / "train.json", root / "images"
+        if not ann.is_file():
+            ann, image_dir = write_dataset(root, args.images, height, width, args.instances)
+        dataset = CocoDetection(ann, image_dir, keep_polygons=True, remove_empty=True)
+        samples = TrainingSamples(dataset, flip_prob=0.5)
+        keys = [(i, sample_seed(0, 0, 0, i)) for i in range(len(dataset))]
+
+        load_seconds(samples, keys[:1])  # warm-up: first reads, imports
+        per_sample = load_seconds(samples, keys)
+        loaded = [samples[k][1] for k in keys]
+        timed = target_seconds(loaded, args.positives, reference=args.reference)
+        mask_s, semantic_s = timed["mask"], timed["semantic"]
+        coarse_s = target_seconds(loaded, args.positives, sizes=(28,))["mask"]
+        loader_rate = None if args.no_loader else loader_images_per_second(samples, keys, args.workers, args.batch_size)
+
+    load_s = statistics.median(per_sample)
+    targets_s = mask_s + semantic_s
+    result = {
+        "size": f"{height}x{width}", "images": len(keys), "instances": args.instances, "positives": args.positives,
+        "load_s_per_image": load_s, "images_per_s_per_worker": 1.0 / load_s,
+        "workers": args.workers, "loader_images_per_s": loader_rate,
+        "mask_targets_s_per_image": mask_s, "mask_targets_28_only_s_per_image": coarse_s,
+        "semantic_target_s_per_image": semantic_s,
+        "reference_mask_targets_s_per_image": timed.get("reference"),
+        "targets_s_per_iteration": targets_s * args.batch_size, "batch_size": args.batch_size,
+        # the training process: images/s its targets allow, and the workers' ideal throughput
+        "target_images_per_s": 1.0 / targets_s,
+        "ideal_loader_images_per_s": args.workers / load_s,
+        "load_average": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
+    }
+    result["images_per_s_one_process"] = min(result["target_images_per_s"], result["ideal_loader_images_per_s"])
+    print(f"{len(keys)} images of {height}x{width}, {args.instances} instances each, {args.positives} positive RoIs; "
+          f"load average {result['load_average'][0]:.2f} on {result['cpu_count']} cores")
+    print("| step | where | per image | images/s |")
+    print("|---|---|---|---|")
+    print(f"| load + decode masks + flip | one worker | {load_s * 1000:.1f} ms | {1 / load_s:.1f} |")
+    if loader_rate is not None:
+        print(f"| DataLoader, {args.workers} workers, batch {args.batch_size} | this machine | - | {loader_rate:.1f} |")
+    print(f"| mask targets 14/28/56/112 | training process | {mask_s * 1000:.1f} ms | {1 / mask_s:.1f} |")
+    if args.reference:
+        print(f"| (one RoI at a time, as before) | training process | {timed['reference'] * 1000:.1f} ms | "
+              f"{1 / timed['reference']:.1f} |")
+    print(f"| (Mask R-CNN: 28 only) | training process | {coarse_s * 1000:.1f} ms | {1 / coarse_s:.1f} |")
+    print(f"| semantic target | training process | {semantic_s * 1000:.1f} ms | {1 / semantic_s:.1f} |")
+    print(f"targets per iteration of {args.batch_size} images: {result['targets_s_per_iteration'] * 1000:.0f} ms; "
+          f"one training process with {args.workers} workers (one core each) prepares "
+          f"{result['images_per_s_one_process']:.1f} images/s "
+          f"(workers {result['ideal_loader_images_per_s']:.1f}, targets {result['target_images_per_s']:.1f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
