@@ -1,4 +1,8 @@
-"""``refinemask predict --weights W IMAGE_OR_DIR ... --out DIR``: masks on your images."""
+"""``refinemask predict --weights W IMAGE_OR_DIR ... --out DIR``: masks on your images.
+
+With ``--boxes BOXES.json`` (a COCO results file from any detector) the model segments those
+boxes instead of detecting its own (:mod:`refinemask.engine.box_results`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +16,14 @@ writes:
 Image ids are 1..N in the order the images are listed (folders sorted by name), or, with
 --annotations, those of the images of that COCO json (matched by file name), so that
 `refinemask eval --annotations GT.json --predictions DIR/results.json` scores them.
+
+--boxes BOXES.json: masks for another detector's boxes. BOXES.json is a COCO results file
+(image_id, category_id, bbox as [x, y, w, h], score); DIR/results.json is the same list with a
+segmentation added to every entry (no score threshold applies). An entry's image is the one
+its file_name names, else the one with its image_id: ids from --annotations (by file name),
+else the numbers of numeric file names (000000000139.jpg is 139), else 1..N as above. Boxes of
+an image that is not among the inputs are an error. The category ids must be the model's;
+--classify lets the model's box head choose each box's class instead.
 """
 
 
@@ -38,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="take image ids from this COCO json (matched by file name)",
     )
     parser.add_argument("--no-overlays", action="store_true", help="write results.json only")
+    parser.add_argument(
+        "--boxes", metavar="BOXES.json",
+        help="segment the boxes of this COCO results file (another detector's) instead of detecting",
+    )
+    parser.add_argument(
+        "--classify", action="store_true",
+        help="with --boxes: ignore the file's category ids; the model's box head classifies each box",
+    )
     # images may come before and after options; plain parse_args stops at the first option
 
 
@@ -53,7 +73,23 @@ def run(args: argparse.Namespace) -> int:
         raise RefineMaskError(f"--mask-thresh must be between 0 and 1 (exclusive), got {args.mask_thresh}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RefineMaskError("--device cuda: no CUDA device is available; use --device cpu")
+    if args.classify and args.boxes is None:
+        raise RefineMaskError("--classify is for --boxes BOXES.json")
+    if args.boxes is not None:
+        from pathlib import Path
+
+        if not Path(args.boxes).is_file():
+            raise RefineMaskError(f"boxes file not found: {args.boxes}")
     predictor = Predictor(args.weights, device=args.device, score_thresh=args.score_thresh, mask_threshold=args.mask_thresh)
+    if args.boxes is not None:
+        from refinemask.engine.box_results import segment_box_results
+
+        results = segment_box_results(
+            predictor, args.inputs, args.boxes, args.out, args.annotations,
+            classify=args.classify, overlays=not args.no_overlays,
+        )
+        print(f"results: {results}")
+        return 0
     results = predict_files(predictor, args.inputs, args.out, args.annotations, overlays=not args.no_overlays)
     print(f"results: {results}")
     return 0
