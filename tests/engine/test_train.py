@@ -23,7 +23,7 @@ from refinemask.engine.predict import Predictor
 from refinemask.engine.train import Trainer, seed_everything, train
 from refinemask.errors import RefineMaskError
 from refinemask.modeling.detector import build_model_from_config
-from tests.engine.conftest import write_config
+from tests.engine.conftest import run_cli, write_config
 
 
 def test_training_writes_checkpoints_final_weights_logs_and_metrics(trained_run):
@@ -115,6 +115,44 @@ def test_weights_for_another_number_of_classes_fail_in_one_line(trained_run, tmp
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1
     assert "weights do not fit this model" in err and "number of classes" in err
+
+
+@pytest.mark.parametrize("name, content", [("passwd", b"root:x:0:0:root:/root:/bin/bash\n"), ("model.pth", b"")])
+def test_a_file_that_is_no_model_is_named_so_in_one_line(trained_run, tmp_path, capsys, name, content):
+    # as `refinemask eval CONFIG --weights /etc/passwd`: torch.load's own error for a text
+    # file is "list index out of range"
+    path = tmp_path / name
+    path.write_bytes(content)
+    status = main(["eval", str(trained_run / "config.yaml"), "--weights", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert f"{path}: not a refinemask weights or checkpoint file" in err
+
+
+@pytest.fixture(scope="module")
+def run_with_a_long_warmup(tmp_path_factory, synthetic_data) -> str:
+    """What `refinemask train` prints (stdout and stderr) for 2 iterations with a 30-iteration warmup."""
+    root = tmp_path_factory.mktemp("warmup")
+    config = write_config(root / "run.yaml", synthetic_data, root / "out", solver={"max_iters": 2, "warmup_iters": 30})
+    done = run_cli("train", str(config))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout + done.stderr
+
+
+def test_a_warmup_longer_than_the_schedule_warns_once_at_the_start(run_with_a_long_warmup):
+    lines = run_with_a_long_warmup.splitlines()
+    warnings = [i for i, line in enumerate(lines) if "solver.warmup_iters=30 is not shorter than the whole schedule" in line]
+    assert len(warnings) == 1
+    assert "(2 iterations)" in lines[warnings[0]] and "lower solver.warmup_iters" in lines[warnings[0]]
+    first_step = next(i for i, line in enumerate(lines) if "iter 1/2" in line)
+    assert warnings[0] < first_step
+
+
+def test_train_names_the_final_weights_once_at_the_end(run_with_a_long_warmup):
+    lines = [line for line in run_with_a_long_warmup.splitlines() if line.strip()]
+    named = [line for line in lines if "final weights:" in line]
+    assert len(named) == 1 and named[0].endswith("model_final.safetensors")
+    assert lines[-1] == named[0]
 
 
 def test_a_missing_dataset_path_fails_in_one_line(tmp_path, synthetic_data, capsys):

@@ -45,11 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from refinemask.engine.train import train_from_config
 
-    path = train_from_config(args.config, list(args.overrides), resume=args.resume)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks
-        print(f"final weights: {path}")
+    train_from_config(args.config, list(args.overrides), resume=args.resume)  # its log names the final weights
     return 0

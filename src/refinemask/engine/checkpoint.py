@@ -26,6 +26,10 @@ from refinemask.config import ModelConfig, from_dict, to_dict
 from refinemask.errors import RefineMaskError
 
 FORMAT = "refinemask-v1"
+NOT_A_MODEL_FILE = (
+    "not a refinemask weights or checkpoint file (give a .safetensors model from training or "
+    "`refinemask convert`, or a checkpoint_*.pth of a training run)"
+)
 
 
 def save_weights(
@@ -119,6 +123,8 @@ def describe_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Mode
             "category_names": json.loads(meta.get("category_names", "[]")),
         }
         return state, config, info
+    if not _is_torch_file(path):
+        raise RefineMaskError(f"{path}: {NOT_A_MODEL_FILE}")
     ckpt = read_checkpoint(path)
     if "model" in ckpt and "config" in ckpt:
         model_cfg = ckpt["config"].get("model", ckpt["config"]) if isinstance(ckpt["config"], dict) else None
@@ -134,7 +140,21 @@ def describe_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Mode
         raise RefineMaskError(
             f"{path}: an official mmdetection checkpoint; convert it first: refinemask convert {path} OUT.safetensors"
         )
-    raise RefineMaskError(f"{path}: not a refinemask model or checkpoint")
+    raise RefineMaskError(f"{path}: {NOT_A_MODEL_FILE}")
+
+
+def _is_torch_file(path: Path) -> bool:
+    """True for what ``torch.save`` writes: a zip archive, or a pickle in the legacy format.
+
+    Anything else (a text file, an image) would reach ``torch.load``, whose error for it
+    says nothing a user can act on ("list index out of range").
+    """
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x80"  # the pickle protocol opcode
 
 
 def load_state_checked(model, state: dict[str, torch.Tensor], source: str) -> None:

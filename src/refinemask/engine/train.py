@@ -277,6 +277,13 @@ class Trainer:
             self.total_iters, batches_per_epoch, self.iters_per_epoch, config.solver.lr_schedule,
             config.solver.warmup_iters,
         )
+        if config.solver.warmup_iters >= self.total_iters:
+            # the warmup factor is below 1 for every iteration i < warmup_iters
+            logger.warning(
+                "solver.warmup_iters=%d is not shorter than the whole schedule (%d iterations): the learning "
+                "rate never reaches %g; lower solver.warmup_iters",
+                config.solver.warmup_iters, self.total_iters, self.lr,
+            )
 
     def resume(self) -> bool:
         """Load the last checkpoint of the output directory; False when there is none."""
@@ -433,6 +440,7 @@ class Trainer:
             logger.info("training already finished at iteration %d", self.iteration)
             if self.context.is_main and not final_path.is_file():
                 self._save_final(final_path)
+            logger.info("final weights: %s", final_path)
             return final_path
 
         self.deadline = time.monotonic() + train.max_minutes * 60 if train.max_minutes > 0 else None
@@ -513,11 +521,11 @@ class Trainer:
 
                 save_metrics_json(metrics, self.output_dir / "metrics.json")
         distributed.barrier()
+        logger.info("final weights: %s", final_path)  # last, after the evaluation's table
         return final_path
 
     def _save_final(self, path: Path) -> None:
         save_weights(self.model, path, dict(self.dataset.label_to_category), list(self.dataset.category_names))
-        logger.info("final weights: %s", path)
 
     def close(self) -> None:
         self.writer.close()
