@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -12,6 +13,7 @@ from refinemask import build_model
 from refinemask.cli import main
 from refinemask.convert.export import (
     OnnxPredictor,
+    example_image,
     export_mask_head_onnx,
     export_onnx,
     onnx_inference_time,
@@ -230,6 +232,43 @@ def test_export_command_writes_a_model_that_onnxruntime_runs(tmp_path, capsys):
     predictor = OnnxPredictor(tmp_path / "model.onnx", num_threads=1)
     result = predictor(smooth_image(100, 130, seed=5))
     assert 0 < len(result["boxes"]) <= 4 and predictor.category_names == ["a", "b", "c"]
+
+
+def _threshold_above_every_detection_of_the_example(model) -> float:
+    """A box score threshold at which ``model`` finds nothing on the command's example image."""
+    short = int(model.config.min_size[-1])
+    scores = Predictor(model)(as_tensor(example_image(short, round(short * 4 / 3))))["scores"]
+    threshold = round(float(scores.max()) + 0.01, 3)
+    assert threshold < 1.0
+    return threshold
+
+
+def test_export_command_checks_detections_when_the_example_image_has_none_above_the_threshold(tmp_path, capsys):
+    model = confident_tiny_model("refinemask")
+    threshold = _threshold_above_every_detection_of_the_example(model)
+    weights = save_weights(model, tmp_path / "model.safetensors")
+    code = main(["export", "--weights", str(weights), "--score-thresh", str(threshold), str(tmp_path / "model.onnx")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"no detection scoring above the model's threshold {threshold:g}" in out
+    # the tiny model keeps detections_per_img = 5 detections, fewer than the 10 asked for
+    assert "on 1 image(s): 5 detections compared (PyTorch 5)" in out
+    assert "not verified" not in out
+
+
+def test_export_command_says_a_check_over_no_detection_verified_nothing(tmp_path, capsys):
+    model = confident_tiny_model("refinemask")
+    threshold = _threshold_above_every_detection_of_the_example(model)
+    weights = save_weights(model, tmp_path / "model.safetensors")
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.zeros((128, 171, 3), dtype=np.uint8)).save(blank)
+    assert len(Predictor(model, score_thresh=threshold)(str(blank))["scores"]) == 0
+    code = main(["export", str(tmp_path / "model.onnx"), "--weights", str(weights), "--score-thresh", str(threshold),
+                 "--verify", str(blank)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "not verified: PyTorch and onnxruntime found 0 detection(s) to compare on 1 image(s)" in out
+    assert "mask IoU" not in out
 
 
 def test_export_command_refuses_the_head_only_export_of_a_maskrcnn_model(tmp_path, capsys):

@@ -6,7 +6,10 @@
 The whole detector goes into the graph except the resize before it and the mask paste after
 it, which :class:`refinemask.convert.export.OnnxPredictor` does in numpy (docs/export.md).
 After writing, the file is run in onnxruntime next to PyTorch on an example image (or on
-``--verify IMAGE ...``) and the two are compared.
+``--verify IMAGE ...``) and the two are compared. When the model's score threshold leaves no
+detection on the example image, a copy of the graph exported with a lower threshold (one that
+keeps the example's 10 best detections) is compared instead, so that the check covers boxes
+and masks. A check that compares no detection says so and exits with status 1.
 """
 from __future__ import annotations
 
@@ -52,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--verify", nargs="+", metavar="IMAGE", default=None,
-        help="compare onnxruntime with PyTorch on these images (default: one generated example)",
+        help="compare onnxruntime with PyTorch on these images (default: one generated example, at a lower "
+        "threshold when the model's leaves no detection on it)",
     )
     parser.add_argument("--no-verify", action="store_true", help="do not run the exported file")
 
@@ -61,10 +65,12 @@ def run(args: argparse.Namespace) -> int:
     from refinemask.convert.export import (
         DEFAULT_OPSET,
         check_export,
+        check_export_at_threshold,
         describe_export,
         example_image,
         export_mask_head_onnx,
         export_onnx,
+        threshold_keeping,
     )
     from refinemask.engine.checkpoint import load_model
     from refinemask.errors import RefineMaskError
@@ -94,13 +100,28 @@ def run(args: argparse.Namespace) -> int:
     if args.no_verify:
         return 0
     if args.verify:
-        images = list(args.verify)
+        check = check_export(model, out, list(args.verify))
     else:
         short = int(model.config.min_size[-1])
-        images = [example_image(short, round(short * 4 / 3))]
-    check = check_export(model, out, images)
+        example = example_image(short, round(short * 4 / 3))
+        check = check_export(model, out, [example])
+        if check.num_matched == 0:
+            threshold = threshold_keeping(model, example)
+            print(
+                f"the example image has no detection scoring above the model's threshold "
+                f"{model.roi_heads.score_thresh:g}; checking a copy of the graph exported with threshold "
+                f"{threshold:.3g} instead"
+            )
+            check = check_export_at_threshold(model, [example], threshold, opset)
+    if check.num_matched == 0:
+        print(
+            f"not verified: PyTorch and onnxruntime found {check.num_detections} detection(s) to compare on "
+            f"{check.num_images} image(s); pass --verify with images the model finds objects in"
+        )
+        return 1
     print(
-        f"onnxruntime vs PyTorch on {check.num_images} image(s): {check.num_detections} detections, "
+        f"onnxruntime vs PyTorch on {check.num_images} image(s): {check.num_matched} detections compared "
+        f"(PyTorch {check.num_detections}), "
         f"{check.count_mismatches} image(s) with another count, boxes within {check.max_box_difference:.2g} px, "
         f"mask IoU >= {check.min_mask_iou:.4f}"
     )

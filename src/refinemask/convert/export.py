@@ -590,6 +590,7 @@ class ExportCheck:
     count_mismatches: int  # images where the two give a different number of detections
     max_box_difference: float  # pixels, over matched pairs
     min_mask_iou: float  # over matched pairs (1.0 when there is no detection)
+    num_matched: int = 0  # pairs compared; 0 means the check checked nothing
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -627,7 +628,7 @@ def check_export(model: nn.Module, onnx_path: str | Path, images: Sequence[Any])
 
     torch_predictor = Predictor(model)
     onnx_predictor = OnnxPredictor(onnx_path)
-    count_mismatches, total, box_diff, min_iou = 0, 0, 0.0, 1.0
+    count_mismatches, total, matched, box_diff, min_iou = 0, 0, 0, 0.0, 1.0
     for image in images:
         array = _as_rgb_array(image)
         ours = torch_predictor(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))))
@@ -636,11 +637,56 @@ def check_export(model: nn.Module, onnx_path: str | Path, images: Sequence[Any])
         total += len(boxes)
         count_mismatches += int(len(boxes) != len(theirs["boxes"]))
         for i, j in match_detections(boxes, labels, theirs["boxes"], theirs["labels"]):
+            matched += 1
             box_diff = max(box_diff, float(np.abs(boxes[i] - theirs["boxes"][j]).max()))
             union = np.logical_or(masks[i], theirs["masks"][j]).sum()
             inter = np.logical_and(masks[i], theirs["masks"][j]).sum()
             min_iou = min(min_iou, float(inter / union) if union else 1.0)
-    return ExportCheck(len(images), total, count_mismatches, box_diff, min_iou)
+    return ExportCheck(len(images), total, count_mismatches, box_diff, min_iou, matched)
+
+
+def threshold_keeping(model: nn.Module, image: np.ndarray, count: int = 10) -> float:
+    """A box score threshold at which ``model`` keeps its ``count`` best detections of ``image``.
+
+    Halfway between the count-th and the next score of the detections at threshold 0 (all
+    candidates), so that a score rounding differently in another runtime does not move a
+    detection across it; half the lowest score when there are no more than ``count``.
+    """
+    heads = model.roi_heads
+    saved = heads.score_thresh
+    heads.score_thresh = 0.0
+    try:
+        with torch.no_grad():
+            tensor = torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1)))
+            scores = model.eval()([tensor])[0]["scores"].sort(descending=True).values.tolist()
+    finally:
+        heads.score_thresh = saved
+    if not scores:
+        raise RefineMaskError("the model gives no detection at all, even at score threshold 0")
+    if len(scores) <= count:
+        return scores[-1] / 2
+    return (scores[count - 1] + scores[count]) / 2
+
+
+def check_export_at_threshold(model: nn.Module, images: Sequence[Any], threshold: float, opset: int = DEFAULT_OPSET) -> ExportCheck:
+    """Export a copy of the detector with box score threshold ``threshold`` to a temporary
+    file and compare it with PyTorch at that threshold (:func:`check_export`).
+
+    The copy's graph is the written one's except for that one constant. Checking it is how
+    the export is checked when the written file's threshold leaves no detection on the
+    example image: a comparison over no detection compares nothing.
+    """
+    import tempfile
+
+    heads = model.roi_heads
+    saved = heads.score_thresh
+    heads.score_thresh = float(threshold)
+    try:
+        with tempfile.TemporaryDirectory(prefix="refinemask-export-check-") as folder:
+            path = export_onnx(model, Path(folder) / "check.onnx", opset=opset)
+            return check_export(model, path, images)
+    finally:
+        heads.score_thresh = saved
 
 
 def describe_export(path: str | Path) -> str:
@@ -669,6 +715,7 @@ __all__ = [
     "OnnxPredictor",
     "OnnxTiming",
     "check_export",
+    "check_export_at_threshold",
     "describe_export",
     "export_mask_head_onnx",
     "export_onnx",
@@ -677,4 +724,5 @@ __all__ = [
     "paste_masks_numpy",
     "preprocess",
     "resize_bilinear",
+    "threshold_keeping",
 ]
