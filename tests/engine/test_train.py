@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -80,6 +81,21 @@ def test_predict_cli_writes_an_overlay_and_coco_results_per_image(trained_run, t
     assert {r["image_id"] for r in results} == {1, 2} and len(results) == 10  # 5 detections each
     assert all(set(r) >= {"bbox", "score", "segmentation", "category_id", "file_name"} for r in results)
     assert all(isinstance(r["segmentation"]["counts"], str) and 1 <= r["category_id"] <= 5 for r in results)
+
+
+def test_predict_says_when_an_image_has_no_detection_above_the_threshold(trained_run, tmp_path, capsys):
+    weights = trained_run / "model_final.safetensors"
+    image = trained_run / "synthetic_data" / "images" / "val_000000.png"
+    best = float(Predictor(weights, score_thresh=0.0)(image)["scores"].max())  # every detection
+    assert best < 0.99
+    assert main(["predict", "--weights", str(weights), str(image), "--out", str(tmp_path), "--score-thresh", "0.99"]) == 0
+    out = capsys.readouterr().out
+    suggested = math.floor(best * 100) / 100
+    assert (f"{image}: no detection scoring at least 0.99; the best box scored {best:.2f} "
+            f"(--score-thresh {suggested:g} shows it)") in out
+    assert json.loads((tmp_path / "results.json").read_text()) == []
+    shown = Predictor(weights, score_thresh=suggested)(image)
+    assert len(shown["scores"]) >= 1 and float(shown["scores"].max()) == best
 
 
 def test_predictor_takes_paths_pil_images_arrays_and_tensors_alike(trained_run):

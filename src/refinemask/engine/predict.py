@@ -16,6 +16,7 @@ come from the model's ``label_to_category``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,9 @@ class Predictor:
     mask stages are class-specific, so a class is needed, and the box head is the model's own
     classifier of such boxes. A box without area or wholly outside the image is a one-line
     error; the part of a box outside the image is clipped (masks stop at the image border).
+
+    After a call without given boxes, ``best_scores`` holds the highest score any box of each
+    image had, kept or not: what a lower threshold would show when an image comes back empty.
     """
 
     def __init__(
@@ -122,11 +126,13 @@ class Predictor:
         )
         self.score_thresh = score_thresh
         self.mask_threshold = mask_threshold
+        self.best_scores: list[float] = []
 
     @torch.no_grad()
     def __call__(self, images: Any, boxes: Any = None, labels: Any = None) -> dict | list[dict]:
         single = not isinstance(images, (list, tuple))
         batch = [images] if single else list(images)
+        self.best_scores = []
         if boxes is not None:
             return self._given_boxes(batch, single, boxes, labels)
         if labels is not None:
@@ -139,14 +145,19 @@ class Predictor:
         if self.score_thresh is not None:
             heads.score_thresh = max(model_thresh, self.score_thresh)
         self.model.eval()
+        best: list[float] = []
+        # the box classifier's scores before any threshold, read as they pass (one image a call)
+        hook = heads.box_predictor.register_forward_hook(lambda _m, _i, out: best.append(_best_foreground_score(out[0])))
         try:
             outputs = []
             for image in batch:
                 tensor = as_image_tensor(image).to(self.device)
                 outputs.append(self._binarise(self.model([tensor])[0]))
         finally:
+            hook.remove()
             heads.score_thresh = model_thresh
             self.model.train(was_training)
+        self.best_scores = best
         return outputs[0] if single else outputs
 
     def _given_boxes(self, batch: list, single: bool, boxes: Any, labels: Any) -> dict | list[dict]:
@@ -185,6 +196,13 @@ class Predictor:
             "scores": output["scores"][keep].cpu(),
             "masks": (masks >= self.mask_threshold).cpu(),
         }
+
+
+def _best_foreground_score(class_logits: torch.Tensor) -> float:
+    """(R, C+1) box classifier logits, background first -> the highest class score of any RoI."""
+    if class_logits.numel() == 0:
+        return 0.0
+    return float(class_logits.softmax(-1)[:, 1:].max())
 
 
 def draw_overlay(image: torch.Tensor, prediction: dict, category_names: Sequence[str], alpha: float = 0.5) -> torch.Tensor:
@@ -268,9 +286,13 @@ def predict_files(
     out_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     used_names: set[str] = set()
+    empty = 0
     for path, image_id in tqdm(list(zip(files, image_ids)), desc="predict", unit="image", disable=not progress):
         image = load_image(path)
         prediction = predictor(image)
+        if len(prediction["scores"]) == 0:
+            empty += 1
+            tqdm.write(f"{path}: {_nothing_found(predictor)}")
         rows = predictions_to_coco_results([prediction], [image_id], predictor.label_to_category)
         for row in rows:
             row["file_name"] = path.name
@@ -286,4 +308,21 @@ def predict_files(
             Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / name)
     results_path = out_dir / "results.json"
     results_path.write_text(json.dumps(results))
+    if empty and len(files) > 1:
+        tqdm.write(f"{empty} of {len(files)} images have no detection scoring at least {predictor.score_thresh:g}")
     return results_path
+
+
+def _nothing_found(predictor: Predictor) -> str:
+    """Why the last image came back empty, and the flag that would show its best boxes."""
+    best = predictor.best_scores[-1] if predictor.best_scores else 0.0
+    threshold = predictor.score_thresh
+    floor = float(predictor.model.roi_heads.score_thresh)  # the model's own; below it nothing is kept
+    if threshold is None or best < floor:
+        return f"no detection (the best box scored {best:.3f}, below the model's own threshold {floor:g})"
+    # rounded down, so that the best box scores at least the suggested threshold
+    suggestion = max(math.floor(best * 100) / 100, floor)
+    return (
+        f"no detection scoring at least {threshold:g}; the best box scored {best:.2f} "
+        f"(--score-thresh {suggestion:g} shows it)"
+    )
