@@ -76,7 +76,7 @@ def test_predict_cli_writes_an_overlay_and_coco_results_per_image(trained_run, t
                  "--out", str(out), "--score-thresh", "0.0"]) == 0
     for name in ("val_000000.png", "val_000001.png"):
         overlay = Image.open(out / name)
-        assert overlay.size == (64, 64) and overlay.mode == "RGB"
+        assert overlay.size == (768, 768) and overlay.mode == "RGB"  # 64 px enlarged 12 times, to be read
     results = json.loads((out / "results.json").read_text())
     assert {r["image_id"] for r in results} == {1, 2} and len(results) == 10  # 5 detections each
     assert all(set(r) >= {"bbox", "score", "segmentation", "category_id", "file_name"} for r in results)

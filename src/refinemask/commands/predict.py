@@ -9,7 +9,9 @@ import argparse
 
 EPILOG = """\
 writes:
-  DIR/<image name>.png   the image with the predicted masks, boxes, class names and scores
+  DIR/<image name>.png   the image with the predicted masks (filled and outlined), boxes, class
+                         names and scores; an image smaller than 768 px is enlarged by a whole
+                         factor (pixels kept sharp) so that the labels read
   DIR/results.json       COCO results: image_id, category_id, bbox (XYWH), score,
                          segmentation (RLE) and file_name, one entry per detection
 
@@ -24,6 +26,9 @@ its file_name names, else the one with its image_id: ids from --annotations (by 
 else the numbers of numeric file names (000000000139.jpg is 139), else 1..N as above. Boxes of
 an image that is not among the inputs are an error. The category ids must be the model's;
 --classify lets the model's box head choose each box's class instead.
+
+An image with no detection scoring at least --score-thresh is named on the console, with the
+score of its best box and the --score-thresh that would show it.
 """
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from refinemask.errors import RefineMaskError
 
@@ -205,21 +206,101 @@ def _best_foreground_score(class_logits: torch.Tensor) -> float:
     return float(class_logits.softmax(-1)[:, 1:].max())
 
 
-def draw_overlay(image: torch.Tensor, prediction: dict, category_names: Sequence[str], alpha: float = 0.5) -> torch.Tensor:
-    """uint8 (3, H, W): ``image`` (float in [0, 1] or uint8) with masks, boxes and labels drawn."""
-    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+OVERLAY_MIN_SIDE = 768  # px: the long side small images are enlarged to, so that labels read
+HALO = (20, 20, 20)  # the ring drawn just outside each mask's outline
+
+
+def overlay_scale(height: int, width: int, min_side: int = OVERLAY_MIN_SIDE) -> int:
+    """The whole factor that enlarges an image to a long side of at least ``min_side`` (1 if it has one)."""
+    return max(1, math.ceil(min_side / max(height, width, 1)))
+
+
+def mask_edges(mask: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """bool (H, W) mask -> (outline, halo), bool (H, W) each.
+
+    ``outline``: the mask's pixels within ``width`` pixels of a pixel outside it (square
+    neighbourhood; beyond the image counts as outside). ``halo``: the pixels outside the
+    mask within ``max(1, width // 2)`` of it.
+    """
+    halo_width = max(1, width // 2)
+    outside = (~mask).float()[None, None]
+    near_outside = F.max_pool2d(F.pad(outside, (width,) * 4, value=1.0), 2 * width + 1, stride=1)[0, 0] > 0
+    near_mask = F.max_pool2d(mask.float()[None, None], 2 * halo_width + 1, stride=1, padding=halo_width)[0, 0] > 0
+    return mask & near_outside, near_mask & ~mask
+
+
+def _label_font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # a scalable font (Pillow >= 10.1 with FreeType)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
+
+
+def draw_overlay(
+    image: torch.Tensor,
+    prediction: dict,
+    category_names: Sequence[str],
+    alpha: float = 0.4,
+    min_side: int = OVERLAY_MIN_SIDE,
+) -> torch.Tensor:
+    """uint8 (3, s*H, s*W): ``image`` (float in [0, 1] or uint8) with masks, boxes and labels drawn.
+
+    Small images are enlarged by s = :func:`overlay_scale` (nearest neighbour: pixels and mask
+    edges stay sharp), so that a 256 px image's labels can be read. Each mask is filled with
+    its class colour at ``alpha`` and outlined in that colour at full strength over a dark
+    halo (:func:`mask_edges`), so that a mask shows even on an object of its own colour.
+    """
+    from PIL import Image, ImageDraw
 
     canvas = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    height, width = canvas.shape[-2:]
+    scale = overlay_scale(height, width, min_side)
+    canvas = canvas.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     labels = prediction["labels"].tolist()
     if not labels:
         return canvas
     colours = [PALETTE[(label - 1) % len(PALETTE)] for label in labels]
-    canvas = draw_segmentation_masks(canvas, prediction["masks"], alpha=alpha, colors=colours)
-    names = [
-        f"{category_names[label - 1] if 0 < label <= len(category_names) else label} {score:.2f}"
-        for label, score in zip(labels, prediction["scores"].tolist())
-    ]
-    return draw_bounding_boxes(canvas, prediction["boxes"], labels=names, colors=colours, width=2)
+    masks = prediction["masks"].bool().cpu()
+    masks = masks.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    line = max(2, round(max(canvas.shape[-2:]) / 384))  # 2 px at 768, 4 px at 1536
+
+    out = canvas.float()
+    for mask, colour in zip(masks, colours):
+        tint = torch.tensor(colour, dtype=torch.float32)[:, None]
+        out[:, mask] = out[:, mask] * (1 - alpha) + tint * alpha
+    # edges after every fill, and every halo before any outline, so that no mask hides another's outline
+    edges = []
+    for mask, colour in zip(masks, colours):
+        rows, cols = torch.nonzero(mask.any(1)).flatten(), torch.nonzero(mask.any(0)).flatten()
+        if rows.numel() == 0:
+            continue
+        # the mask's bounding box and the halo around it: the edges of a crop, not of the whole image
+        y0, x0 = max(int(rows[0]) - line, 0), max(int(cols[0]) - line, 0)
+        y1, x1 = int(rows[-1]) + line + 1, int(cols[-1]) + line + 1
+        edges.append(((slice(y0, y1), slice(x0, x1)), *mask_edges(mask[y0:y1, x0:x1], line), colour))
+    for (rows, cols), _, halo, _ in edges:
+        out[:, rows, cols][:, halo] = torch.tensor(HALO, dtype=torch.float32)[:, None]
+    for (rows, cols), outline, _, colour in edges:
+        out[:, rows, cols][:, outline] = torch.tensor(colour, dtype=torch.float32)[:, None]
+
+    picture = Image.fromarray(out.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+    draw = ImageDraw.Draw(picture)
+    font = _label_font(max(12, round(max(picture.size) / 48)))  # 16 px at 768
+    pad = max(2, line)
+    for box, label, score, colour in zip(prediction["boxes"].tolist(), labels, prediction["scores"].tolist(), colours):
+        x0, y0, x1, y1 = (v * scale for v in box)
+        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=line)
+        name = category_names[label - 1] if 0 < label <= len(category_names) else str(label)
+        text = f"{name} {score:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tag_h = bottom - top + 2 * pad
+        tag_y = y0 - tag_h if y0 >= tag_h else y0  # above the box, or inside it at the image's top
+        draw.rectangle([x0, tag_y, x0 + right - left + 2 * pad, tag_y + tag_h - 1], fill=colour)
+        dark_text = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 140
+        draw.text((x0 + pad - left, tag_y + pad - top), text, fill=(0, 0, 0) if dark_text else (255, 255, 255), font=font)
+    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
