@@ -6,12 +6,15 @@ A plain ``http.server`` and one page of HTML and JavaScript, so the demo needs n
 the package's own dependencies. The server runs the model once per upload and returns every
 detection above the model's own score threshold, with both mask stages of a RefineMask model:
 the final 112 x 112 masks and the coarse 28 x 28 ones (the stage before the boundary
-refinement), each pasted into the image. The page filters by score and switches between the
-two without asking the server again.
+refinement), each pasted into the image. The page filters by score, shows either stage or both
+side by side, and draws masks filled or as outlines (each mask's edge in its colour over a
+dark halo, which shows a mask on an object of its own colour), all without asking the server
+again.
 
 Endpoints:
-    GET  /             the page; ``/?example=1&threshold=0.3&mode=coarse`` loads the example
-                       image (when the server has one) with those settings
+    GET  /             the page; ``/?example=1&threshold=0.3&mode=compare&draw=outline`` loads
+                       the example image (when the server has one) with those settings
+                       (mode: final, coarse or compare; draw: fill or outline)
     GET  /api/info     the model, its classes and the upload limits (JSON)
     POST /api/predict  body: the image file's bytes -> detections (JSON, see :func:`encode_prediction`)
     GET  /example      the example image given with ``--example``
@@ -393,6 +396,11 @@ PAGE = """<!doctype html>
   #status { color: #555; min-height: 1.2em; }
   canvas { max-width: 100%; height: auto; border: 1px solid #ccc; display: block; }
   canvas.enlarged { image-rendering: pixelated; }
+  #views { display: grid; gap: 1rem; }
+  #views.compare { grid-template-columns: 1fr 1fr; }
+  #views.compare canvas.enlarged { width: 100%; }
+  figure { margin: 0; }
+  figcaption { font-weight: 600; margin-bottom: 0.3rem; }
   #detections { columns: 3 14rem; font-size: 0.9rem; }
   .swatch { display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.4em; vertical-align: -0.05em; }
 </style>
@@ -409,17 +417,27 @@ PAGE = """<!doctype html>
     <legend>Masks</legend>
     <label><input type="radio" name="stage" value="final" checked> final <span id="final-size"></span></label>
     <label><input type="radio" name="stage" value="coarse"> coarse <span id="coarse-size"></span></label>
+    <label><input type="radio" name="stage" value="compare"> side by side</label>
+  </fieldset>
+  <fieldset id="draw">
+    <legend>Draw</legend>
+    <label><input type="radio" name="draw" value="fill" checked> filled</label>
+    <label><input type="radio" name="draw" value="outline"> outlines</label>
   </fieldset>
 </div>
 <p id="error" role="alert"></p>
 <p id="status"></p>
 <p id="summary"></p>
-<canvas id="view" width="0" height="0"></canvas>
+<div id="views">
+  <figure id="figure-final"><figcaption id="caption-final" hidden></figcaption><canvas id="view-final" width="0" height="0"></canvas></figure>
+  <figure id="figure-coarse" hidden><figcaption id="caption-coarse" hidden></figcaption><canvas id="view-coarse" width="0" height="0"></canvas></figure>
+</div>
 <ol id="detections"></ol>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { info: null, result: null, image: null, masks: {} };
+const state = { info: null, result: null, image: null, masks: {}, outlines: {} };
+const HALO = [20, 20, 20];  // the ring just outside each outline, as in `refinemask predict`'s overlays
 
 function showError(message) {
   $("error").textContent = message;
@@ -444,23 +462,69 @@ async function decodeMasks(result, stage) {
   }));
 }
 
-function currentStage() {
-  const chosen = document.querySelector("input[name=stage]:checked").value;
-  return state.result && state.result.stages.includes(chosen) ? chosen : "final";
+// max over a (2r+1) x (2r+1) square of a W x H 0/1 map, `beyond` for pixels past its edges
+function dilate(map, W, H, r, beyond) {
+  const rows = new Uint8Array(W * H), out = new Uint8Array(W * H);
+  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
+    let v = 0;
+    for (let d = -r; d <= r && !v; d++) v = (x + d < 0 || x + d >= W) ? beyond : map[y * W + x + d];
+    rows[y * W + x] = v;
+  }
+  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
+    let v = 0;
+    for (let d = -r; d <= r && !v; d++) v = (y + d < 0 || y + d >= H) ? beyond : rows[(y + d) * W + x];
+    out[y * W + x] = v;
+  }
+  return out;
 }
 
-function render() {
+// a mask's outline (its pixels within `width` of the outside, in its colour) and halo (the
+// pixels outside it within max(1, width / 2)), the same pixels as
+// refinemask.engine.predict.mask_edges
+function outlineOf(mask, colour, width) {
+  if (!mask) return null;
+  const pad = Math.max(1, Math.floor(width / 2));
+  const W = mask.image.width + 2 * pad, H = mask.image.height + 2 * pad;
+  const canvas = document.createElement("canvas");
+  canvas.width = W;
+  canvas.height = H;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(mask.image, pad, pad);
+  const pixels = ctx.getImageData(0, 0, W, H);
+  const px = pixels.data;
+  const inside = new Uint8Array(W * H), outside = new Uint8Array(W * H);
+  for (let k = 0; k < W * H; k++) { inside[k] = px[4 * k + 3] > 0 ? 1 : 0; outside[k] = 1 - inside[k]; }
+  const nearOutside = dilate(outside, W, H, width, 1), nearInside = dilate(inside, W, H, pad, 0);
+  for (let k = 0; k < W * H; k++) {
+    const rgb = inside[k] && nearOutside[k] ? colour : (!inside[k] && nearInside[k] ? HALO : null);
+    px[4 * k] = rgb ? rgb[0] : 0;
+    px[4 * k + 1] = rgb ? rgb[1] : 0;
+    px[4 * k + 2] = rgb ? rgb[2] : 0;
+    px[4 * k + 3] = rgb ? 255 : 0;
+  }
+  ctx.putImageData(pixels, 0, 0);
+  return { x: mask.x - pad, y: mask.y - pad, image: canvas };
+}
+
+function lineWidth(result) {
+  return Math.max(1, Math.round(Math.max(result.width, result.height) / 400));
+}
+
+function currentView() {
+  const chosen = document.querySelector("input[name=stage]:checked").value;
+  return state.result && (chosen === "final" || state.result.stages.includes("coarse")) ? chosen : "final";
+}
+
+function currentDraw() {
+  return document.querySelector("input[name=draw]:checked").value;
+}
+
+// the image and the shown detections' masks of one stage on `canvas`; returns the number of
+// mask pixels on it, read back from the canvas (what the user actually sees), or -1 when too big
+function drawStage(canvas, stage, shown, draw) {
   const result = state.result;
-  if (!result) return;
-  const threshold = parseFloat($("threshold").value);
-  const stage = currentStage();
-  const canvas = $("view");
   canvas.width = result.width;
   canvas.height = result.height;
-  // small images are shown enlarged, pixels kept sharp, so that mask edges can be compared
-  const enlarged = result.width < 480;
-  canvas.classList.toggle("enlarged", enlarged);
-  canvas.style.width = enlarged ? "480px" : "";
   const ctx = canvas.getContext("2d");
   if (state.image) {
     ctx.drawImage(state.image, 0, 0, result.width, result.height);
@@ -472,50 +536,82 @@ function render() {
   overlay.width = result.width;
   overlay.height = result.height;
   const octx = overlay.getContext("2d");
-  const shown = result.detections.map((d, i) => [d, i]).filter(([d]) => d.score >= threshold);
+  const layers = draw === "outline" ? state.outlines[stage] : state.masks[stage];
   for (const [, i] of shown) {
-    const mask = state.masks[stage][i];
-    if (mask) octx.drawImage(mask.image, mask.x, mask.y);
+    const layer = layers[i];
+    if (layer) octx.drawImage(layer.image, layer.x, layer.y);
   }
-  ctx.globalAlpha = 0.55;
+  // fills are see-through so the object stays visible; outlines are drawn solid
+  ctx.globalAlpha = draw === "outline" ? 1 : 0.55;
   ctx.drawImage(overlay, 0, 0);
   ctx.globalAlpha = 1;
-  const line = Math.max(1, Math.round(Math.max(result.width, result.height) / 400));
+  const line = lineWidth(result);
   ctx.lineWidth = line;
   ctx.font = `${6 * line + 4}px system-ui, sans-serif`;
   ctx.textBaseline = "bottom";
-  const list = $("detections");
-  list.replaceChildren();
   for (const [d] of shown) {
     const colour = `rgb(${d.color.join(",")})`;
     const [x0, y0, x1, y1] = d.box;
     ctx.strokeStyle = colour;
     ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
-    const text = `${d.name} ${d.score.toFixed(2)}`;
     ctx.fillStyle = colour;
-    ctx.fillText(text, x0 + line, Math.max(y0, 6 * line + 6));
+    ctx.fillText(`${d.name} ${d.score.toFixed(2)}`, x0 + line, Math.max(y0, 6 * line + 6));
+  }
+  if (result.width * result.height > 16e6) return -1;
+  const alpha = octx.getImageData(0, 0, result.width, result.height).data;
+  let painted = 0;
+  for (let k = 3; k < alpha.length; k += 4) if (alpha[k] > 0) painted++;
+  return painted;
+}
+
+function render() {
+  const result = state.result;
+  if (!result) return;
+  const threshold = parseFloat($("threshold").value);
+  const view = currentView();
+  const draw = currentDraw();
+  const stages = view === "compare" ? ["final", "coarse"] : [view];
+  const shown = result.detections.map((d, i) => [d, i]).filter(([d]) => d.score >= threshold);
+  // small images are shown enlarged, pixels kept sharp, so that mask edges can be compared
+  const enlarged = result.width < 480;
+  $("views").classList.toggle("compare", view === "compare");
+  const painted = {};
+  for (const stage of ["final", "coarse"]) {
+    const visible = stages.includes(stage);
+    $(`figure-${stage}`).hidden = !visible;
+    const canvas = $(`view-${stage}`);
+    if (!visible) { canvas.width = 0; canvas.height = 0; continue; }
+    canvas.classList.toggle("enlarged", enlarged);
+    canvas.style.width = enlarged && view !== "compare" ? "480px" : "";
+    const size = state.info ? state.info.mask_sizes[stage] : "";
+    const caption = $(`caption-${stage}`);
+    caption.textContent = `${stage} ${size}x${size} masks`;
+    caption.hidden = view !== "compare";
+    painted[stage] = drawStage(canvas, stage, shown, draw);
+  }
+  const list = $("detections");
+  list.replaceChildren();
+  for (const [d] of shown) {
     const item = document.createElement("li");
     const swatch = document.createElement("span");
     swatch.className = "swatch";
-    swatch.style.background = colour;
-    item.append(swatch, text);
+    swatch.style.background = `rgb(${d.color.join(",")})`;
+    item.append(swatch, `${d.name} ${d.score.toFixed(2)}`);
     list.append(item);
   }
-  // mask pixels on the page, read back from the canvas: what the user actually sees
-  let painted = -1;
-  if (result.width * result.height <= 16e6) {
-    const alpha = octx.getImageData(0, 0, result.width, result.height).data;
-    painted = 0;
-    for (let k = 3; k < alpha.length; k += 4) if (alpha[k] > 0) painted++;
-  }
-  const size = state.info ? state.info.mask_sizes[stage] : "";
+  const sizes = stages.map((stage) => {
+    const size = state.info ? state.info.mask_sizes[stage] : "";
+    return `${stage} ${size}x${size}`;
+  }).join(" beside ");
   const summary = $("summary");
   summary.textContent = `${shown.length} of ${result.detections.length} detections with score >= ` +
-    `${threshold.toFixed(2)}; ${stage} ${size}x${size} masks; ${result.width}x${result.height} image, ` +
-    `${result.seconds.toFixed(2)} s`;
+    `${threshold.toFixed(2)}; ${sizes} masks${draw === "outline" ? ", outlined" : ""}; ` +
+    `${result.width}x${result.height} image, ${result.seconds.toFixed(2)} s`;
   Object.assign(summary.dataset, {
-    shown: shown.length, total: result.detections.length, stage: stage,
-    threshold: threshold.toFixed(2), painted: painted,
+    shown: shown.length, total: result.detections.length, stage: view, draw: draw,
+    threshold: threshold.toFixed(2), painted: stages.length === 1 ? painted[view] : "",
+    paintedFinal: painted.final === undefined ? "" : painted.final,
+    paintedCoarse: painted.coarse === undefined ? "" : painted.coarse,
   });
   document.body.dataset.state = "done";
 }
@@ -552,7 +648,12 @@ async function upload(blob, name) {
     state.image = null;  // e.g. TIFF: the server reads it, the browser cannot show it
   }
   state.masks = {};
-  for (const stage of answer.stages) state.masks[stage] = await decodeMasks(answer, stage);
+  state.outlines = {};
+  const width = lineWidth(answer);
+  for (const stage of answer.stages) {
+    state.masks[stage] = await decodeMasks(answer, stage);
+    state.outlines[stage] = state.masks[stage].map((mask, i) => outlineOf(mask, answer.detections[i].color, width));
+  }
   state.result = answer;
   $("status").textContent = state.image ? name : `${name} (the browser cannot show this format; masks on grey)`;
   render();
@@ -562,12 +663,14 @@ async function start() {
   const params = new URLSearchParams(window.location.search);
   if (params.has("threshold")) $("threshold").value = params.get("threshold");
   $("threshold-value").textContent = parseFloat($("threshold").value).toFixed(2);
-  if (params.get("mode") === "coarse") document.querySelector("input[value=coarse]").checked = true;
+  const mode = params.get("mode");
+  if (mode === "coarse" || mode === "compare") document.querySelector(`input[name=stage][value=${mode}]`).checked = true;
+  if (params.get("draw") === "outline") document.querySelector("input[name=draw][value=outline]").checked = true;
   $("threshold").addEventListener("input", () => {
     $("threshold-value").textContent = parseFloat($("threshold").value).toFixed(2);
     render();
   });
-  for (const radio of document.querySelectorAll("input[name=stage]")) radio.addEventListener("change", render);
+  for (const radio of document.querySelectorAll("input[name=stage], input[name=draw]")) radio.addEventListener("change", render);
   $("file").addEventListener("change", () => {
     const file = $("file").files[0];
     if (file) upload(file, file.name);
@@ -593,6 +696,7 @@ async function start() {
     $("coarse-size").textContent = `${state.info.mask_sizes.coarse}x${state.info.mask_sizes.coarse}`;
   } else {
     document.querySelector("input[value=coarse]").disabled = true;
+    document.querySelector("input[value=compare]").disabled = true;
     $("coarse-size").textContent = "(RefineMask models only)";
   }
   $("example").hidden = !state.info.example;

@@ -18,8 +18,10 @@ import urllib.request
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from refinemask.engine.predict import mask_edges
 from refinemask.serve import make_server
 from tests.serve.conftest import Running
 
@@ -56,15 +58,33 @@ def body_state(dom: str) -> str:
     return match.group(1) if match else ""
 
 
-def union_of_masks(answer: dict, stage: str, threshold: float) -> int:
-    """Pixels under at least one mask of the stage among detections scoring >= threshold."""
-    union = np.zeros((answer["height"], answer["width"]), dtype=bool)
+def masks_of(answer: dict, stage: str, threshold: float) -> list[np.ndarray]:
+    """bool (H, W) masks of the stage of the detections scoring >= threshold."""
+    masks = []
     for d in answer["detections"]:
         entry = d["masks"][stage]
         if d["score"] >= threshold and entry["png"]:
             crop = np.asarray(Image.open(io.BytesIO(base64.b64decode(entry["png"]))))[:, :, 3] > 0
             h, w = crop.shape
-            union[entry["y"] : entry["y"] + h, entry["x"] : entry["x"] + w] |= crop
+            mask = np.zeros((answer["height"], answer["width"]), dtype=bool)
+            mask[entry["y"] : entry["y"] + h, entry["x"] : entry["x"] + w] = crop
+            masks.append(mask)
+    return masks
+
+
+def union_of_masks(answer: dict, stage: str, threshold: float) -> int:
+    """Pixels under at least one mask of the stage among detections scoring >= threshold."""
+    return int(np.logical_or.reduce([np.zeros((answer["height"], answer["width"]), dtype=bool),
+                                     *masks_of(answer, stage, threshold)]).sum())
+
+
+def union_of_outlines(answer: dict, stage: str, threshold: float) -> int:
+    """Pixels under at least one outline or halo (as ``predict``'s overlays define them)."""
+    line = max(1, round(max(answer["width"], answer["height"]) / 400))  # the page's line width
+    union = torch.zeros(answer["height"], answer["width"], dtype=torch.bool)
+    for mask in masks_of(answer, stage, threshold):
+        outline, halo = mask_edges(torch.from_numpy(mask), line)
+        union |= outline | halo
     return int(union.sum())
 
 
@@ -92,6 +112,33 @@ def test_the_page_draws_the_masks_of_the_detections_above_the_slider(running, an
     # the canvas holds exactly the union of the shown masks of that stage
     assert int(summary["data-painted"]) == union_of_masks(answer, stage, threshold) > 0
     assert f"{stage} {'112x112' if stage == 'final' else '28x28'} masks" in text
+    other = "coarse" if stage == "final" else "final"
+    assert "hidden" in element(dom, f"figure-{other}")[0] and "hidden" not in element(dom, f"figure-{stage}")[0]
+
+
+@pytest.mark.parametrize("draw", ["fill", "outline"])
+def test_the_side_by_side_view_draws_the_final_and_the_coarse_masks(running, answer, tmp_path, draw):
+    threshold = 0.0
+    dom = dump_dom(f"{running.url}?example=1&threshold={threshold}&mode=compare&draw={draw}", tmp_path / "profile")
+    assert body_state(dom) == "done", element(dom, "error")[1]
+    summary, text = element(dom, "summary")
+    assert summary["data-stage"] == "compare" and summary["data-draw"] == draw
+    assert int(summary["data-shown"]) == len(answer["detections"]) > 0
+    count = union_of_masks if draw == "fill" else union_of_outlines
+    final, coarse = count(answer, "final", threshold), count(answer, "coarse", threshold)
+    assert int(summary["data-painted-final"]) == final > 0
+    assert int(summary["data-painted-coarse"]) == coarse > 0
+    assert final != coarse
+    assert "final 112x112 beside coarse 28x28 masks" in text
+    # both canvases shown, each under its caption
+    assert "hidden" not in element(dom, "figure-final")[0] and "hidden" not in element(dom, "figure-coarse")[0]
+    assert element(dom, "caption-final")[1] == "final 112x112 masks"
+    assert element(dom, "caption-coarse")[1] == "coarse 28x28 masks"
+
+
+def test_outlines_are_fewer_pixels_than_the_filled_masks(answer):
+    # what the outline run compares against must differ from the fill, or the switch shows nothing new
+    assert 0 < union_of_outlines(answer, "final", 0.0) < union_of_masks(answer, "final", 0.0)
 
 
 def test_the_final_and_coarse_views_paint_different_pixels(answer):

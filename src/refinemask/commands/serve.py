@@ -3,9 +3,9 @@
     refinemask serve --weights model_final.safetensors            # http://127.0.0.1:7860/
     refinemask serve --weights model_final.safetensors --example street.jpg
 
-Upload an image and see its masks; a slider sets the score threshold and a switch shows the
-coarse 28x28 masks of a RefineMask model next to the final 112x112 ones, to see what the
-refinement adds. The server listens on 127.0.0.1 (this computer only) unless --host says
+Upload an image and see its masks; a slider sets the score threshold, a switch shows the
+coarse 28x28 masks of a RefineMask model instead of the final 112x112 ones or both side by
+side, to see what the refinement adds, and another draws the masks filled or as outlines. The server listens on 127.0.0.1 (this computer only) unless --host says
 otherwise.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """\
-pages:  /  the demo;  /?example=1&threshold=0.3&mode=coarse  opens the --example image
+pages:  /  the demo;  /?example=1&threshold=0.3&mode=compare&draw=outline  opens the --example
+        image (mode: final, coarse or compare = side by side; draw: fill or outline)
 api:    POST /api/predict with an image file as the body -> JSON detections (see
         refinemask.serve); GET /api/info -> the model and the upload limits
 """
