@@ -47,7 +47,7 @@ def scene_polygons(rng: np.random.Generator, height: int, width: int, instances:
     """Per instance a list of polygons (one, or two parts for a quarter of them), inside the image."""
     out = []
     for _ in range(instances):
-        radius = float(rng.uniform(12, 200))
+        radius = float(rng.uniform(min(12, min(height, width) / 4), min(200, min(height, width) / 2 - 1)))
         cx = float(rng.uniform(radius, width - radius))
         cy = float(rng.uniform(radius, height - radius))
         parts = [star_polygon(rng, cx, cy, radius, int(rng.integers(12, 61)))]

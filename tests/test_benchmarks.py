@@ -69,3 +69,71 @@ def test_peak_memory_separates_the_heads():
     # 100 RoIs through RefineMask's 56×56 and 112×112 stages hold more than Mask R-CNN's 14/28
     # (about 630 MB against 300-360 MB here)
     assert refine[1] > 1.3 * baseline[1], (refine, baseline)
+
+
+def test_gpu_script_without_cuda_says_so_in_one_line_and_exits_0(tmp_path, monkeypatch, capsys):
+    gpu = _load("gpu")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert gpu.main(["--out", str(tmp_path / "gpu")]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "no CUDA device" in printed[0]
+    assert not (tmp_path / "gpu").exists()  # nothing was run
+
+
+def test_gpu_script_dry_run_trains_measures_and_reports_every_head(tmp_path, capsys):
+    """``--device cpu --tiny``: the same code as on a GPU, at tiny sizes (fp32 only here: CPU
+    autocast in fp16 is slow; the mixed-precision trainer is tested in tests/engine)."""
+    gpu = _load("gpu")
+    assert gpu.main(["--device", "cpu", "--tiny", "--precisions", "none", "--skip", "resume",
+                     "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    rows = {(r["part"], r["variant"]): r for r in report["rows"]}
+    heads, note = gpu.mask_heads()
+    assert heads[0] == "refinemask" and heads[-1] == "maskrcnn"
+    assert set(rows) == {("train", "fp32")} | {(part, h) for part in ("inference", "coco_train_step") for h in heads}
+    train = rows["train", "fp32"]
+    assert train["iterations"] == 2 and train["finite"] and 0.0 <= train["mask_ap"] <= 1.0
+    for head in heads:
+        assert rows["inference", head]["detections"] == [5] and rows["inference", head]["ok"]
+        step = rows["coco_train_step", head]
+        assert step["ok"] and step["ms_per_step"] > 0
+        # the jittered GT proposals give the sampler positives beyond the GT boxes themselves
+        assert step["mask_rois_per_step"] is None or step["mask_rois_per_step"] >= 8
+    printed = capsys.readouterr().out
+    assert printed.count("| inference |") == len(heads) and "| train | fp32 |" in printed
+    assert ("faster-better head is not in this version" in printed) == (note is not None)
+
+
+def test_gpu_script_resume_check_compares_a_stopped_and_resumed_run(tmp_path):
+    gpu = _load("gpu")
+    import torch
+
+    row = gpu.deterministic_resume(gpu.Sizes(tiny=True, iters=2), tmp_path, torch.device("cpu"))
+    assert row["stopped_at"] == row["resumed_from"] == 2 and row["iterations"] == 4
+    assert row["resumed_equal"] and row["repeat_equal"] and row["ok"]  # the CPU is deterministic
+    log = (tmp_path / "resume_stopped" / "log.txt").read_text()
+    assert "stopped at iteration 2" in log and "checkpoint_0000002.pth at iteration 2" in log
+
+
+def test_pipeline_reports_loading_and_target_rates(tmp_path, capsys):
+    pipeline = _load("pipeline")
+    out = tmp_path / "pipeline.json"
+    pipeline.main(["--images", "3", "--size", "96x160", "--instances", "3", "--positives", "16",
+                   "--no-loader", "--reference", "--data", str(tmp_path / "data"), "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["images"] == 3 and result["load_s_per_image"] > 0
+    assert result["images_per_s_per_worker"] == pytest.approx(1 / result["load_s_per_image"])
+    assert result["targets_s_per_iteration"] == pytest.approx(
+        2 * (result["mask_targets_s_per_image"] + result["semantic_target_s_per_image"]))
+    assert "| mask targets 14/28/56/112 | training process |" in capsys.readouterr().out
+
+
+def test_pipeline_positive_rois_overlap_their_instance_by_half():
+    import torch
+    from torchvision.ops import box_iou
+
+    pipeline = _load("pipeline")
+    gt = torch.tensor([[10.0, 10.0, 60.0, 40.0], [100.0, 50.0, 300.0, 400.0]])
+    boxes, index = pipeline.positive_rois(gt, 64)
+    iou = box_iou(boxes, gt)[torch.arange(64), index]
+    assert (iou >= 0.5).all() and (iou < 1).any() and set(index.tolist()) == {0, 1}
