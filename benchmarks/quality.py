@@ -5,7 +5,8 @@ backbone (pretrained EfficientNet-Lite0-FPN), data and schedule, through the nor
 (the bundled ``quickstart_*`` configs with overrides). For each seed it reports mask AP, AP75
 and Boundary AP at dilation 0.02 and 0.008, and beside the models the ceilings of the two mask
 resolutions: the ground-truth masks squeezed through a 28×28 and a 112×112 grid (the per-RoI
-targets the heads are trained on) and pasted back.
+targets the heads are trained on) and pasted back. A second row per model scores its masks on
+the ground-truth boxes and labels (``refinemask eval --gt-boxes``): the masks apart from the boxes.
 
     python benchmarks/quality.py --iters 300 --seeds 0 1 --out bench-quality
     python benchmarks/quality.py --ceilings-only
@@ -87,6 +88,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
 
     from refinemask.config import load_config
+    from refinemask.demo_report import GT_BOXES
     from refinemask.engine.data import build_dataset, prepare_synthetic_data
 
     data = [
@@ -105,6 +107,8 @@ def main(argv=None) -> int:
                                               ("maskrcnn", "quickstart_maskrcnn", "Mask R-CNN")):
                 metrics = train_and_score(key, config_name, out, args.iters, seed, data)
                 table.setdefault(display, []).append(metrics)
+                gt_rows = {k[len(GT_BOXES):]: v for k, v in metrics.items() if k.startswith(GT_BOXES)}
+                table.setdefault(f"{display} on GT boxes", []).append(gt_rows)
                 print(display, "seed", seed, json.dumps({f"{a}.{b}": metrics[a][b] for a, b in ROWS}), flush=True)
 
     header = "| | " + " | ".join(f"{a} {b}" for a, b in ROWS) + " |"

@@ -18,10 +18,15 @@ def test_demo_trains_both_models_and_writes_the_report(tmp_path):
     assert main(["demo", "--minutes", "0.05", "--out", str(out), *TINY]) == 0
     report = (out / "report.md").read_text()
     assert "| mask AP |" in report and "| Boundary AP (dilation 0.008) |" in report
+    assert "| mask AP on ground-truth boxes |" in report
     assert "RefineMask" in report and "Mask R-CNN" in report
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"RefineMask", "Mask R-CNN"}
     assert {"segm", "boundary", "boundary@0.008", "bbox"} <= set(metrics["RefineMask"])
+    # the masks on the ground-truth boxes too, for both models (no box AP there)
+    for name in ("RefineMask", "Mask R-CNN"):
+        gt = {k for k in metrics[name] if k.startswith("gt_boxes/")}
+        assert gt == {"gt_boxes/segm", "gt_boxes/boundary", "gt_boxes/boundary@0.008"}
     for key in ("refinemask", "maskrcnn"):
         assert (out / key / "model_final.safetensors").is_file()
     assert (out / "loss_curves.png").is_file() and (out / "comparison.png").is_file()

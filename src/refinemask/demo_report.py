@@ -16,14 +16,25 @@ METRIC_ROWS = (
     ("boundary", "AP", "Boundary AP (dilation 0.02)"),
     ("boundary@0.008", "AP", "Boundary AP (dilation 0.008)"),
     ("bbox", "AP", "box AP"),
+    ("gt_boxes/segm", "AP", "mask AP on ground-truth boxes"),
+    ("gt_boxes/boundary", "AP", "Boundary AP (0.02) on ground-truth boxes"),
+    ("gt_boxes/boundary@0.008", "AP", "Boundary AP (0.008) on ground-truth boxes"),
 )
+GT_BOXES = "gt_boxes/"  # prefix of the metrics of masks on the ground-truth boxes and labels
 
 
-def evaluate_run(config, weights: Path) -> dict:
-    """Metrics of the weights on the config's validation split (single process)."""
+def evaluate_run(config, weights: Path, gt_boxes: bool = True) -> dict:
+    """Metrics of the weights on the config's validation split (single process).
+
+    With ``gt_boxes`` also those of the masks on the ground-truth boxes and labels (the masks
+    apart from the boxes, ``refinemask eval --gt-boxes``), under keys ``gt_boxes/<iou type>``.
+    """
     from refinemask.engine.evaluate import evaluate_config
 
-    return evaluate_config(config, weights)
+    metrics = evaluate_config(config, weights)
+    if gt_boxes:
+        metrics.update({GT_BOXES + k: v for k, v in evaluate_config(config, weights, gt_boxes=True).items()})
+    return metrics
 
 
 def loss_history(output_dir: Path) -> dict[str, list[tuple[int, float]]]:

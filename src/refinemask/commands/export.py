@@ -2,6 +2,7 @@
 
     refinemask export --weights model_final.safetensors model.onnx
     refinemask export --weights model_final.safetensors --mask-head-only head.onnx
+    refinemask export --weights model_final.safetensors --given-boxes boxes.onnx
 
 The whole detector goes into the graph except the resize before it and the mask paste after
 it, which :class:`refinemask.convert.export.OnnxPredictor` does in numpy (docs/export.md).
@@ -25,6 +26,13 @@ the detector's graph (default):
   run it:  from refinemask.convert.export import OnnxPredictor
            OnnxPredictor("model.onnx", score_thresh=0.5)("image.jpg")  # boxes, labels, scores, masks
 
+--given-boxes (masks for boxes from another detector; any model):
+  inputs   images, image_size as above; boxes (N, 4) float32 XYXY in resized-image pixels;
+           labels (N,) int64 in 1..C
+  outputs  masks (N, 1, M, M) probabilities, scores (N,) the box head's probability of each label
+  run it:  from refinemask.convert.export import OnnxBoxesPredictor
+           OnnxBoxesPredictor("boxes.onnx")("image.jpg", boxes, labels)  # boxes in image pixels
+
 --mask-head-only (RefineMask models):
   inputs   roi_features (N, 256, 14, 14), p2 (B, 256, h, w), rois (N, 5), labels (N,) in 1..C
   outputs  mask_logits (N, 1, 112, 112), the assembled stages
@@ -44,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mask-head-only", action="store_true",
         help="export only the RefineMask head + stage assembly, with a dynamic number of RoIs",
+    )
+    parser.add_argument(
+        "--given-boxes", action="store_true",
+        help="export the model for given boxes: image, boxes and labels in, one mask per box out",
     )
     parser.add_argument(
         "--detections", type=int, default=None, metavar="D",
@@ -75,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from refinemask.engine.checkpoint import load_model
     from refinemask.errors import RefineMaskError
 
+    if args.given_boxes and args.mask_head_only:
+        raise RefineMaskError("--given-boxes and --mask-head-only are two different graphs: choose one")
     opset = DEFAULT_OPSET if args.opset is None else args.opset
     if opset < 16:
         raise RefineMaskError(f"--opset {opset}: RoIAlign with aligned=True needs opset 16 or newer")
@@ -94,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         export_mask_head_onnx(model, out, opset=opset)
         print(f"wrote {describe_export(out)}")
         return 0
+    if args.given_boxes:
+        return _export_given_boxes(args, model, out, opset)
 
     export_onnx(model, out, opset=opset)
     print(f"wrote {describe_export(out)}")
@@ -126,6 +142,23 @@ def run(args: argparse.Namespace) -> int:
         f"mask IoU >= {check.min_mask_iou:.4f}"
     )
     if check.count_mismatches or check.max_box_difference > 1e-2 or check.min_mask_iou < 0.99:
+        print("warning: the exported graph does not match PyTorch closely; please report it with the model and image")
+        return 1
+    return 0
+
+
+def _export_given_boxes(args: argparse.Namespace, model, out: Path, opset: int) -> int:
+    from refinemask.convert.export import check_boxes_export, describe_export, example_image, export_boxes_onnx
+
+    export_boxes_onnx(model, out, opset=opset)
+    print(f"wrote {describe_export(out)}")
+    if args.no_verify:
+        return 0
+    short = int(model.config.min_size[-1])
+    images = list(args.verify) if args.verify else [example_image(short, round(short * 4 / 3))]
+    min_iou, score_diff = check_boxes_export(model, out, images)
+    print(f"onnxruntime vs PyTorch on {len(images)} image(s), 3 boxes each: mask IoU >= {min_iou:.4f}, scores within {score_diff:.2g}")
+    if min_iou < 0.99 or score_diff > 1e-3:
         print("warning: the exported graph does not match PyTorch closely; please report it with the model and image")
         return 1
     return 0

@@ -25,6 +25,10 @@ Two steps stay outside, in numpy (:class:`OnnxPredictor`; a few lines to port to
 :func:`export_mask_head_onnx` exports the RefineMask head alone (RoI features, P2, RoIs, labels
 -> assembled 112 x 112 logits, any number of RoIs): the part a runtime that already has a
 Mask R-CNN can add.
+
+:func:`export_boxes_onnx` exports the model for boxes given from elsewhere (:class:`BoxesGraph`:
+image, boxes, labels -> one mask per box, any number of boxes), the graph of
+``model(images, boxes=..., labels=...)``; :class:`OnnxBoxesPredictor` runs it.
 """
 from __future__ import annotations
 
@@ -59,6 +63,8 @@ DETECTOR_INPUTS = ("images", "image_size")
 DETECTOR_OUTPUTS = ("boxes", "scores", "labels", "masks", "num_detections")
 HEAD_INPUTS = ("roi_features", "p2", "rois", "labels")
 HEAD_OUTPUTS = ("mask_logits",)
+BOXES_INPUTS = ("images", "image_size", "boxes", "labels")
+BOXES_OUTPUTS = ("masks", "scores")
 
 
 # --- the graphs --------------------------------------------------------------------------------
@@ -124,6 +130,48 @@ class DetectorGraph(nn.Module):
             _pad_rows(logits.sigmoid(), d, (1, m, m)),
             (labels > 0).sum(),
         )
+
+
+class BoxesGraph(nn.Module):
+    """The model's forward for given boxes (``model(images, boxes=, labels=)``) that goes into ONNX.
+
+    :class:`DetectorGraph` with the RPN and the box post-processing replaced by the given boxes,
+    as :meth:`MaskRoIHeads.forward <refinemask.modeling.roi_heads.MaskRoIHeads.forward>` does
+    with ``given``; labels must be given (no box-head classification in the graph).
+
+    Args:
+        model: a RefineMask or Mask R-CNN model (shares its modules; nothing is copied).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.backbone = model.backbone
+        self.roi_heads = model.roi_heads
+
+    def forward(
+        self, images: torch.Tensor, image_size: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            images: (1, 3, Hp, Wp) normalised, resized, zero-padded image (:func:`preprocess`).
+            image_size: (2,) int64 [h, w], the resized image's size before padding.
+            boxes: (N, 4) XYXY in resized-image pixels (clipped to ``image_size`` here).
+            labels: (N,) int64 in 1..C.
+
+        Returns:
+            masks (N, 1, M, M) probabilities and scores (N,), the box head's probability of
+            each label.
+        """
+        from torchvision.ops import boxes as box_ops
+
+        heads = self.roi_heads
+        features = self.backbone(images)
+        image_sizes = [(image_size[0], image_size[1])]
+        boxes = box_ops.clip_boxes_to_image(boxes, image_sizes[0])
+        class_logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, [boxes], image_sizes)))
+        scores = class_logits.softmax(-1).gather(1, labels[:, None])[:, 0]
+        logits = heads.mask_logits(features, boxes_to_rois([boxes]), labels)
+        return logits.sigmoid(), scores
 
 
 class MaskHeadGraph(nn.Module):
@@ -303,6 +351,48 @@ def export_mask_head_onnx(model: nn.Module, path: str | Path, opset: int = DEFAU
     path = Path(path)
     _legacy_export(MaskHeadGraph(head).eval(), (feats, p2, rois, labels), path, opset, HEAD_INPUTS, HEAD_OUTPUTS, dynamic)
     _finish(path, {"format": ONNX_FORMAT, "graph": "refinemask_head", "mask_size": str(head.stage_sizes[-1])}, {1: 1})
+    return path
+
+
+def export_boxes_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, num_boxes: int = 3) -> Path:
+    """Export :class:`BoxesGraph`: image and boxes in, one mask per box out; N and the image
+    size are dynamic. The metadata holds what :class:`OnnxBoxesPredictor` needs."""
+    from refinemask.config import to_dict
+
+    _require_onnx()
+    path = Path(path)
+    model = model.eval()
+    config = model.config
+    short = int(config.min_size[-1])
+    example = example_image(short, min(int(config.max_size), round(short * 4 / 3)))
+    batch, size = preprocess(example, short, int(config.max_size))
+    generator = torch.Generator().manual_seed(0)
+    h, w = (int(v) for v in size)
+    corners = torch.rand(num_boxes, 2, generator=generator) * torch.tensor([w / 2, h / 2])
+    boxes = torch.cat([corners, corners + 8 + torch.rand(num_boxes, 2, generator=generator) * torch.tensor([w / 3, h / 3])], 1)
+    labels = torch.ones(num_boxes, dtype=torch.int64)
+    dynamic = {
+        "images": {2: "height", 3: "width"},
+        "boxes": {0: "num_boxes"},
+        "labels": {0: "num_boxes"},
+        "masks": {0: "num_boxes"},
+        "scores": {0: "num_boxes"},
+    }
+    _legacy_export(
+        BoxesGraph(model).eval(), (torch.from_numpy(batch), torch.from_numpy(size), boxes, labels),
+        path, opset, BOXES_INPUTS, BOXES_OUTPUTS, dynamic,
+    )
+    labels_map = getattr(model, "label_to_category", None) or {i: i for i in range(1, config.num_classes + 1)}
+    names = list(getattr(model, "category_names", None) or [str(i) for i in range(1, config.num_classes + 1)])
+    _finish(path, {
+        "format": ONNX_FORMAT,
+        "graph": "boxes",
+        "config": json.dumps(to_dict(config)),
+        "label_to_category": json.dumps({str(k): int(v) for k, v in labels_map.items()}),
+        "category_names": json.dumps(names),
+        "mask_size": str(mask_size_of(model)),
+        "size_divisor": str(SIZE_DIVISOR),
+    }, fixed_dims={1: 1})
     return path
 
 
@@ -525,6 +615,69 @@ class OnnxPredictor:
         return outputs[0] if single else outputs
 
 
+class OnnxBoxesPredictor:
+    """Run a file of :func:`export_boxes_onnx` with onnxruntime: masks for given boxes, in numpy.
+
+    ``predictor(image, boxes, labels)`` with boxes (N, 4) XYXY in the image's pixels and labels
+    (N,) in 1..C returns ``boxes`` (as given), ``labels``, ``scores`` (the box head's probability
+    of each label) and ``masks`` bool (N, H, W), as
+    :class:`~refinemask.engine.predict.Predictor` does for given boxes.
+    """
+
+    def __init__(self, path: str | Path, mask_threshold: float = 0.5, num_threads: int | None = None,
+                 providers: Sequence[str] = ("CPUExecutionProvider",)):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RefineMaskError("running an ONNX model needs onnxruntime: pip install 'refinemask[export]'") from None
+        path = Path(path)
+        if not path.is_file():
+            raise RefineMaskError(f"ONNX model not found: {path}")
+        options = ort.SessionOptions()
+        if num_threads is not None:
+            options.intra_op_num_threads = int(num_threads)
+        self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if metadata.get("format") != ONNX_FORMAT or metadata.get("graph") != "boxes":
+            raise RefineMaskError(f"{path}: not a given-boxes graph exported by `refinemask export --given-boxes`")
+        config = json.loads(metadata["config"])
+        self.num_classes = int(config["num_classes"])
+        self.label_to_category = {int(k): int(v) for k, v in json.loads(metadata["label_to_category"]).items()}
+        self.category_names: list[str] = json.loads(metadata["category_names"])
+        self.short_side, self.max_long_side = int(config["min_size"][-1]), int(config["max_size"])
+        self.divisor = int(metadata.get("size_divisor", SIZE_DIVISOR))
+        self.mask_threshold = mask_threshold
+
+    def __call__(self, image: Any, boxes: Any, labels: Any) -> dict[str, np.ndarray]:
+        from refinemask.modeling.detector import check_given_boxes
+
+        array = _as_rgb_array(image)
+        height, width = array.shape[:2]
+        given, given_labels = check_given_boxes(boxes, labels, (height, width), self.num_classes)
+        if given_labels is None:
+            raise RefineMaskError("the exported given-boxes graph needs labels (it does not classify boxes)")
+        boxes_np = given.numpy()
+        if len(boxes_np) == 0:  # the graph's reshapes cannot take zero boxes; nothing to run
+            return {"boxes": boxes_np, "labels": given_labels.numpy(), "scores": np.zeros(0, np.float32),
+                    "masks": np.zeros((0, height, width), dtype=bool)}
+        batch, size = preprocess(array, self.short_side, self.max_long_side, self.divisor)
+        h, w = (int(v) for v in size)
+        # the model's transform scales boxes by new/old size (float32), as here
+        scale = np.asarray([w / width, h / height, w / width, h / height], dtype=np.float32)
+        masks, scores = self.session.run(list(BOXES_OUTPUTS), {
+            "images": batch, "image_size": size,
+            "boxes": (boxes_np * scale).astype(np.float32), "labels": given_labels.numpy().astype(np.int64),
+        })
+        clipped = np.clip(boxes_np, 0, np.asarray([width, height, width, height], dtype=np.float32))
+        pasted = paste_masks_numpy(masks[:, 0], clipped, height, width)
+        return {
+            "boxes": boxes_np,
+            "labels": given_labels.numpy(),
+            "scores": scores.astype(np.float32),
+            "masks": pasted >= self.mask_threshold,
+        }
+
+
 @dataclass
 class OnnxTiming:
     """Median wall time per image over the repeats, in seconds."""
@@ -689,6 +842,32 @@ def check_export_at_threshold(model: nn.Module, images: Sequence[Any], threshold
         heads.score_thresh = saved
 
 
+def check_boxes_export(model: nn.Module, onnx_path: str | Path, images: Sequence[Any]) -> tuple[float, float]:
+    """Compare a given-boxes export with PyTorch on ``images``, for three boxes spread over each
+    image (one per corner region and the centre, labels cycling 1..C).
+
+    Returns the smallest mask IoU and the largest score difference over all boxes.
+    """
+    from refinemask.engine.predict import Predictor
+
+    torch_predictor = Predictor(model)
+    onnx_predictor = OnnxBoxesPredictor(onnx_path)
+    min_iou, score_diff = 1.0, 0.0
+    for image in images:
+        array = _as_rgb_array(image)
+        h, w = array.shape[:2]
+        boxes = np.asarray([[0.05, 0.1, 0.5, 0.6], [0.4, 0.3, 0.95, 0.9], [0.2, 0.2, 0.8, 0.8]], dtype=np.float32)
+        boxes = boxes * np.asarray([w, h, w, h], dtype=np.float32)
+        labels = (np.arange(len(boxes)) % int(model.config.num_classes)) + 1
+        ours = torch_predictor(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), boxes=boxes, labels=labels)
+        theirs = onnx_predictor(array, boxes, labels)
+        score_diff = max(score_diff, float(np.abs(ours["scores"].numpy() - theirs["scores"]).max()))
+        for a, b in zip(ours["masks"].numpy(), theirs["masks"]):
+            union = np.logical_or(a, b).sum()
+            min_iou = min(min_iou, float(np.logical_and(a, b).sum() / union) if union else 1.0)
+    return min_iou, score_diff
+
+
 def describe_export(path: str | Path) -> str:
     """A few lines on an exported file: its inputs and outputs with shapes, and its size."""
     import onnx
@@ -709,7 +888,11 @@ def describe_export(path: str | Path) -> str:
 
 
 __all__ = [
+    "BoxesGraph",
     "DetectorGraph",
+    "check_boxes_export",
+    "OnnxBoxesPredictor",
+    "export_boxes_onnx",
     "ExportCheck",
     "MaskHeadGraph",
     "OnnxPredictor",
