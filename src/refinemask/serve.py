@@ -554,8 +554,16 @@ function drawStage(canvas, stage, shown, draw) {
     const [x0, y0, x1, y1] = d.box;
     ctx.strokeStyle = colour;
     ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    // the label on a tag of the class colour, above the box (inside it at the image's top), as
+    // in `refinemask predict`'s overlays: readable on any background
+    const text = `${d.name} ${d.score.toFixed(2)}`;
+    const tagHeight = 6 * line + 6;
+    const tagY = y0 >= tagHeight ? y0 - tagHeight : y0;
     ctx.fillStyle = colour;
-    ctx.fillText(`${d.name} ${d.score.toFixed(2)}`, x0 + line, Math.max(y0, 6 * line + 6));
+    ctx.fillRect(x0, tagY, ctx.measureText(text).width + 2 * line, tagHeight);
+    const [r, g, b] = d.color;
+    ctx.fillStyle = 0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#000" : "#fff";
+    ctx.fillText(text, x0 + line, tagY + tagHeight - 1);
   }
   if (result.width * result.height > 16e6) return -1;
   const alpha = octx.getImageData(0, 0, result.width, result.height).data;
