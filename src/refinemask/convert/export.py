@@ -164,12 +164,14 @@ class BoxesGraph(nn.Module):
         """
         from torchvision.ops import boxes as box_ops
 
+        from refinemask.modeling.roi_heads import classify_given_boxes
+
         heads = self.roi_heads
         features = self.backbone(images)
         image_sizes = [(image_size[0], image_size[1])]
         boxes = box_ops.clip_boxes_to_image(boxes, image_sizes[0])
         class_logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, [boxes], image_sizes)))
-        scores = class_logits.softmax(-1).gather(1, labels[:, None])[:, 0]
+        (scores,), _ = classify_given_boxes(class_logits, [labels], [class_logits.shape[0]])
         logits = heads.mask_logits(features, boxes_to_rois([boxes]), labels)
         return logits.sigmoid(), scores
 
