@@ -233,10 +233,11 @@ def cli_files(tmp_path_factory):
     return weights, root / "images"
 
 
-def _predict(weights, images, out, *extra):
+def _predict(weights, images, out, *extra, overlays=False):
     from refinemask.cli import main
 
-    return main(["predict", "--weights", str(weights), str(images), "--out", str(out), "--no-overlays", *extra])
+    return main(["predict", "--weights", str(weights), str(images), "--out", str(out),
+                 *([] if overlays else ["--no-overlays"]), *extra])
 
 
 def _decode(segmentation):
@@ -313,7 +314,8 @@ def test_predict_boxes_with_classify_takes_the_box_heads_class(cli_files, tmp_pa
     weights, images = cli_files
     entries = [{"image_id": 9, "category_id": 41, "bbox": [10, 10, 30, 30], "score": 0.7}]
     (tmp_path / "boxes.json").write_text(json.dumps(entries))
-    assert _predict(weights, images, tmp_path / "out", "--boxes", str(tmp_path / "boxes.json"), "--classify") == 0
+    assert _predict(weights, images, tmp_path / "out", "--boxes", str(tmp_path / "boxes.json"), "--classify", overlays=True) == 0
     (row,) = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["9.png"]  # images with boxes only
     assert row["detector_category_id"] == 41 and row["category_id"] in (1, 2, 3)
     assert row["score"] == 0.7 and row["bbox"] == [10, 10, 30, 30] and _decode(row["segmentation"]).shape == (64, 96)

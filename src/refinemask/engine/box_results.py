@@ -135,7 +135,7 @@ def segment_box_results(
     from tqdm import tqdm
 
     from refinemask.data.images import load_image
-    from refinemask.engine.predict import collect_images, draw_overlay
+    from refinemask.engine.predict import collect_images, draw_overlay, overlay_path
     from refinemask.evaluation import predictions_to_coco_results
 
     files = collect_images(inputs)
@@ -171,15 +171,9 @@ def segment_box_results(
                     results[i]["detector_category_id"] = results[i]["category_id"]
                 results[i]["category_id"] = row["category_id"]
         if overlays:
-            name = f"{path.stem}.png"
-            suffix = 1
-            while name in used_names:  # two inputs with the same stem
-                suffix += 1
-                name = f"{path.stem}_{suffix}.png"
-            used_names.add(name)
             scores = [float(entries[i].get("score", 1.0)) for i in group]
             drawn = draw_overlay(image, {**prediction, "scores": torch.tensor(scores)}, predictor.category_names)
-            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / name)
+            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(overlay_path(out_dir, path, used_names))
     results_path = out_dir / "results.json"
     results_path.write_text(json.dumps(results))
     skipped = sum(1 for g in groups if not g)

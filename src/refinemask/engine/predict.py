@@ -342,6 +342,17 @@ def _image_ids(files: Sequence[Path], annotations: str | Path | None) -> list[in
     return ids
 
 
+def overlay_path(out_dir: Path, image_path: Path, used_names: set[str]) -> Path:
+    """``out_dir/<image stem>.png``, or ``<stem>_2.png``, ... when an earlier input had that stem."""
+    name = f"{image_path.stem}.png"
+    suffix = 1
+    while name in used_names:
+        suffix += 1
+        name = f"{image_path.stem}_{suffix}.png"
+    used_names.add(name)
+    return out_dir / name
+
+
 def predict_files(
     predictor: Predictor,
     inputs: Sequence[str | Path],
@@ -379,14 +390,8 @@ def predict_files(
             row["file_name"] = path.name
         results.extend(rows)
         if overlays:
-            name = f"{path.stem}.png"
-            suffix = 1
-            while name in used_names:  # two inputs with the same stem
-                suffix += 1
-                name = f"{path.stem}_{suffix}.png"
-            used_names.add(name)
             drawn = draw_overlay(image, prediction, predictor.category_names)
-            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / name)
+            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(overlay_path(out_dir, path, used_names))
     results_path = out_dir / "results.json"
     results_path.write_text(json.dumps(results))
     if empty and len(files) > 1:
