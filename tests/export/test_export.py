@@ -13,6 +13,7 @@ from refinemask import build_model
 from refinemask.cli import main
 from refinemask.convert.export import (
     OnnxPredictor,
+    check_export,
     example_image,
     export_mask_head_onnx,
     export_onnx,
@@ -90,6 +91,16 @@ def test_exported_maskrcnn_baseline_matches_pytorch(tmp_path):
     image = smooth_image(150, 100, seed=7)
     ours = Predictor(model)(as_tensor(image))
     assert assert_same_detections(ours, OnnxPredictor(path, num_threads=1)(image)) > 0
+
+
+def test_an_efficientnet_export_traced_on_a_square_image_matches_pytorch_on_other_shapes(tmp_path):
+    # its TensorFlow 'SAME' padding is computed from the input size; a trace once froze part
+    # of that computation and padded every input up to the traced example's size
+    model = confident_tiny_model("maskrcnn", backbone="efficientnet_lite0", backbone_weights=None, max_size=128)
+    path = export_onnx(model, tmp_path / "lite0.onnx", example=smooth_image(128, 128, seed=0))
+    check = check_export(model, path, [smooth_image(96, 128, seed=1), smooth_image(128, 80, seed=2)])
+    assert check.num_matched == check.num_detections > 0 and check.count_mismatches == 0
+    assert check.max_box_difference <= 1e-3 and check.min_mask_iou >= 0.99
 
 
 def test_an_export_traced_on_an_image_without_detections_segments_other_images(tmp_path):

@@ -143,6 +143,11 @@ class SamePadConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
         for size, k, s in zip(x.shape[-2:][::-1], self.kernel_size[::-1], self.stride[::-1]):
+            # int(): under ONNX tracing the pads become constants, right for every input whose
+            # sides are multiples of the strides (the exported graph's input is padded to 32).
+            # Left traced, ceil() would freeze but `size` would not, and the graph would pad
+            # every input up to the traced example's size.
+            size = int(size)
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
