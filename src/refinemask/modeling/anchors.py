@@ -37,7 +37,11 @@ class ExactAnchorGenerator(AnchorGenerator):
 
     def forward(self, image_list, feature_maps: list[torch.Tensor]) -> list[torch.Tensor]:
         grid_sizes = [fm.shape[-2:] for fm in feature_maps]
-        dtype, device = feature_maps[0].dtype, feature_maps[0].device
+        # coordinates, not activations: float32 also under autocast, where the feature maps are
+        # fp16/bf16 and anchors in their dtype would round to 1 px (fp16) or 8 px (bf16) steps
+        # at 1024-2048 px, moving every proposal and RPN target with them
+        dtype = torch.promote_types(feature_maps[0].dtype, torch.float32)
+        device = feature_maps[0].device
         self.set_cell_anchors(dtype, device)
         strides = [
             [torch.empty((), dtype=torch.int64, device=device).fill_(s), torch.empty((), dtype=torch.int64, device=device).fill_(s)]
