@@ -410,9 +410,9 @@ def describe(row: dict) -> tuple[str, str]:
                 f"{row['ms_per_step']:.0f} ms/step ({row['images_per_s']:.1f} img/s)")
     ops = ", ".join(row["nondeterministic_ops"]) or "none"
     result = (f"stopped at {row['stopped_at']} of {row['iterations']}, resumed from {row['resumed_from']}: "
-              f"{'identical' if row['resumed_equal'] else 'DIFFERENT'} weights (max |Δ| {row['resumed_max_abs_diff']:.2g}); "
+              f"{'identical' if row['resumed_equal'] else 'DIFFERENT'} weights (largest difference {row['resumed_max_abs_diff']:.2g}); "
               f"two uninterrupted runs {'identical' if row['repeat_equal'] else 'differ'} "
-              f"(max |Δ| {row['repeat_max_abs_diff']:.2g}); ops without a deterministic kernel: {ops}")
+              f"(largest difference {row['repeat_max_abs_diff']:.2g}); ops without a deterministic kernel: {ops}")
     return result, "-"
 
 
