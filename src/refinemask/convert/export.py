@@ -223,6 +223,9 @@ def _legacy_export(module: nn.Module, args: tuple, path: Path, opset: int, input
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*(copy construct from a tensor|torch.jit.script|aten::index).*")
+        # F.pad with constant pads (EfficientNet's SAME padding) reverses them with a step -1
+        # Slice, which stays unfolded: a few more nodes, the same results
+        warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
         torch.onnx.export(
             module,
             args,
