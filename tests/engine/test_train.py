@@ -91,7 +91,7 @@ def test_predict_says_when_an_image_has_no_detection_above_the_threshold(trained
     assert main(["predict", "--weights", str(weights), str(image), "--out", str(tmp_path), "--score-thresh", "0.99"]) == 0
     out = capsys.readouterr().out
     suggested = math.floor(best * 100) / 100
-    assert (f"{image}: no detection scoring at least 0.99; the best box scored {best:.2f} "
+    assert (f"{image}: no detection scoring at least 0.99; the best box scored {math.floor(best * 1000) / 1000:.3f} "
             f"(--score-thresh {suggested:g} shows it)") in out
     assert json.loads((tmp_path / "results.json").read_text()) == []
     shown = Predictor(weights, score_thresh=suggested)(image)

@@ -406,9 +406,10 @@ def _nothing_found(predictor: Predictor) -> str:
     floor = float(predictor.model.roi_heads.score_thresh)  # the model's own; below it nothing is kept
     if threshold is None or best < floor:
         return f"no detection (the best box scored {best:.3f}, below the model's own threshold {floor:g})"
-    # rounded down, so that the best box scores at least the suggested threshold
+    # both rounded down: the best box scores at least the suggested threshold, and the score
+    # shown never reads above the box's (0.5699 as 0.569, not 0.570 beside a suggested 0.56)
     suggestion = max(math.floor(best * 100) / 100, floor)
     return (
-        f"no detection scoring at least {threshold:g}; the best box scored {best:.2f} "
+        f"no detection scoring at least {threshold:g}; the best box scored {math.floor(best * 1000) / 1000:.3f} "
         f"(--score-thresh {suggestion:g} shows it)"
     )
