@@ -137,3 +137,18 @@ def test_pipeline_positive_rois_overlap_their_instance_by_half():
     boxes, index = pipeline.positive_rois(gt, 64)
     iou = box_iou(boxes, gt)[torch.arange(64), index]
     assert (iou >= 0.5).all() and (iou < 1).any() and set(index.tolist()) == {0, 1}
+
+
+def test_gpu_table_marks_skipped_and_failed_rows(capsys):
+    gpu = _load("gpu")
+    report = {"device_name": "GPU", "torch": "x", "cuda": "y", "seconds": 1.0, "notes": [], "rows": [
+        {"part": "train", "variant": "bf16", "ok": None, "error": "train.amp=bf16: this GPU does not support bfloat16"},
+        {"part": "resume", "variant": "fp32", "ok": False, "iterations": 20, "stopped_at": 10, "resumed_from": 10,
+         "resumed_equal": False, "repeat_equal": False, "resumed_max_abs_diff": 3e-7, "repeat_max_abs_diff": 2e-7,
+         "nondeterministic_ops": ["roi_align_backward_kernel"]},
+    ]}
+    gpu.print_table(report)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| train") or line.startswith("| resume")]
+    assert lines[0].endswith("| skipped |") and "does not support bfloat16" in lines[0]
+    assert lines[1].endswith("| NO |") and "DIFFERENT weights" in lines[1] and "roi_align_backward_kernel" in lines[1]
+    assert all(line.count("|") == 7 for line in lines)  # no cell breaks the table
