@@ -38,6 +38,7 @@ import shutil
 import statistics
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -479,27 +480,40 @@ def main(argv=None) -> int:
             torch.set_num_threads(1)
     begin = time.perf_counter()
 
-    def section(title: str, measure, variants) -> None:
+    def section(part: str, title: str, measure, variants) -> None:
+        """Measure each variant; an exception fails that row only (the GPU time is lent briefly,
+        so one failure must not lose the other figures); its traceback goes to OUT/errors.txt."""
         started = time.perf_counter()
         print(f"{title} ...", end=" ", flush=True)
         for variant in variants:
-            report["rows"].append(measure(variant))
+            try:
+                row = measure(variant)
+            except Exception as err:  # noqa: BLE001 - reported in the table and errors.txt
+                with open(out / "errors.txt", "a", encoding="utf-8") as log:
+                    log.write(f"--- {part} {variant}\n{traceback.format_exc()}\n")
+                row = {"part": part, "variant": PRECISION_NAMES.get(variant, str(variant)), "ok": False,
+                       "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} (see errors.txt)"}
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            report["rows"].append(row)
         print(f"{time.perf_counter() - started:.0f} s", flush=True)
 
+    (out / "errors.txt").unlink(missing_ok=True)
     if "train" not in args.skip:
-        section(f"training {sizes.iters} iterations in {', '.join(PRECISION_NAMES[p] for p in args.precisions)}",
+        section("train", f"training {sizes.iters} iterations in {', '.join(PRECISION_NAMES[p] for p in args.precisions)}",
                 lambda amp: train_precision(amp, sizes, out, device), args.precisions)
     if "inference" not in args.skip:
-        section(f"inference at {sizes.height}x{sizes.width}, {sizes.detections} detections",
+        section("inference", f"inference at {sizes.height}x{sizes.width}, {sizes.detections} detections",
                 lambda head: inference(head, sizes, device), heads)
     if "step" not in args.skip:
-        section("training step at COCO settings", lambda head: coco_train_step(head, sizes, device), heads)
+        section("coco_train_step", "training step at COCO settings",
+                lambda head: coco_train_step(head, sizes, device), heads)
     if "resume" not in args.skip:
-        section("deterministic resume", lambda _: deterministic_resume(sizes, out, device), [None])
+        section("resume", "deterministic resume", lambda _: deterministic_resume(sizes, out, device), ["fp32"])
     report["seconds"] = time.perf_counter() - begin
     (out / "gpu.json").write_text(json.dumps(report, indent=1))
     print_table(report)
-    print(f"\nfigures: {out / 'gpu.json'}")
+    print(f"\nfigures: {out / 'gpu.json'}" + (f"; tracebacks: {out / 'errors.txt'}" if (out / "errors.txt").exists() else ""))
     failed = [f"{r['part']} {r['variant']}" for r in report["rows"] if r.get("ok") is False]
     if args.tiny:  # 2 iterations at 64 px check that the code runs, not that it learns
         return 0

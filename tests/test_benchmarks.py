@@ -152,3 +152,19 @@ def test_gpu_table_marks_skipped_and_failed_rows(capsys):
     assert lines[0].endswith("| skipped |") and "does not support bfloat16" in lines[0]
     assert lines[1].endswith("| NO |") and "DIFFERENT weights" in lines[1] and "roi_align_backward_kernel" in lines[1]
     assert all(line.count("|") == 7 for line in lines)  # no cell breaks the table
+
+
+def test_gpu_script_reports_a_failing_part_and_keeps_the_others(tmp_path, monkeypatch, capsys):
+    gpu = _load("gpu")
+
+    def broken(head, sizes, device):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gpu, "coco_train_step", broken)
+    assert gpu.main(["--device", "cpu", "--tiny", "--skip", "train", "resume", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    assert [r["ok"] for r in rows if r["part"] == "inference"] == [True] * len(gpu.mask_heads()[0])
+    failed = [r for r in rows if r["part"] == "coco_train_step"]
+    assert failed and all(not r["ok"] and "illegal memory access" in r["error"] for r in failed)
+    assert "RuntimeError" in (tmp_path / "errors.txt").read_text()
+    assert "| coco_train_step | refinemask | not run: RuntimeError" in capsys.readouterr().out
