@@ -53,7 +53,16 @@ def full_mask(entry: dict, height: int, width: int) -> np.ndarray:
 def test_the_page_is_served_as_html(running):
     status, kind, body = get(running.url)
     assert status == 200 and kind.startswith("text/html")
-    assert b'id="threshold"' in body and b'value="coarse"' in body and b"/api/predict" in body
+    assert b'id="threshold"' in body and b'value="coarse"' in body and b'src="/static/app.js"' in body
+
+
+def test_the_pages_style_and_script_are_served_from_the_package(running):
+    status, kind, script = get(running.url + "static/app.js")
+    assert status == 200 and kind.startswith("text/javascript") and b'fetch("/api/predict"' in script
+    status, kind, style = get(running.url + "static/style.css")
+    assert status == 200 and kind.startswith("text/css") and b"#views" in style
+    status, kind, body = get(running.url + "static/../server.py")
+    assert status == 404 and kind == "application/json"
 
 
 def test_info_describes_the_model_the_mask_stages_and_the_limits(running):

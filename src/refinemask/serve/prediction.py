@@ -1,0 +1,175 @@
+"""The model side of ``refinemask serve``: an uploaded file in, the page's JSON out.
+
+Shapes: N detections of one image; H x W the image size.
+
+:func:`decode_upload` checks and decodes the bytes, :func:`predict_with_stages` runs the model
+keeping RefineMask's coarse 28 x 28 stage beside the final masks, and :func:`encode_prediction`
+turns the result into the JSON the page draws (each mask the PNG of its tight crop).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used, so that `refinemask serve --help` answers at once
+
+MAX_PIXELS = 40_000_000  # 40 megapixels
+
+
+class UploadError(Exception):
+    """An upload the server refuses: an HTTP status and a message for the page."""
+
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """Uploaded file bytes -> float32 (3, H, W) RGB in [0, 1], EXIF orientation applied.
+
+    Raises :class:`UploadError` 400 for anything that is not a readable image and 413 for an
+    image of more than ``max_pixels`` (checked on the header, before decoding).
+    """
+    import torch
+    from PIL import Image, ImageOps
+
+    from refinemask.data.images import image_to_array
+
+    if not data:
+        raise UploadError(HTTPStatus.BAD_REQUEST, "the upload is empty; choose an image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise UploadError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"the image has more pixels than the limit of {max_pixels / 1e6:.3g} megapixels; shrink it first",
+        ) from None
+    except Exception:  # noqa: BLE001 - PIL raises many types for non-images
+        raise UploadError(
+            HTTPStatus.BAD_REQUEST, "the upload is not an image (JPEG, PNG, WebP, BMP, TIFF, ...); choose an image file"
+        ) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise UploadError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"the image is {width}x{height} = {width * height / 1e6:.3g} megapixels, more than the limit of "
+            f"{max_pixels / 1e6:.3g}; shrink it first",
+        )
+    try:
+        image.load()
+        array = image_to_array(ImageOps.exif_transpose(image))
+    except Exception as err:  # noqa: BLE001 - truncated or corrupt files fail while decoding
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise UploadError(HTTPStatus.BAD_REQUEST, f"the image cannot be decoded ({reason}); is the file complete?") from None
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def predict_with_stages(model, image: torch.Tensor, mask_threshold: float = 0.5) -> dict:
+    """One image through the model, keeping RefineMask's coarse stage as well.
+
+    The steps of the model's own eval forward (transform, backbone, RPN, RoI heads, paste), plus
+    :meth:`~refinemask.modeling.roi_heads.MaskRoIHeads.predict_masks` with ``coarse=True`` on
+    the same detections.
+
+    Args:
+        image: float (3, H, W) in [0, 1].
+
+    Returns:
+        ``boxes`` (N, 4), ``labels`` (N,), ``scores`` (N,), ``masks`` bool (N, H, W) from the
+        final stage, and ``coarse_masks`` bool (N, H, W) from the 28 x 28 stage, or None for a
+        Mask R-CNN model.
+    """
+    import torch
+
+    from refinemask.modeling.ops import paste_masks
+
+    model.eval()
+    height, width = image.shape[-2:]
+    with torch.no_grad():
+        images, _ = model.transform([image])
+        features = model.backbone(images.tensors)
+        proposals, _ = model.rpn(images, features)
+        detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+        coarse = None
+        if model.roi_heads.is_refinemask:
+            d = detections[0]
+            coarse = model.roi_heads.predict_masks(features, [d["boxes"]], [d["labels"]], coarse=True)[0]
+        result = model.transform.postprocess(detections, images.image_sizes, [(height, width)])[0]
+    out = {
+        "boxes": result["boxes"].cpu(),
+        "labels": result["labels"].cpu(),
+        "scores": result["scores"].cpu(),
+        "masks": (result["masks"][:, 0] >= mask_threshold).cpu(),
+        "coarse_masks": None,
+    }
+    if coarse is not None:
+        with torch.no_grad():
+            pasted = paste_masks(coarse, result["boxes"], int(height), int(width))
+        out["coarse_masks"] = (pasted[:, 0] >= mask_threshold).cpu()
+    return out
+
+
+def _mask_png(mask: np.ndarray, colour: tuple[int, int, int]) -> dict:
+    """A bool (H, W) mask as the PNG of its tight crop: ``colour`` where set, transparent elsewhere."""
+    from PIL import Image
+
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return {"x": 0, "y": 0, "area": 0, "png": None}
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    crop = mask[y0:y1, x0:x1]
+    rgba = np.zeros((*crop.shape, 4), dtype=np.uint8)
+    rgba[crop] = (*colour, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", optimize=False)
+    return {"x": x0, "y": y0, "area": int(crop.sum()), "png": base64.b64encode(buffer.getvalue()).decode("ascii")}
+
+
+def encode_prediction(prediction: dict, category_names: list[str], seconds: float) -> dict:
+    """The JSON answer of ``POST /api/predict``.
+
+    ``{"width", "height", "seconds", "stages": ["final"] or ["final", "coarse"], "detections":
+    [{"label", "name", "score", "box": [x0, y0, x1, y1], "color": [r, g, b], "masks": {"final":
+    {"x", "y", "area", "png"}, "coarse": {...}}}]}``: each mask is the base64 PNG of its tight
+    crop at (x, y), coloured where the mask is set and transparent elsewhere (``png`` is null
+    for an empty mask).
+    """
+    from refinemask.engine.predict import PALETTE
+
+    height, width = prediction["masks"].shape[-2:]
+    stages = {"final": prediction["masks"].numpy()}
+    if prediction["coarse_masks"] is not None:
+        stages["coarse"] = prediction["coarse_masks"].numpy()
+    detections = []
+    for i, (box, label, score) in enumerate(zip(
+        prediction["boxes"].tolist(), prediction["labels"].tolist(), prediction["scores"].tolist()
+    )):
+        colour = PALETTE[(label - 1) % len(PALETTE)]
+        name = category_names[label - 1] if 0 < label <= len(category_names) else str(label)
+        detections.append({
+            "label": label,
+            "name": name,
+            "score": score,
+            "box": [round(v, 2) for v in box],
+            "color": list(colour),
+            "masks": {stage: _mask_png(masks[i], colour) for stage, masks in stages.items()},
+        })
+    return {
+        "width": int(width),
+        "height": int(height),
+        "seconds": round(seconds, 3),
+        "stages": list(stages),
+        "detections": detections,
+    }
