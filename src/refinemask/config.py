@@ -22,7 +22,7 @@ from refinemask.errors import RefineMaskError
 class ModelConfig:
     """What decides the model's architecture and its test-time behaviour."""
 
-    num_classes: int = 80
+    num_classes: int | None = None  # None: the number of categories of the training annotations
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | efficientnet_lite0
     backbone_weights: str | None = None  # None | "imagenet" | path to a classifier state dict
     trainable_backbone_layers: int = 3  # 3 = official frozen_stages=1
@@ -33,6 +33,11 @@ class ModelConfig:
     # image pipeline (spec §1.2); several min sizes = multi-scale training ('value' mode)
     min_size: list[int] = field(default_factory=lambda: [800])
     max_size: int = 1333
+    # images of more than 8 bits (16-bit microscopy, 12-bit cameras): percentiles | minmax | full;
+    # the default maps each image's 1st and 99.8th percentiles to 0 and 1, so low-range data is
+    # not near black (refinemask.data.images explains each). 8-bit images are always divided by 255.
+    high_bit_scaling: str = "percentiles"
+    high_bit_percentiles: list[float] = field(default_factory=lambda: [1.0, 99.8])
     # RPN (spec §1)
     exact_anchors: bool = True  # mmdetection's anchors (unrounded, strides 4..64)
     rpn_pre_nms_top_n_train: int = 2000
@@ -230,6 +235,9 @@ class DataConfig:
     repeat: int = 1  # every image this many times per epoch (Cityscapes: RepeatDataset x8)
     group_by_aspect_ratio: bool = True
     num_workers: int = 2
+    # decode every image file at the start (in parallel, cached) and leave out those with problems
+    scan_images: bool = True
+    strict: bool = False  # any problem of the annotations or image files ends the run instead
     synthetic: SyntheticDataConfig | None = None
 
 
@@ -316,6 +324,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.mask_head": ("refinemask", "maskrcnn"),
     "model.box_reg_loss": ("l1", "smooth_l1"),
     "model.mask_logits_init": ("official", "small"),
+    "model.high_bit_scaling": ("percentiles", "minmax", "full"),
 }
 
 
@@ -364,6 +373,9 @@ def _check_choices(config: Config) -> None:
     ):
         if value < low:
             raise RefineMaskError(f"{dotted} must be at least {low}, got {value}")
+    low_high = config.model.high_bit_percentiles
+    if len(low_high) != 2 or not 0.0 <= low_high[0] < low_high[1] <= 100.0:
+        raise RefineMaskError(f"model.high_bit_percentiles must be [low, high] with 0 <= low < high <= 100, got {low_high}")
     if config.train.max_minutes < 0:
         raise RefineMaskError(f"train.max_minutes must be 0 (no limit) or positive, got {config.train.max_minutes}")
     unknown = [t for t in config.eval.iou_types if t not in ("segm", "bbox", "boundary")]

@@ -51,11 +51,11 @@ def test_palette_image_with_transparency_loads_without_warning(tmp_path: Path) -
     assert image[:, 1, 1].tolist() == [0.0, 1.0, 0.0]
 
 
-def test_sixteen_bit_grayscale_is_scaled_by_65535_not_clipped(tmp_path: Path) -> None:
+def test_sixteen_bit_grayscale_at_full_range_is_scaled_by_65535_not_clipped(tmp_path: Path) -> None:
     values = np.array([[0, 1000], [32768, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "d.png")  # PIL writes mode I;16 as a 16-bit PNG
     assert Image.open(tmp_path / "d.png").mode == "I;16"
-    image = load_image(tmp_path / "d.png")
+    image = load_image(tmp_path / "d.png", scaling="full")
     expected = torch.from_numpy(values.astype(np.float32) / 65535)
     assert torch.allclose(image[0], expected)
     assert image[0, 0, 1].item() < 0.02  # would be 1.0 with PIL's clipping convert("RGB")
@@ -142,12 +142,64 @@ def test_other_pixel_modes_load_as_rgb_in_unit_range(tmp_path: Path, mode: str, 
     assert 0.0 <= image.min() and image.max() <= 1.0
 
 
-def test_32_bit_integer_image_beyond_16_bits_is_scaled_by_its_maximum() -> None:
+def test_32_bit_integer_image_beyond_16_bits_at_full_range_is_scaled_by_its_maximum() -> None:
     values = np.array([[0, 70000], [140000, 35000]], dtype=np.int32)
-    array = image_to_array(Image.fromarray(values, mode="I"))
+    array = image_to_array(Image.fromarray(values, mode="I"), scaling="full")
     assert np.allclose(array[..., 0], [[0.0, 0.5], [1.0, 0.25]])
 
 
-def test_float_image_in_unit_range_is_kept() -> None:
+def test_float_image_in_unit_range_at_full_range_is_kept() -> None:
     values = np.array([[0.0, 0.25], [0.5, 1.0]], dtype=np.float32)
-    assert np.array_equal(image_to_array(Image.fromarray(values, mode="F"))[..., 1], values)
+    assert np.array_equal(image_to_array(Image.fromarray(values, mode="F"), scaling="full")[..., 1], values)
+
+
+def low_range_16_bit(tmp_path: Path, suffix: str) -> tuple[Path, np.ndarray]:
+    """A 16-bit image whose values span 0-235 (a faint microscopy signal), as PNG or TIFF."""
+    values = np.random.default_rng(0).integers(0, 236, size=(40, 50)).astype(np.uint16)
+    values[0, 0], values[0, 1] = 0, 235
+    path = tmp_path / f"faint{suffix}"
+    if suffix == ".tif":
+        import tifffile
+
+        tifffile.imwrite(path, values)
+    else:
+        Image.fromarray(values).save(path)
+    return path, values
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_low_range_16_bit_images_fill_the_unit_range_by_default(tmp_path: Path, suffix: str) -> None:
+    path, values = low_range_16_bit(tmp_path, suffix)
+    image = load_image(path)  # default: percentiles 1 and 99.8
+    low, high = np.percentile(values.astype(np.float64), [1.0, 99.8])
+    expected = np.clip((values - low) / (high - low), 0, 1)
+    # float32 rounding of the same arithmetic
+    assert np.allclose(image[0].numpy(), expected, atol=1e-6)
+    assert image.min() == 0.0 and image.max() == 1.0
+    assert load_image(path, scaling="full").max() < 0.004  # what dividing by 65535 shows the network
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_minmax_maps_the_images_own_extremes_to_0_and_1(tmp_path: Path, suffix: str) -> None:
+    path, values = low_range_16_bit(tmp_path, suffix)
+    image = load_image(path, scaling="minmax")
+    assert np.allclose(image[1].numpy(), values / 235.0, atol=1e-6)
+
+
+def test_percentiles_clip_a_hot_pixel() -> None:
+    values = np.full((20, 20), 100, dtype=np.uint16)
+    values[:10] = 200
+    values[0, 0] = 60000  # one hot pixel of 400: above the 99th percentile
+    array = image_to_array(Image.fromarray(values), percentiles=(1.0, 99.0))
+    assert array[19, 19, 0] == 0.0 and array[1, 1, 0] == 1.0 and array[0, 0, 0] == 1.0
+    assert image_to_array(Image.fromarray(values), scaling="minmax")[1, 1, 0] < 0.002  # the hot pixel sets the scale
+
+
+def test_a_constant_high_bit_image_is_black_not_nan() -> None:
+    array = image_to_array(Image.fromarray(np.full((4, 4), 700, dtype=np.uint16)))
+    assert np.array_equal(array, np.zeros((4, 4, 3), dtype=np.float32))
+
+
+def test_an_unknown_scaling_is_one_line() -> None:
+    with pytest.raises(RefineMaskError, match="choose one of percentiles, minmax, full"):
+        image_to_array(Image.fromarray(np.zeros((2, 2), dtype=np.uint16)), scaling="log")

@@ -6,8 +6,10 @@ file, invalid JSON, not a COCO document). LVIS v1 files (images with ``coco_url`
 ``file_name``) are understood too.
 
 The checks are those a dataset runs when it loads (:mod:`refinemask.data.validation`), plus the
-image files: each is decoded completely (``--header-only`` reads headers only: much faster,
-but does not notice a truncated file) and its size compared with the json's.
+image files: each is decoded completely, in parallel (``--header-only`` reads headers only:
+much faster, but does not notice a truncated file), and its size compared with the json's; the
+result is cached as for training (:mod:`refinemask.data.scan`). A note line says when the
+images of more than 8 bits use a small part of their range.
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def _looks_like_lvis(data: dict) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from refinemask.data.validation import check_image_files, iter_problems, load_annotation_json
+    from refinemask.data.scan import scan_image_files
+    from refinemask.data.validation import iter_problems, load_annotation_json
     from refinemask.errors import RefineMaskError
 
     if args.images is not None and not args.images.is_dir():
@@ -52,11 +55,19 @@ def run(args: argparse.Namespace) -> int:
         set_lvis_file_names(data, args.images)
 
     problems = list(iter_problems(data))
+    note = None
     if args.images is not None:
-        problems += list(check_image_files(data, args.images, decode=not args.header_only, max_pixels=args.max_pixels))
+        scan = scan_image_files(data, args.images, args.ann_file, decode=not args.header_only, max_pixels=args.max_pixels)
+        problems += scan.problems
+        note = scan.range_note()
 
     for problem in problems:
         print(problem.message)
+    if note:
+        print(
+            f"note: {note}; training and prediction stretch each such image (model.high_bit_scaling="
+            "percentiles, the default); with model.high_bit_scaling=full the network would see them nearly black"
+        )
 
     annotations = data.get("annotations", [])
     counts = (

@@ -309,12 +309,11 @@ def export_onnx(
         (torch.from_numpy(batch), torch.from_numpy(size)),
         path, opset, DETECTOR_INPUTS, DETECTOR_OUTPUTS, dynamic,
     )
-    labels = label_to_category or getattr(model, "label_to_category", None) or {
-        i: i for i in range(1, config.num_classes + 1)
-    }
-    names = list(category_names or getattr(model, "category_names", None) or [
-        str(i) for i in range(1, config.num_classes + 1)
-    ])
+    from refinemask.engine.checkpoint import model_categories
+
+    own_labels, own_names = model_categories(model)
+    labels = label_to_category or own_labels
+    names = list(category_names or own_names)
     _finish(path, {
         "format": ONNX_FORMAT,
         "graph": "detector",

@@ -68,6 +68,8 @@ class CocoDetection(torch.utils.data.Dataset):
             Cityscapes setting).
         remove_empty: leave out images with no (non-crowd) instance, as training usually does.
         max_pixels: refuse images larger than this (see :mod:`refinemask.data.images`).
+        scaling: how images of more than 8 bits are scaled, as keyword arguments of
+            :func:`~refinemask.data.images.load_image` (``scaling_options(config.model)``).
 
     Attributes:
         coco: pycocotools ``COCO`` of the checked annotations, crowd regions included.
@@ -86,12 +88,14 @@ class CocoDetection(torch.utils.data.Dataset):
         keep_polygons: bool = True,
         remove_empty: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        scaling: dict | None = None,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         self.transforms = transforms
         self.keep_polygons = keep_polygons
         self.max_pixels = max_pixels
+        self.scaling = dict(scaling or {})
 
         data = self._read_json()
         self.problems = _find_problems(data, self.ann_file, strict)
@@ -123,7 +127,7 @@ class CocoDetection(torch.utils.data.Dataset):
         info = self.coco.imgs[image_id]
         path = self.image_dir / info["file_name"]
         try:
-            image = load_image(path, self.max_pixels)
+            image = load_image(path, self.max_pixels, **self.scaling)
         except RefineMaskError as err:
             raise RefineMaskError(f"image {image_id} of {self.ann_file.name}: {err}") from err
         if tuple(image.shape[-2:]) != (info["height"], info["width"]):

@@ -9,9 +9,20 @@ Pixel formats:
 * grayscale, palette and bilevel images are expanded to RGB; CMYK and YCbCr are converted;
 * an alpha channel is dropped (as OpenCV's ``imread(..., IMREAD_COLOR)`` does in the official
   pipeline), the colour under it is kept;
-* 16-bit grayscale (``I;16*``) is divided by 65535, never clipped at 255 as PIL's own
-  ``convert("RGB")`` would; 32-bit integer (``I``) images holding 16-bit data the same way;
-  float (``F``) images are taken as is when they lie in [0, 1], otherwise divided by their maximum;
+* images of more than 8 bits (16-bit ``I;16*``, 32-bit integer ``I``, float ``F``; never
+  clipped at 255 as PIL's own ``convert("RGB")`` would) are scaled to [0, 1] as ``scaling``
+  says (``model.high_bit_scaling``, saved with the weights so predictions scale alike):
+
+  - ``"percentiles"`` (the default): the image's own ``percentiles`` (1 and 99.8) map to 0 and
+    1, values beyond are clipped. Low-range data (a 12-bit camera, a faint signal: values 0-235
+    in a 16-bit file) fills the network's input range, and a few hot pixels do not set the
+    scale. It is what microscopy tools do by default (CSBDeep/StarDist normalise at 1 and 99.8).
+  - ``"minmax"``: the image's own minimum and maximum map to 0 and 1.
+  - ``"full"``: the type's range (divide by 65535; 32-bit integer images holding 16-bit data
+    the same way; float images as they are when in [0, 1], else divided by their maximum).
+    Keeps brightness comparable between images, but low-range data comes out nearly black;
+
+  8-bit images are always divided by 255 (the ImageNet-pretrained backbones expect that);
 * 16-bit RGB PNGs are reduced to 8 bits by Pillow itself (its ``RGB`` mode keeps the high byte),
   so they are scaled correctly too;
 * the EXIF orientation tag is applied, so the tensor is the image as a viewer shows it.
@@ -45,6 +56,39 @@ _EXIF_ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+HIGH_BIT_SCALINGS = ("percentiles", "minmax", "full")
+DEFAULT_HIGH_BIT_SCALING = "percentiles"
+DEFAULT_PERCENTILES = (1.0, 99.8)
+
+
+def scaling_options(model_config) -> dict:
+    """``scaling`` and ``percentiles`` keyword arguments from a model config (see the module docstring)."""
+    return {
+        "scaling": getattr(model_config, "high_bit_scaling", DEFAULT_HIGH_BIT_SCALING),
+        "percentiles": tuple(getattr(model_config, "high_bit_percentiles", DEFAULT_PERCENTILES)),
+    }
+
+
+def scale_high_bit(values: np.ndarray, top: float, scaling: str, percentiles: tuple[float, float]) -> np.ndarray:
+    """(H, W) float32 in [0, 1] from the values of an image of more than 8 bits.
+
+    ``top`` is the value that means white for ``scaling="full"``.
+    """
+    values = values.astype(np.float64, copy=False)
+    if scaling == "full":
+        low, high = 0.0, top
+    elif scaling == "minmax":
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    elif scaling == "percentiles":
+        low, high = (float(v) for v in np.percentile(values, percentiles)) if values.size else (0.0, 1.0)
+        if high <= low and values.size:  # nearly constant image: fall back to its extremes
+            low, high = float(values.min()), float(values.max())
+    else:
+        raise RefineMaskError(f"unknown high-bit scaling {scaling!r}; choose one of {', '.join(HIGH_BIT_SCALINGS)}")
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)  # a constant image carries no contrast
+    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 # Guards the moment PIL's global pixel guard is lifted (see _open_lazily).
 _PIL_GUARD_LOCK = threading.Lock()
@@ -151,24 +195,29 @@ def _describe(err: Exception) -> str:
     return text
 
 
-def image_to_array(image: Image.Image) -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1] from a decoded PIL image of any supported mode."""
+def image_to_array(
+    image: Image.Image,
+    scaling: str = DEFAULT_HIGH_BIT_SCALING,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1] from a decoded PIL image of any supported mode.
+
+    ``scaling`` and ``percentiles`` say how images of more than 8 bits are scaled (module docstring).
+    """
     mode = image.mode
-    if mode in _SIXTEEN_BIT_MODES:
-        gray = np.asarray(image, dtype=np.float32) / 65535.0
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode == "I":
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        top = float(values.max()) if values.size else 0.0
-        # "I" is how older Pillow opened 16-bit PNGs: keep the 16-bit scale when the data fits
-        scale = 65535.0 if top <= 65535.0 else top
-        gray = (np.clip(values, 0.0, None) / scale).astype(np.float32)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode == "F":
-        values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        if mode == "F":
+            values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
         values = np.clip(values, 0.0, None)
-        top = float(values.max()) if values.size else 0.0
-        gray = values if top <= 1.0 else values / top
+        peak = float(values.max()) if values.size else 0.0
+        if mode in _SIXTEEN_BIT_MODES:
+            top = 65535.0
+        elif mode == "I":  # how older Pillow opened 16-bit PNGs: keep the 16-bit scale when the data fits
+            top = 65535.0 if peak <= 65535.0 else peak
+        else:  # float data in [0, 1] is taken as it is
+            top = 1.0 if peak <= 1.0 else peak
+        gray = scale_high_bit(values, top, scaling, tuple(percentiles))
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode in ("P", "PA") and "transparency" in image.info:
         # PIL warns when a palette image with transparency goes straight to RGB
@@ -177,7 +226,12 @@ def image_to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float32) / 255.0
 
 
-def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+def load_image(
+    path: str | Path,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    scaling: str = DEFAULT_HIGH_BIT_SCALING,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> torch.Tensor:
     """The image file as a float32 (3, H, W) RGB tensor in [0, 1] (see the module docstring).
 
     Raises :class:`RefineMaskError` naming the file when it cannot be used.
@@ -187,7 +241,9 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
 
     image = open_image(path, max_pixels)
     try:
-        array = image_to_array(image)
+        array = image_to_array(image, scaling, percentiles)
+    except RefineMaskError:
+        raise
     except Exception as err:  # e.g. a PIL mode with no conversion to RGB
         raise RefineMaskError(
             f"cannot convert image {path} (mode {image.mode}) to RGB: {_describe(err)}"

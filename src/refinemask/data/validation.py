@@ -340,45 +340,109 @@ def iter_problems(data: dict[str, Any]) -> Iterator[Problem]:
             yield problem(*seg)
 
 
+# (lowest value, highest value, top of the pixel type's range) of an image of more than 8 bits
+ValueRange = tuple[int, int, int]
+
+
+def check_image_file(
+    index: int,
+    image: dict[str, Any],
+    image_dir: str | Path,
+    decode: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[Problem | None, ValueRange | None]:
+    """(problem or None, value range of a >8-bit image or None) of the file of entry ``index``.
+
+    With ``decode=True`` the file is decoded completely (finds truncated files) and the value
+    range of a 16-bit or 32-bit integer image is measured; otherwise only its header is read.
+    """
+    path = Path(image_dir) / image["file_name"]
+    where = _image_label(image)
+    if not path.is_file():
+        return Problem("missing_file", f"{where}: file not found: {path}", image_index=index), None
+    value_range = None
+    try:
+        if decode:
+            with open_image(path, max_pixels) as opened:
+                height, width = opened.height, opened.width
+                value_range = high_bit_range(opened)
+        else:
+            height, width = read_image_size(path, max_pixels)
+    except RefineMaskError as err:
+        return Problem("unreadable_file", f"{where}: {err}", image_index=index), None
+    if (height, width) != (image["height"], image["width"]):
+        return Problem(
+            "image_size",
+            f"{where}: the file is {width}x{height} (after EXIF orientation) but the json says "
+            f"{image['width']}x{image['height']}; fix width/height or the file",
+            image_index=index,
+        ), value_range
+    return None, value_range
+
+
 def check_image_files(
     data: dict[str, Any],
     image_dir: str | Path,
     decode: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    workers: int = 0,
 ) -> Iterator[Problem]:
-    """Yield problems of the image files of ``data`` under ``image_dir``.
+    """Yield problems of the image files of ``data`` under ``image_dir``, in file order.
 
     Entries that are themselves broken (see :func:`iter_problems`) are not looked at. With
     ``decode=True`` every file is decoded completely (finds truncated files; slow on big sets);
-    otherwise only headers are read.
+    otherwise only headers are read. ``workers`` threads check files in parallel (0: a few per
+    core); :func:`refinemask.data.scan.scan_image_files` adds a cache and value ranges.
     """
-    image_dir = Path(image_dir)
+    for problem, _ in map_image_files(data, image_dir, decode, max_pixels, workers).values():
+        if problem is not None:
+            yield problem
+
+
+def map_image_files(
+    data: dict[str, Any],
+    image_dir: str | Path,
+    decode: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    workers: int = 0,
+) -> dict[int, tuple[Problem | None, ValueRange | None]]:
+    """:func:`check_image_file` of every valid, first-seen image entry, by entry index, in parallel.
+
+    Threads suffice: PIL decodes with the GIL released.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     seen: set[int] = set()
+    entries = []
     for index, image in enumerate(data["images"]):
         if _image_entry_problem(index, image) is not None or image["id"] in seen:
             continue
         seen.add(image["id"])
-        path = image_dir / image["file_name"]
-        where = _image_label(image)
-        if not path.is_file():
-            yield Problem("missing_file", f"{where}: file not found: {path}", image_index=index)
-            continue
-        try:
-            if decode:
-                with open_image(path, max_pixels) as opened:
-                    height, width = opened.height, opened.width
-            else:
-                height, width = read_image_size(path, max_pixels)
-        except RefineMaskError as err:
-            yield Problem("unreadable_file", f"{where}: {err}", image_index=index)
-            continue
-        if (height, width) != (image["height"], image["width"]):
-            yield Problem(
-                "image_size",
-                f"{where}: the file is {width}x{height} (after EXIF orientation) but the json says "
-                f"{image['width']}x{image['height']}; fix width/height or the file",
-                image_index=index,
-            )
+        entries.append((index, image))
+    workers = workers or min(16, 4 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        checked = pool.map(lambda entry: check_image_file(entry[0], entry[1], image_dir, decode, max_pixels), entries)
+        return {index: result for (index, _), result in zip(entries, checked)}
+
+
+def high_bit_range(image) -> ValueRange | None:
+    """(min, max, type's top value) of a decoded 16-bit or 32-bit integer PIL image, else None."""
+    import numpy as np
+
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        top = 65535
+    elif image.mode == "I":
+        top = None
+    else:
+        return None
+    values = np.asarray(image)
+    if values.size == 0:
+        return None
+    low, high = int(values.min()), int(values.max())
+    if top is None:  # 32-bit integer images mostly hold 16-bit data (older Pillow's 16-bit PNGs)
+        top = 65535 if high <= 65535 else 2**32 - 1
+    return low, high, top
 
 
 def remove_problems(data: dict[str, Any], problems: Iterable[Problem]) -> dict[str, Any]:

@@ -45,8 +45,9 @@ def save_weights(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     config = to_dict(model.config)
-    labels = label_to_category or {i: i for i in range(1, model.config.num_classes + 1)}
-    names = category_names or [f"class_{i}" for i in range(1, model.config.num_classes + 1)]
+    own_labels, own_names = model_categories(model)
+    labels = label_to_category or own_labels
+    names = category_names or own_names
     metadata = {
         "format": FORMAT,
         "config": json.dumps(config),
@@ -60,6 +61,22 @@ def save_weights(
     tmp.replace(path)  # atomic: a reader never sees half a file
     write_weights_description(path, config, names)
     return path
+
+
+def model_categories(model) -> tuple[dict[int, int], list[str]]:
+    """(label → category id, names) of ``model``: those it carries, else ids 1..C named ``class_<id>``.
+
+    Training attaches the data set's categories (``model.label_to_category``, ``model.category_names``)
+    and every model file stores them; predict, serve, export and the COCO results all read them
+    here, so a model without them (built in Python) gets the same defaults everywhere.
+    """
+    from refinemask.convert.categories import default_categories
+
+    labels, names = default_categories("custom", model.config.num_classes)
+    return (
+        dict(getattr(model, "label_to_category", None) or labels),
+        list(getattr(model, "category_names", None) or names),
+    )
 
 
 def write_weights_description(path: Path, model_config: dict, category_names: list[str]) -> Path:
@@ -193,8 +210,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides
     config = from_dict(ModelConfig, config_dict, "model")
     model = build_model_from_config(config)
     load_state_checked(model, state, str(path))
-    model.label_to_category = info["label_to_category"] or {i: i for i in range(1, config.num_classes + 1)}
-    model.category_names = info["category_names"] or [str(i) for i in range(1, config.num_classes + 1)]
+    model.label_to_category, model.category_names = info["label_to_category"], info["category_names"]
+    model.label_to_category, model.category_names = model_categories(model)  # defaults where the file has none
     return model.to(device).eval()
 
 

@@ -22,6 +22,7 @@ import yaml
 from refinemask.config import Config, DataConfig, to_dict
 from refinemask.data import collate
 from refinemask.data.coco import CocoDetection
+from refinemask.data.images import scaling_options
 from refinemask.data.samplers import (
     GroupedBatchSampler,
     RepeatFactorSampler,
@@ -105,15 +106,65 @@ def build_dataset(config: Config, split: str) -> CocoDetection:
 
         cls = LvisDetection
     training = split == "train"
-    dataset = cls(annotations, images, keep_polygons=config.data.polygons and training, remove_empty=training)
+    dataset = cls(
+        annotations, images, keep_polygons=config.data.polygons and training, remove_empty=training,
+        strict=config.data.strict, scaling=scaling_options(config.model),
+    )
+    if config.data.scan_images:
+        leave_out_bad_images(dataset, config.data.strict, config.model.high_bit_scaling)
     if len(dataset) == 0:
         raise RefineMaskError(f"{annotations}: no usable image{' with instances' if training else ''} for {split}")
     return dataset
 
 
-def check_num_classes(config: Config, dataset: CocoDetection) -> None:
+def leave_out_bad_images(dataset: CocoDetection, strict: bool, high_bit_scaling: str = "percentiles") -> None:
+    """Scan the image files of ``dataset`` (:mod:`refinemask.data.scan`); leave out the bad ones.
+
+    Lists each problem once in the log; with ``strict`` the first one is an error instead.
+    """
+    import time
+
+    from refinemask.data.scan import scan_image_files
+
+    started = time.perf_counter()
+    subset = {"images": [dataset.coco.imgs[i] for i in dataset.ids]}
+    scan = scan_image_files(subset, dataset.image_dir, dataset.ann_file)
+    logger.info(
+        "scanned the %d image files of %s in %.1f s%s: %d with problems",
+        scan.num_images, dataset.ann_file.name, time.perf_counter() - started,
+        " (cached: unchanged since the last scan)" if scan.cached else "", len(scan.problems),
+    )
+    if scan.problems and strict:
+        raise RefineMaskError(
+            f"{dataset.ann_file}: {len(scan.problems)} image file(s) with problems, first: {scan.problems[0].message} "
+            "(data.strict=true; `refinemask check-data` lists them all)"
+        )
+    if scan.problems:
+        bad = scan.bad_image_ids(subset)
+        dataset.ids = [i for i in dataset.ids if i not in bad]
+        logger.warning(
+            "%s: left out %d image(s) whose files have problems (data.strict=true makes them errors):\n  %s",
+            dataset.ann_file.name, len(bad), "\n  ".join(p.message for p in scan.problems),
+        )
+    dataset.scan = scan
+    note = scan.range_note()
+    if note and high_bit_scaling == "full":
+        logger.warning(
+            "%s: %s; with model.high_bit_scaling=full the network sees them nearly black: "
+            "model.high_bit_scaling=percentiles (the default) or minmax stretches each image",
+            dataset.ann_file.name, note,
+        )
+    elif note:
+        logger.info("%s: %s; scaled per image (model.high_bit_scaling=%s)", dataset.ann_file.name, note, high_bit_scaling)
+
+
+def resolve_num_classes(config: Config, dataset: CocoDetection) -> None:
+    """Set ``model.num_classes`` from ``dataset`` when the config leaves it out; else check it."""
     categories = len(dataset.label_to_category)
-    if categories != config.model.num_classes:
+    if config.model.num_classes is None:
+        config.model.num_classes = categories
+        logger.info("model.num_classes=%d, the categories of %s", categories, dataset.ann_file)
+    elif categories != config.model.num_classes:
         raise RefineMaskError(
             f"model.num_classes is {config.model.num_classes} but {dataset.ann_file} has {categories} categories; "
             f"set model.num_classes={categories}"

@@ -154,7 +154,7 @@ def evaluate(
 
 def model_for_config(model_config: ModelConfig, weights: str | Path) -> torch.nn.Module:
     """The model of ``model_config`` holding ``weights`` (a weights file or a training checkpoint)."""
-    from refinemask.engine.checkpoint import describe_model_file, load_state_checked
+    from refinemask.engine.checkpoint import describe_model_file, load_state_checked, model_categories
     from refinemask.modeling.detector import build_model_from_config
 
     state, _, info = describe_model_file(weights)
@@ -162,8 +162,8 @@ def model_for_config(model_config: ModelConfig, weights: str | Path) -> torch.nn
     config_dict["backbone_weights"] = None  # the file has every weight; never download
     model = build_model_from_config(from_dict(ModelConfig, config_dict, "model"))
     load_state_checked(model, state, str(weights))
-    model.label_to_category = info["label_to_category"]
-    model.category_names = info["category_names"]
+    model.label_to_category, model.category_names = info["label_to_category"], info["category_names"]
+    model.label_to_category, model.category_names = model_categories(model)  # defaults where the file has none
     return model
 
 
@@ -176,7 +176,7 @@ def evaluate_config(
     """
     from refinemask.engine.data import (
         build_dataset,
-        check_num_classes,
+        resolve_num_classes,
         prepare_synthetic_data,
     )
     from refinemask.engine.train import configure_threads
@@ -188,7 +188,7 @@ def evaluate_config(
             prepare_synthetic_data(config)
         distributed.barrier()
     dataset = build_dataset(config, "val")
-    check_num_classes(config, dataset)
+    resolve_num_classes(config, dataset)
     model = model_for_config(config.model, weights).to(context.device)
     label_to_category = dataset.label_to_category
     saved = getattr(model, "label_to_category", None)

@@ -37,16 +37,17 @@ PALETTE = [
 ]
 
 
-def as_image_tensor(image: Any) -> torch.Tensor:
+def as_image_tensor(image: Any, scaling: dict | None = None) -> torch.Tensor:
     """Any supported image as float32 (3, H, W) RGB in [0, 1].
 
     Accepts a file path, a PIL image, an (H, W, 3) or (H, W) numpy array (uint8, or float in
-    [0, 1]) or a (3, H, W) tensor (uint8, or float in [0, 1]).
+    [0, 1]) or a (3, H, W) tensor (uint8, or float in [0, 1]). ``scaling``: how files and PIL
+    images of more than 8 bits are scaled (``scaling_options(model.config)``).
     """
     if isinstance(image, (str, Path)):
         from refinemask.data.images import load_image
 
-        return load_image(image)
+        return load_image(image, **(scaling or {}))
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - PIL is a dependency
@@ -54,7 +55,7 @@ def as_image_tensor(image: Any) -> torch.Tensor:
     if Image is not None and isinstance(image, Image.Image):
         from refinemask.data.images import image_to_array
 
-        return torch.from_numpy(np.ascontiguousarray(image_to_array(image).transpose(2, 0, 1)))
+        return torch.from_numpy(np.ascontiguousarray(image_to_array(image, **(scaling or {})).transpose(2, 0, 1)))
     if isinstance(image, np.ndarray):
         array = image
         if array.ndim == 2:
@@ -118,13 +119,11 @@ class Predictor:
         else:
             model = model_or_path.to(self.device).eval()
         self.model = model
-        num_classes = model.config.num_classes
-        self.label_to_category: dict[int, int] = dict(
-            getattr(model, "label_to_category", None) or {i: i for i in range(1, num_classes + 1)}
-        )
-        self.category_names: list[str] = list(
-            getattr(model, "category_names", None) or [str(i) for i in range(1, num_classes + 1)]
-        )
+        from refinemask.data.images import scaling_options
+        from refinemask.engine.checkpoint import model_categories
+
+        self.label_to_category, self.category_names = model_categories(model)
+        self.scaling = scaling_options(model.config)  # >8-bit images as in training
         self.score_thresh = score_thresh
         self.mask_threshold = mask_threshold
         self.best_scores: list[float] = []
@@ -152,7 +151,7 @@ class Predictor:
         try:
             outputs = []
             for image in batch:
-                tensor = as_image_tensor(image).to(self.device)
+                tensor = as_image_tensor(image, self.scaling).to(self.device)
                 outputs.append(self._binarise(self.model([tensor])[0]))
         finally:
             hook.remove()
@@ -362,7 +361,8 @@ def predict_files(
     progress: bool = True,
 ) -> Path:
     """Predict every image of ``inputs``; write ``out_dir/<name>.png`` overlays and
-    ``out_dir/results.json`` (COCO results with RLE masks, plus each image's ``file_name``).
+    ``out_dir/results.json`` (COCO results with RLE masks, plus each image's ``file_name`` and
+    each detection's ``category_name``).
 
     Returns the results path.
     """
@@ -379,8 +379,9 @@ def predict_files(
     results: list[dict] = []
     used_names: set[str] = set()
     empty = 0
+    category_name = {cat: predictor.category_names[label - 1] for label, cat in predictor.label_to_category.items()}
     for path, image_id in tqdm(list(zip(files, image_ids)), desc="predict", unit="image", disable=not progress):
-        image = load_image(path)
+        image = load_image(path, **predictor.scaling)
         prediction = predictor(image)
         if len(prediction["scores"]) == 0:
             empty += 1
@@ -388,6 +389,7 @@ def predict_files(
         rows = predictions_to_coco_results([prediction], [image_id], predictor.label_to_category)
         for row in rows:
             row["file_name"] = path.name
+            row["category_name"] = category_name[row["category_id"]]
         results.extend(rows)
         if overlays:
             drawn = draw_overlay(image, prediction, predictor.category_names)

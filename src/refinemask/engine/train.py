@@ -62,7 +62,7 @@ from refinemask.engine.data import (
     EpochBatches,
     TrainingSamples,
     build_dataset,
-    check_num_classes,
+    resolve_num_classes,
     epoch_loader,
     prepare_synthetic_data,
 )
@@ -191,7 +191,7 @@ class Trainer:
                 prepare_synthetic_data(config)
             distributed.barrier()
         self.dataset = build_dataset(config, "train")
-        check_num_classes(config, self.dataset)
+        resolve_num_classes(config, self.dataset)
         needs_val = train.eval_at_end or train.eval_every > 0
         self.val_dataset = build_dataset(config, "val") if needs_val else None
         if self.val_dataset is not None and self.val_dataset.label_to_category != self.dataset.label_to_category:

@@ -221,6 +221,10 @@ def build_model(
 
 
 def build_model_from_config(config: ModelConfig) -> RefineMaskRCNN:
+    if config.num_classes is None:
+        raise RefineMaskError("model.num_classes is not set (training takes it from data.train_annotations)")
+    if config.num_classes < 1:
+        raise RefineMaskError(f"model.num_classes must be at least 1, got {config.num_classes}")
     return RefineMaskRCNN(dataclasses.replace(config))
 
 

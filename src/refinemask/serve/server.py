@@ -62,9 +62,9 @@ class DemoServer(ThreadingHTTPServer):
         self.max_pixels = max_pixels
         self.quiet = quiet
         self.page_files = read_page_files()
-        self.category_names = list(getattr(model, "category_names", None) or [
-            str(i) for i in range(1, model.config.num_classes + 1)
-        ])
+        from refinemask.engine.checkpoint import model_categories
+
+        self.category_names = model_categories(model)[1]
         # one prediction at a time: bounds memory, and torch already uses every core
         self.model_lock = threading.Lock()
 
