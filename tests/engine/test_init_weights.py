@@ -239,3 +239,20 @@ def test_fine_tuning_from_weights_for_other_classes_trains_and_logs_the_summary(
     assert main(["train", str(config)]) == 0
     log = (out / "log.txt").read_text()
     assert "init_weights: loaded 188 of 200 tensors" in log and "(2 -> 5 classes)" in log
+
+
+def test_the_bundled_fine_tuning_config_trains_on_custom_data_from_a_torchvision_state_dict(tmp_path, synthetic_data):
+    torch.save(torchvision_state("maskrcnn"), tmp_path / "tv.pth")
+    out = tmp_path / "out"
+    tiny = [  # the bundled recipe on a ResNet-18 stand-in, 64 px images and 2 iterations
+        f"train.init_weights={tmp_path / 'tv.pth'}", "model.backbone=resnet18", "model.min_size=[64]",
+        "model.max_size=64", "model.box_batch_size_per_image=16", "model.rpn_post_nms_top_n_train=20",
+        "solver.max_iters=2", "train.batch_size=1", "train.eval_at_end=false", "train.progress_bar=false",
+        "train.tensorboard=false", "train.num_threads=1", "data.num_workers=0", f"train.output_dir={out}",
+        f"data.train_annotations={synthetic_data.train}", f"data.train_images={synthetic_data.images}",
+        f"data.val_annotations={synthetic_data.val}", f"data.val_images={synthetic_data.images}",
+    ]
+    assert main(["train", "finetune_r50_refinemask", *tiny]) == 0
+    log = (out / "log.txt").read_text()
+    assert "model.num_classes=5, the categories of" in log
+    assert "re-initialised 74: box predictor 4 (90 -> 5 classes), mask head 70 (the source's mask head is of another kind)" in log

@@ -13,7 +13,7 @@ writes:
                          names and scores; an image smaller than 768 px is enlarged by a whole
                          factor (pixels kept sharp) so that the labels read
   DIR/results.json       COCO results: image_id, category_id, bbox (XYWH), score,
-                         segmentation (RLE) and file_name, one entry per detection
+                         segmentation (RLE), file_name and category_name, one entry per detection
 
 Image ids are 1..N in the order the images are listed (folders sorted by name), or, with
 --annotations, those of the images of that COCO json (matched by file name), so that
