@@ -10,6 +10,9 @@
    ``train.init_weights`` with ``model.num_classes`` left out (taken from the annotations).
 
     python benchmarks/transfer.py --pretrain-iters 300 --budgets 50 150 --out bench-transfer
+    # quicker: 128 px images everywhere
+    python benchmarks/transfer.py --pretrain-iters 200 --budgets 40 120 --size 128 --pretrain-size 128 \
+        --set model.min_size=[128] model.max_size=128 --out bench-transfer-128
 """
 from __future__ import annotations
 
@@ -111,6 +114,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pretrain-iters", type=int, default=300)
     parser.add_argument("--pretrain-images", type=int, default=200, help="easy-preset training images")
+    parser.add_argument("--pretrain-size", type=int, default=256, help="easy-preset image size")
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 150])
     parser.add_argument("--images", type=int, default=120, help="training images of the new set")
     parser.add_argument("--val-images", type=int, default=40)
@@ -128,6 +132,7 @@ def main(argv=None) -> int:
         if not (run_dir / "model_final.safetensors").is_file():
             run(config_name, run_dir, [f"solver.max_iters={args.pretrain_iters}", f"data.synthetic.root={out / 'easy'}",
                                        f"data.synthetic.num_images={args.pretrain_images}",
+                                       f"data.synthetic.size={args.pretrain_size}",
                                        f"train.checkpoint_every={args.pretrain_iters}", "train.eval_at_end=false",
                                        f"train.seed={args.seed}", *args.set])
         pretrained[key] = run_dir / "model_final.safetensors"

@@ -135,11 +135,7 @@ def describe_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Mode
         if meta.get("format") != FORMAT or "config" not in meta:
             raise RefineMaskError(f"{path}: safetensors file without refinemask metadata; not a refinemask model")
         config = from_dict(ModelConfig, json.loads(meta["config"]), "model")
-        info = {
-            "label_to_category": {int(k): int(v) for k, v in json.loads(meta.get("label_to_category", "{}")).items()},
-            "category_names": json.loads(meta.get("category_names", "[]")),
-        }
-        return state, config, info
+        return state, config, _metadata_categories(meta)
     if not _is_torch_file(path):
         raise RefineMaskError(f"{path}: {NOT_A_MODEL_FILE}")
     ckpt = read_checkpoint(path)
@@ -148,11 +144,7 @@ def describe_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Mode
         if not isinstance(model_cfg, dict):
             raise RefineMaskError(f"{path}: checkpoint has no model config")
         config = from_dict(ModelConfig, model_cfg, "model")
-        info = {
-            "label_to_category": {int(k): int(v) for k, v in dict(ckpt.get("label_to_category") or {}).items()},
-            "category_names": list(ckpt.get("category_names") or []),
-        }
-        return ckpt["model"], config, info
+        return ckpt["model"], config, _checkpoint_categories(ckpt)
     if "state_dict" in ckpt and any(k.startswith("roi_head.") for k in ckpt["state_dict"]):
         raise RefineMaskError(
             f"{path}: an official mmdetection checkpoint; convert it first: refinemask convert {path} OUT.safetensors"
@@ -172,6 +164,22 @@ def _is_torch_file(path: Path) -> bool:
         return True
     with open(path, "rb") as handle:
         return handle.read(1) == b"\x80"  # the pickle protocol opcode
+
+
+def _metadata_categories(meta: dict) -> dict:
+    """``label_to_category`` and ``category_names`` from a weights file's metadata."""
+    return {
+        "label_to_category": {int(k): int(v) for k, v in json.loads(meta.get("label_to_category", "{}")).items()},
+        "category_names": json.loads(meta.get("category_names", "[]")),
+    }
+
+
+def _checkpoint_categories(ckpt: dict) -> dict:
+    """``label_to_category`` and ``category_names`` from a training checkpoint."""
+    return {
+        "label_to_category": {int(k): int(v) for k, v in dict(ckpt.get("label_to_category") or {}).items()},
+        "category_names": list(ckpt.get("category_names") or []),
+    }
 
 
 def load_state_checked(model, state: dict[str, torch.Tensor], source: str) -> None:
@@ -318,13 +326,15 @@ def read_init_weights(source: str) -> tuple[dict[str, torch.Tensor], str, dict]:
     if path.suffix == ".safetensors":
         state, meta = read_weights(path)
         if meta.get("format") == FORMAT:
-            state, _, info = describe_model_file(path)
-            return state, "refinemask weights", info
+            return state, "refinemask weights", _metadata_categories(meta)
         return _tensor_mapping(state, path), "state dict", {}
+    if not _is_torch_file(path):
+        raise RefineMaskError(
+            f"{path}: not a model file (train.init_weights takes a .safetensors or .pth model, or torchvision:NAME)"
+        )
     obj = read_checkpoint(path)
     if "model" in obj and "config" in obj:
-        state, _, info = describe_model_file(path)
-        return state, "refinemask checkpoint", info
+        return _tensor_mapping(obj["model"], path), "refinemask checkpoint", _checkpoint_categories(obj)
     state = _tensor_mapping(obj, path)
     if any(k.startswith("roi_head.") for k in state):
         from refinemask.convert.mmdet import inspect_official, official_to_refinemask

@@ -146,7 +146,6 @@ def leave_out_bad_images(dataset: CocoDetection, strict: bool, high_bit_scaling:
             "%s: left out %d image(s) whose files have problems (data.strict=true makes them errors):\n  %s",
             dataset.ann_file.name, len(bad), "\n  ".join(p.message for p in scan.problems),
         )
-    dataset.scan = scan
     note = scan.range_note()
     if note and high_bit_scaling == "full":
         logger.warning(
