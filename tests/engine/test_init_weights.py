@@ -218,7 +218,7 @@ def test_a_torchvision_name_reads_the_file_from_torchs_cache(tmp_path, monkeypat
 @pytest.mark.parametrize("content, expected", [
     (None, "train.init_weights: file not found"),
     (b"\x00garbage" * 10, "not a model file (train.init_weights takes"),
-    (b"PK\x03\x04truncated zip", "cannot be read as a checkpoint"),
+    (b"\x80\x02 not a pickle", "cannot be read as a checkpoint"),
     ({"epoch": torch.tensor(3), "note": "hello"}, "not a model state dict"),
 ])
 def test_a_missing_corrupt_or_non_model_init_file_fails_in_one_line(tmp_path, synthetic_data, capsys, content, expected):

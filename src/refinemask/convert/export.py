@@ -386,8 +386,9 @@ def export_boxes_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_O
         BoxesGraph(model).eval(), (torch.from_numpy(batch), torch.from_numpy(size), boxes, labels),
         path, opset, BOXES_INPUTS, BOXES_OUTPUTS, dynamic,
     )
-    labels_map = getattr(model, "label_to_category", None) or {i: i for i in range(1, config.num_classes + 1)}
-    names = list(getattr(model, "category_names", None) or [str(i) for i in range(1, config.num_classes + 1)])
+    from refinemask.engine.checkpoint import model_categories
+
+    labels_map, names = model_categories(model)
     _finish(path, {
         "format": ONNX_FORMAT,
         "graph": "boxes",

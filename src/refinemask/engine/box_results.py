@@ -155,7 +155,7 @@ def segment_box_results(
     used_names: set[str] = set()
     work = [(path, image_id, group) for path, image_id, group in zip(files, ids, groups) if group]
     for path, image_id, group in tqdm(work, desc="masks for boxes", unit="image", disable=not progress):
-        image = load_image(path)
+        image = load_image(path, **predictor.scaling)
         boxes = torch.tensor([entries[i]["bbox"] for i in group], dtype=torch.float64)
         boxes[:, 2:] += boxes[:, :2]  # XYWH -> XYXY
         labels = None if classify else [category_to_label[entries[i]["category_id"]] for i in group]

@@ -171,7 +171,7 @@ class Predictor:
         outputs = []
         try:
             for image, image_boxes, image_labels in zip(batch, per_image_boxes, per_image_labels):
-                tensor = as_image_tensor(image).to(self.device)
+                tensor = as_image_tensor(image, self.scaling).to(self.device)
                 output = self.model(
                     [tensor], boxes=[image_boxes], labels=None if image_labels is None else [image_labels]
                 )[0]
