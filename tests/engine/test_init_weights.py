@@ -257,3 +257,12 @@ def test_the_bundled_fine_tuning_config_trains_on_custom_data_from_a_torchvision
     log = (out / "log.txt").read_text()
     assert "model.num_classes=5, the categories of" in log
     assert "re-initialised 74: box predictor 4 (90 -> 5 classes), mask head 70 (the source's mask head is of another kind)" in log
+
+
+def test_an_unknown_torchvision_name_fails_in_one_line_with_exit_status_2(tmp_path, synthetic_data, capsys):
+    config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out",
+                          train={"init_weights": "torchvision:resnet50"})
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "torchvision:resnet50: not a torchvision model" in err and "known: torchvision:maskrcnn_resnet50_fpn" in err
