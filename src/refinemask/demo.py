@@ -137,14 +137,3 @@ def iterations_done(output_dir: Path) -> int:
 
     last = find_last_checkpoint(output_dir)
     return checkpoint_iteration(last) if last is not None else 0
-
-
-def weights_of(output_dir: Path) -> Path | None:
-    """The final weights of a run, or its newest checkpoint when it was stopped early."""
-    from refinemask.engine.checkpoint import find_last_checkpoint
-
-    final = output_dir / "model_final.safetensors"
-    if final.is_file():
-        return final
-    return find_last_checkpoint(output_dir)
-

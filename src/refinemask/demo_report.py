@@ -161,8 +161,17 @@ def _fmt(value) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
+def weights_of(output_dir: Path) -> Path | None:
+    """The final weights of a run, or its newest checkpoint when it was stopped early."""
+    from refinemask.engine.checkpoint import find_last_checkpoint
+
+    final = output_dir / "model_final.safetensors"
+    if final.is_file():
+        return final
+    return find_last_checkpoint(output_dir)
+
+
 def write_report(out: Path, configs: dict, models, status: dict, interrupted: bool, elapsed_s: float) -> Path:
-    from refinemask.demo import weights_of
     from refinemask.engine.data import build_dataset
 
     runs, metrics, histories = {}, {}, {}

@@ -15,11 +15,8 @@ from refinemask.convert.categories import (
     COCO_CATEGORY_NAMES,
     default_categories,
 )
-from refinemask.convert.mmdet import (
-    categories_from_annotations,
-    convert_checkpoint,
-    model_config,
-)
+from refinemask.convert.files import convert_checkpoint
+from refinemask.convert.mmdet import categories_from_annotations, model_config
 from refinemask.errors import RefineMaskError
 from refinemask.modeling.detector import build_model
 from tests.convert.conftest import VARIANTS

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from refinemask.convert.mmdet import convert_checkpoint
+    from refinemask.convert.files import convert_checkpoint
 
     result = convert_checkpoint(args.checkpoint, args.out, dataset=args.dataset, categories=args.categories)
     cfg = result.config

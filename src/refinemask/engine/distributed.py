@@ -41,6 +41,12 @@ class DistributedContext:
         return self.world_size > 1
 
 
+def configure_threads(num_threads: int) -> None:
+    """This process's torch CPU threads: ``num_threads`` when above 0, else torch's default."""
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if value is None or value == "":

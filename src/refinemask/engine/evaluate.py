@@ -179,7 +179,7 @@ def evaluate_config(
         resolve_num_classes,
         prepare_synthetic_data,
     )
-    from refinemask.engine.train import configure_threads
+    from refinemask.engine.distributed import configure_threads
 
     context = distributed.init_distributed(config.train.device)
     configure_threads(config.train.num_threads)

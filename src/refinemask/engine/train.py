@@ -66,7 +66,7 @@ from refinemask.engine.data import (
     epoch_loader,
     prepare_synthetic_data,
 )
-from refinemask.engine.distributed import DistributedContext
+from refinemask.engine.distributed import DistributedContext, configure_threads
 from refinemask.engine.evaluate import evaluate
 from refinemask.engine.logging import (
     MetricWriter,
@@ -87,11 +87,6 @@ logger = logging.getLogger("refinemask.run")
 
 FINAL_WEIGHTS = "model_final.safetensors"
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
-def configure_threads(num_threads: int) -> None:
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
 
 
 def seed_everything(seed: int) -> None:
