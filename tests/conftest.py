@@ -1,7 +1,8 @@
-"""Session-wide test settings."""
+"""Session-wide test settings and the fixtures that several test folders use."""
 import os
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -14,3 +15,14 @@ def scan_cache_in_tmp(tmp_path_factory):
         os.environ.pop("REFINEMASK_CACHE", None)
     else:
         os.environ["REFINEMASK_CACHE"] = before
+
+
+# not autouse: the folders of tiny-model tests (engine, export, serve) ask for it with an
+# autouse fixture of their own, so the other folders keep torch's default thread count
+@pytest.fixture(scope="session")
+def one_thread():
+    """One thread: on a loaded 2-core machine torch's 2 threads run these tiny models slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from refinemask.data.synthetic import SyntheticPaths, make_synthetic
@@ -91,12 +90,8 @@ def single_thread_env() -> dict:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def one_thread():
-    """One thread: on a loaded 2-core machine torch's 2 threads run these tiny models slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread_in_engine(one_thread):
+    """The engine tests run with one torch thread (:func:`tests.conftest.one_thread`)."""
 
 
 @pytest.fixture(scope="session")

@@ -50,9 +50,5 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def one_thread():
-    """One thread: on a loaded 2-core machine torch's 2 threads run these tiny models slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread_in_export(one_thread):
+    """The export tests run with one torch thread (:func:`tests.conftest.one_thread`)."""

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from refinemask.serve import make_server
-from tests.export.conftest import confident_tiny_model, one_thread, smooth_image  # noqa: F401 - fixture
+from tests.export.conftest import confident_tiny_model, smooth_image
 
 
 def write_png(path: Path, height: int, width: int, seed: int) -> Path:
@@ -30,6 +30,11 @@ class Running:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_in_serve(one_thread):
+    """The serve tests run with one torch thread (:func:`tests.conftest.one_thread`)."""
 
 
 @pytest.fixture(scope="module")
