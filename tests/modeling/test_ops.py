@@ -118,6 +118,57 @@ def test_paste_equals_grid_sample_on_random_boxes_including_ones_outside_the_ima
     assert_same_binary_masks(out, expected)
 
 
+def full_image_paste(masks, boxes, h, w):
+    """The paste computed at every pixel of the image, as paste_masks did before it windowed."""
+    from refinemask.modeling.ops import _sample_positions
+
+    m = F.pad(masks[:, 0], (1, 1, 1, 1))
+    n, size = m.shape[0], masks.shape[-1]
+    x0, fx = _sample_positions(boxes[:, 0], boxes[:, 2], w, size)
+    y0, fy = _sample_positions(boxes[:, 1], boxes[:, 3], h, size)
+    fx, fy = fx[:, None, :], fy[:, :, None]
+    left = m.gather(2, x0[:, None, :].expand(n, size + 2, w))
+    right = m.gather(2, (x0 + 1)[:, None, :].expand(n, size + 2, w))
+    rows = left * (1 - fx) + right * fx
+    top = rows.gather(1, y0[:, :, None].expand(n, h, w))
+    bottom = rows.gather(1, (y0 + 1)[:, :, None].expand(n, h, w))
+    return (top * (1 - fy) + bottom * fy)[:, None]
+
+
+def test_windowed_paste_equals_the_full_image_paste():
+    # large boxes (a 28×28 mask cell of 5 px spills 2.5 px past the box), tiny boxes, boxes
+    # across or wholly outside the border, 28×28 and RefineMask's 112×112 masks
+    torch.manual_seed(4)
+    h, w = 90, 120
+    for size in (28, 112):
+        n = 40
+        probs = torch.rand(n, 1, size, size)
+        probs[:, :, 0] = probs[:, :, -1] = probs[..., 0] = probs[..., -1] = 1.0  # full-strength edges
+        xy = torch.rand(n, 2) * torch.tensor([w, h]) * 1.4 - torch.tensor([w, h]) * 0.2
+        wh = torch.rand(n, 2) * torch.tensor([w, h]) * torch.rand(n, 1) * 1.5 + 0.2
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        boxes[0] = torch.tensor([-60.0, -50.0, -10.0, -5.0])  # wholly outside
+        boxes[1] = torch.tensor([5.0, 5.0, 117.0, 61.0])  # 4 px wide cells at 28: 2 px of spill
+        out = paste_masks(probs, boxes, h, w)
+        expected = full_image_paste(probs, boxes, h, w)
+        # the same arithmetic at every pixel: 1e-6 leaves room for a CPU that orders it otherwise
+        assert (out - expected).abs().max() <= 1e-6
+        assert torch.equal(out >= 0.5, expected >= 0.5)
+        assert torch.equal(out == 0, expected == 0)
+        if size == 28:
+            # the spill past a large box is pasted too: pixel 118 is beyond the box (x2 = 117) and
+            # the pixel around it, where a window of the box's extent plus one pixel would stop
+            assert out[1, 0, 30, 118] > 0.1 and expected[1, 0, 30, 118] > 0.1
+
+
+def test_paste_writes_nothing_beyond_half_a_mask_cell_around_the_box():
+    probs = torch.ones(1, 1, 4, 4)
+    out = paste_masks(probs, torch.tensor([[20.0, 20.0, 60.0, 60.0]]), 80, 80)[0, 0]  # 10 px cells
+    nonzero = out.nonzero()
+    # the box widened by half a cell (5 px) on each side: pixels 15..64, centres 15.5..64.5
+    assert nonzero.min().item() == 15 and nonzero.max().item() == 64
+
+
 def test_paste_of_no_masks_is_empty():
     assert paste_masks(torch.zeros(0, 1, 28, 28), torch.zeros(0, 4), 10, 12).shape == (0, 1, 10, 12)
 

@@ -155,14 +155,18 @@ def paste_masks(
     resizes each mask to integer box sizes and loses up to a pixel at every edge.)
 
     The sampling grid is separable (a column's x depends only on j, a row's y only on i), so
-    the bilinear read is done as two 1-D interpolations with gathers: all masks in one batched
-    call, no loop over boxes, and no work beyond writing the output.
+    the bilinear read is two 1-D interpolations with index lookups. Only a window is computed
+    per mask: the rows and columns whose sample falls within one mask cell of the mask, that is
+    the box widened by half a cell and rounded out to pixels. Everywhere else both taps read the
+    zero padding, so the full-image computation gives exact zeros there, and inside the window
+    the same per-pixel arithmetic gives the same values: the result equals a full-image paste,
+    for a fraction of the work (a 28×28 mask of a 100×100 box touches 1% of an 800×1216 image).
 
     Args:
         masks: (N, 1, M, M) or (N, M, M) probabilities.
         boxes: (N, 4) boxes x1, y1, x2, y2 in output-image pixels.
         height, width: output image size.
-        chunk_pixels: bound on N·H·W handled at once, to bound memory.
+        chunk_pixels: bound on N·(H + W) sampling positions computed at once, to bound memory.
 
     Returns:
         (N, 1, height, width) float probabilities; threshold at 0.5 for binary masks.
@@ -175,23 +179,42 @@ def paste_masks(
         return out
     # one zero row/column on each side stands for grid_sample's zero padding
     padded = F.pad(masks, (1, 1, 1, 1))
-    per_chunk = max(1, chunk_pixels // max(1, height * width))
+    per_chunk = max(1, chunk_pixels // max(1, height + width))
     for start in range(0, n, per_chunk):
-        sl = slice(start, start + per_chunk)
-        m = padded[sl]
-        k = m.shape[0]
-        x0, fx = _sample_positions(boxes[sl, 0], boxes[sl, 2], width, mw)  # (k, W)
-        y0, fy = _sample_positions(boxes[sl, 1], boxes[sl, 3], height, mh)  # (k, H)
-        fx = fx.to(m.dtype)[:, None, :]
-        fy = fy.to(m.dtype)[:, :, None]
-        cols = (mh + 2, width)
-        left = m.gather(2, x0[:, None, :].expand(k, *cols))
-        right = m.gather(2, (x0 + 1)[:, None, :].expand(k, *cols))
-        rows = left * (1 - fx) + right * fx  # (k, mh + 2, W)
-        top = rows.gather(1, y0[:, :, None].expand(k, height, width))
-        bottom = rows.gather(1, (y0 + 1)[:, :, None].expand(k, height, width))
-        out[sl, 0] = top * (1 - fy) + bottom * fy
+        stop = min(n, start + per_chunk)
+        # positions for every pixel centre of the image (cheap: N·(H + W) values), so that the
+        # window's positions are the very numbers a full-image paste computes
+        x0, fx = _sample_positions(boxes[start:stop, 0], boxes[start:stop, 2], width, mw)  # (k, W)
+        y0, fy = _sample_positions(boxes[start:stop, 1], boxes[start:stop, 3], height, mh)  # (k, H)
+        xs, xe = _reading_span(x0, fx, mw)
+        ys, ye = _reading_span(y0, fy, mh)
+        fx, fy = fx.to(padded.dtype), fy.to(padded.dtype)
+        for k, i in enumerate(range(start, stop)):
+            if xs[k] >= xe[k] or ys[k] >= ye[k]:
+                continue
+            m = padded[i]
+            cx, wx = x0[k, xs[k] : xe[k]], fx[k, xs[k] : xe[k]]
+            cy, wy = y0[k, ys[k] : ye[k]], fy[k, ys[k] : ye[k], None]
+            rows = m.index_select(1, cx) * (1 - wx) + m.index_select(1, cx + 1) * wx  # (M + 2, w)
+            window = rows.index_select(0, cy) * (1 - wy) + rows.index_select(0, cy + 1) * wy  # (h, w)
+            out[i, 0, ys[k] : ye[k], xs[k] : xe[k]] = window
     return out
+
+
+def _reading_span(index: torch.Tensor, frac: torch.Tensor, size: int) -> tuple[list[int], list[int]]:
+    """Per mask, the [first, last + 1) pixels whose bilinear taps can read the mask itself.
+
+    ``index``, ``frac`` as :func:`_sample_positions` returns them, (K, L). A pixel reads only
+    padding zeros when its left tap is the left padding with weight 1 on it (index 0,
+    frac 0) or its right tap is the right padding with weight 1 (index ``size``, frac 1); the
+    positions grow with the pixel, so the others form one span. Empty spans give first = last.
+    """
+    reads = ~(((index == 0) & (frac == 0)) | ((index == size) & (frac == 1)))
+    length = reads.shape[1]
+    any_read = reads.any(dim=1)
+    first = torch.where(any_read, reads.int().argmax(dim=1), torch.zeros_like(any_read, dtype=torch.int64))
+    last = torch.where(any_read, length - reads.flip(1).int().argmax(dim=1), torch.zeros_like(first))
+    return first.tolist(), last.tolist()
 
 
 def _sample_positions(lo: torch.Tensor, hi: torch.Tensor, length: int, size: int):
