@@ -15,11 +15,15 @@ Reports, per image size and detection count:
     images with the same ground truth for both models;
   * with --flops, the multiply-accumulates of each model (torch.utils.flop_counter), which
     tell how much of the time ratio is arithmetic that any implementation must do;
-  * with --onnx, RefineMask exported to ONNX and run in onnxruntime on the CPU.
+  * with --onnx, RefineMask exported to ONNX and run in onnxruntime on the CPU;
+  * with --torchvision, our Mask R-CNN against torchvision's ``maskrcnn_resnet50_fpn`` (the
+    same weights loaded into both), part by part, at our defaults and at torchvision's RoI
+    settings, with a check that the two give the same detections where the settings match.
 
     python benchmarks/speed.py                          # 800×1216, 10/50/100 detections
     python benchmarks/speed.py --sizes 512x768 800x1216 --detections 100 --repeats 3
     python benchmarks/speed.py --device cuda --no-memory --train
+    python benchmarks/speed.py --detections 100 --torchvision-only --threads 1
 """
 from __future__ import annotations
 
@@ -53,6 +57,159 @@ def build_pair(backbone: str, detections: int, min_size: int, max_size: int, dev
     shared = {k: v for k, v in refine.state_dict().items() if not k.startswith("roi_heads.mask_")}
     baseline.load_state_dict(shared, strict=False)
     return refine.to(device), baseline.to(device)
+
+
+# what makes our Mask R-CNN compute what torchvision's does: rounded anchors, RoIAlign with 2×2
+# samples per bin and aligned=False (our defaults are the official mmdetection settings)
+TORCHVISION_SETTINGS = dict(exact_anchors=False, roi_sampling_ratio=2, roi_aligned=False)
+
+
+def build_torchvision_trio(backbone: str, detections: int, min_size: int, max_size: int, device: str = "cpu"):
+    """Our Mask R-CNN at our defaults and at torchvision's settings, and torchvision's own, one set of weights.
+
+    torchvision's model is built as ``maskrcnn_resnet50_fpn`` builds it when given pretrained
+    weights (``resnet_fpn_backbone``: frozen batch norm, three trainable stages), with the same
+    test settings as ours; it takes our state dict as it is (strict: same names, same shapes).
+    """
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    from refinemask import build_model
+
+    options = model_options(backbone, detections, min_size, max_size)
+    torch.manual_seed(0)
+    ours = build_model(mask_head="maskrcnn", **options).eval()
+    at_torchvision_settings = build_model(mask_head="maskrcnn", **options, **TORCHVISION_SETTINGS).eval()
+    theirs = MaskRCNN(
+        resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=3),
+        num_classes=options["num_classes"] + 1, min_size=min_size, max_size=max_size, box_score_thresh=0.0,
+        box_nms_thresh=options["box_nms_thresh"], box_detections_per_img=detections,
+    ).eval()
+    state = ours.state_dict()
+    at_torchvision_settings.load_state_dict(state)
+    theirs.load_state_dict(state)
+    return ours.to(device), at_torchvision_settings.to(device), theirs.to(device)
+
+
+def time_detector_parts(model, image) -> dict[str, float]:
+    """Wall and CPU seconds of each part of a torchvision-style detector, on one image.
+
+    The parts of ``GeneralizedRCNN.forward`` called one by one: transform, backbone, rpn,
+    roi_heads (box RoI pooling timed inside it by hooks), and the postprocess that pastes the
+    masks into the image. Works for ours and torchvision's alike.
+    """
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    clock: dict[str, float] = {}
+
+    def start(name):
+        _sync(image.device)
+        clock[name] = (time.perf_counter(), time.process_time())
+
+    def stop(name):
+        _sync(image.device)
+        w, c = clock.pop(name)
+        wall[name] = wall.get(name, 0.0) + time.perf_counter() - w
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - c
+
+    pool = model.roi_heads.box_roi_pool
+    hooks = [pool.register_forward_pre_hook(lambda *_: start("box_pool")),
+             pool.register_forward_hook(lambda *_: stop("box_pool"))]
+    try:
+        with torch.no_grad():
+            start("detector")
+            start("transform")
+            images, _ = model.transform([image])
+            stop("transform")
+            start("backbone")
+            features = model.backbone(images.tensors)
+            stop("backbone")
+            start("rpn")
+            proposals, _ = model.rpn(images, features)
+            stop("rpn")
+            start("roi_heads")
+            detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+            stop("roi_heads")
+            start("paste")
+            detections = model.transform.postprocess(detections, images.image_sizes, [tuple(image.shape[-2:])])
+            stop("paste")
+            stop("detector")
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {f"{k}_s": v for k, v in wall.items()}
+    out.update({f"{k}_cpu_s": v for k, v in cpu.items()})
+    out["detections"] = int(detections[0]["boxes"].shape[0])
+    return out
+
+
+def torchvision_agreement(ours, theirs, image) -> dict[str, float]:
+    """How far our detections are from torchvision's, both run on the same normalised image tensor.
+
+    Our transform normalises on the 0-255 scale, torchvision's on 0-1 (equal up to float
+    rounding); feeding both the same tensor leaves only the models to compare. Boxes, scores
+    and labels in order, and the 28×28 mask probabilities before the paste (which differs on
+    purpose: ours samples pixel centres, torchvision's resizes to integer box sizes).
+    """
+    with torch.no_grad():
+        images, _ = ours.transform([image])
+        features = ours.backbone(images.tensors)
+        mine = ours.roi_heads(features, ours.rpn(images, features)[0], images.image_sizes)[0][0]
+        features = theirs.backbone(images.tensors)
+        other = theirs.roi_heads(features, theirs.rpn(images, features)[0], images.image_sizes)[0][0]
+    same_count = mine["boxes"].shape[0] == other["boxes"].shape[0]
+    row = {"torchvision_same_detections": bool(same_count and torch.equal(mine["labels"], other["labels"]))}
+    if same_count:
+        row["torchvision_box_maxdiff"] = float((mine["boxes"] - other["boxes"]).abs().max())
+        row["torchvision_score_maxdiff"] = float((mine["scores"] - other["scores"]).abs().max())
+        row["torchvision_mask_maxdiff"] = float((mine["masks"] - other["masks"]).abs().max())
+    return row
+
+
+def torchvision_row(backbone: str, size: str, n: int, image, repeats: int, device: str) -> dict:
+    """Interleaved medians of ours (defaults), ours at torchvision's settings, and torchvision's."""
+    height, width = image.shape[-2:]
+    models = dict(zip(("ours", "ours_tvsettings", "torchvision"),
+                      build_torchvision_trio(backbone, n, min(height, width), max(height, width), device)))
+    runs: dict[str, list[dict]] = {k: [] for k in models}
+    for i in range(repeats + 1):  # the first round is a warm-up
+        for key, model in models.items():
+            parts = time_detector_parts(model, image)
+            if i:
+                runs[key].append(parts)
+    row = {"size": size, "detections": n,
+           "detections_seen": sorted({r["detections"] for rs in runs.values() for r in rs})}
+    for key, rs in runs.items():
+        for part in rs[0]:
+            if part != "detections":
+                row[f"{key}_{part}"] = statistics.median(r[part] for r in rs)
+    for clock in ("s", "cpu_s"):
+        row[f"tvsettings_vs_torchvision_{clock}"] = row[f"ours_tvsettings_detector_{clock}"] / row[f"torchvision_detector_{clock}"]
+        row[f"defaults_vs_tvsettings_{clock}"] = row[f"ours_detector_{clock}"] / row[f"ours_tvsettings_detector_{clock}"]
+    row.update(torchvision_agreement(models["ours_tvsettings"], models["torchvision"], image))
+    return row
+
+
+def print_torchvision_table(rows: list[dict]) -> None:
+    parts = ("transform", "backbone", "rpn", "box_pool", "roi_heads", "paste", "detector")
+    for clock, name in (("s", "wall"), ("cpu_s", "CPU")):
+        print(f"\nOurs against torchvision's maskrcnn_resnet50_fpn, {name} seconds (medians); "
+              "ours = our defaults, ours@tv = our model at torchvision's RoI settings")
+        header = "| image | dets | model | " + " | ".join(parts).replace("roi_heads", "roi_heads (box_pool in it)") + " |"
+        print(header)
+        print("|---" * (header.count("|") - 1) + "|")
+        for r in rows:
+            for key, label in (("ours", "ours"), ("ours_tvsettings", "ours@tv"), ("torchvision", "torchvision")):
+                cells = " | ".join(f"{r[f'{key}_{p}_{clock}']:.3f}" for p in parts)
+                print(f"| {r['size']} | {r['detections']} | {label} | {cells} |")
+        for r in rows:
+            print(f"{r['size']}, {r['detections']} detections ({name}): ours@tv / torchvision "
+                  f"{r[f'tvsettings_vs_torchvision_{clock}']:.3f}, ours / ours@tv (adaptive sampling, aligned) "
+                  f"{r[f'defaults_vs_tvsettings_{clock}']:.3f}")
+    for r in rows:
+        diffs = ", ".join(f"{k[len('torchvision_'):]} {r[k]:.2g}" for k in r if k.startswith("torchvision_") and k.endswith("maxdiff"))
+        print(f"{r['size']}, {r['detections']} detections: same detections as torchvision at its settings: "
+              f"{r['torchvision_same_detections']}" + (f" (max differences: {diffs})" if diffs else ""))
 
 
 def _sync(device) -> None:
@@ -205,13 +362,16 @@ def main(argv=None) -> int:
                         help="also time training iterations (batch of 2 images, 8 objects each)")
     parser.add_argument("--onnx", action="store_true",
                         help="also export RefineMask to ONNX and time onnxruntime on the same image")
+    parser.add_argument("--torchvision", action="store_true",
+                        help="also compare our Mask R-CNN with torchvision's, part by part (ResNet backbones)")
+    parser.add_argument("--torchvision-only", action="store_true", help="only the comparison with torchvision's")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     rows = []
-    for size in args.sizes:
+    for size in [] if args.torchvision_only else args.sizes:
         height, width = (int(v) for v in size.lower().split("x"))
         image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1)).to(args.device)
         for n in args.detections:
@@ -295,9 +455,18 @@ def main(argv=None) -> int:
             f"{r['head_ratio']:.2f} | {r['detector_refinemask_s']:.2f} | {r['detector_maskrcnn_s']:.2f} | "
             f"{r['detector_ratio']:.2f} | {r.get('onnxruntime_refinemask_s', float('nan')):.2f} | {mem} | {head_mem} |"
         )
+    tv_rows = []
+    if args.torchvision or args.torchvision_only:
+        for size in args.sizes:
+            height, width = (int(v) for v in size.lower().split("x"))
+            image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1)).to(args.device)
+            for n in args.detections:
+                tv_rows.append(torchvision_row(args.backbone, size, n, image, args.repeats, args.device))
+                print(json.dumps(tv_rows[-1]), flush=True)
+        print_torchvision_table(tv_rows)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump(rows + tv_rows, f, indent=1)
     return 0
 
 

@@ -49,6 +49,11 @@ class ModelConfig:
     # torchvision's: rank each level's candidates by logits and drop proposals under 1e-3 px
     rpn_rank_by_sigmoid: bool = False  # rank by float32 sigmoid scores (ties by anchor order)
     rpn_min_box_size: float = 1e-3  # mmdetection: 0 (keeps zero-size proposals)
+    # RoIAlign of the box and mask heads: 0 = adaptive sampling, ceil(bin size) points per bin
+    # axis (official mmcv); torchvision's detectors use 2 (fixed 2×2 per bin, cheaper on large
+    # boxes); roi_aligned=False is torchvision's pixel-corner convention (official: True)
+    roi_sampling_ratio: int = 0
+    roi_aligned: bool = True
     # box head
     box_batch_size_per_image: int = 512
     box_positive_fraction: float = 0.25

@@ -38,6 +38,8 @@ class RefineMaskRCNN(GeneralizedRCNN):
 
     def __init__(self, config: ModelConfig):
         cfg = config
+        if cfg.roi_sampling_ratio < 0:
+            raise RefineMaskError(f"model.roi_sampling_ratio must be 0 (adaptive) or positive, got {cfg.roi_sampling_ratio}")
         backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.trainable_backbone_layers, cfg.fpn_channels)
         anchors = ExactAnchorGenerator() if cfg.exact_anchors else AnchorGenerator(
             sizes=((32,), (64,), (128,), (256,), (512,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
@@ -57,7 +59,7 @@ class RefineMaskRCNN(GeneralizedRCNN):
         )
         classes_with_bg = cfg.num_classes + 1
         roi_heads = MaskRoIHeads(
-            box_roi_pool=MultiLevelRoIPool(7),
+            box_roi_pool=MultiLevelRoIPool(7, sampling_ratio=cfg.roi_sampling_ratio, aligned=cfg.roi_aligned),
             box_head=TwoMLPHead(backbone.out_channels * 7 * 7, 1024),
             box_predictor=FastRCNNPredictor(1024, classes_with_bg),
             fg_iou_thresh=0.5,
@@ -68,7 +70,7 @@ class RefineMaskRCNN(GeneralizedRCNN):
             score_thresh=cfg.box_score_thresh,
             nms_thresh=cfg.box_nms_thresh,
             detections_per_img=cfg.detections_per_img,
-            mask_roi_pool=MultiLevelRoIPool(14),
+            mask_roi_pool=MultiLevelRoIPool(14, sampling_ratio=cfg.roi_sampling_ratio, aligned=cfg.roi_aligned),
             box_loss_weight=cfg.box_loss_weight,
             box_reg_loss=cfg.box_reg_loss,
             mask_chunk_size=cfg.mask_chunk_size,

@@ -112,12 +112,17 @@ def multilevel_roi_align(
     output_size: int,
     strides: list[int],
     finest_scale: float = 56.0,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
 ) -> torch.Tensor:
     """RoIAlign from the FPN level chosen for each RoI, as mmcv does it.
 
-    aligned=True and sampling_ratio=0 (adaptive), where torchvision's ``MultiScaleRoIAlign``
-    hard-codes aligned=False and samples 2 points per bin: the official weights were trained
-    with mmcv's settings (spec §8.3).
+    By default aligned=True and sampling_ratio=0 (adaptive: ceil(bin size) points per bin
+    axis), where torchvision's ``MultiScaleRoIAlign`` hard-codes aligned=False and samples 2
+    points per bin: the official weights were trained with mmcv's settings (spec §8.3).
+    Adaptive sampling reads more points on large boxes (a 7×7 pool of a 440 px box, on P4, takes
+    4×4 points per bin, four times torchvision's); ``sampling_ratio=2, aligned=False`` give
+    torchvision's settings.
 
     Args:
         features: one (B, C, H_l, W_l) map per level, finest first.
@@ -138,7 +143,7 @@ def multilevel_roi_align(
         if index.numel() == 0 and not torch.jit.is_tracing():
             continue
         pooled = roi_align(
-            feature, rois[index], output_size, spatial_scale=1.0 / stride, sampling_ratio=0, aligned=True
+            feature, rois[index], output_size, spatial_scale=1.0 / stride, sampling_ratio=sampling_ratio, aligned=aligned
         )
         out.index_copy_(0, index, pooled.to(out.dtype))
     return out

@@ -25,17 +25,21 @@ from refinemask.modeling.targets import semantic_target, stage_mask_targets
 
 
 class MultiLevelRoIPool(nn.Module):
-    """RoIAlign over P2–P5 with mmdetection's level rule, aligned=True, sampling_ratio=0.
+    """RoIAlign over P2–P5 with mmdetection's level rule; by default aligned=True, sampling_ratio=0.
 
     Called like torchvision's ``MultiScaleRoIAlign``: ``(features, boxes, image_shapes)``.
+    ``sampling_ratio=2, aligned=False`` are torchvision's settings.
     """
 
-    def __init__(self, output_size: int, featmap_names=("0", "1", "2", "3"), strides=(4, 8, 16, 32), finest_scale=56.0):
+    def __init__(self, output_size: int, featmap_names=("0", "1", "2", "3"), strides=(4, 8, 16, 32), finest_scale=56.0,
+                 sampling_ratio: int = 0, aligned: bool = True):
         super().__init__()
         self.output_size = output_size
         self.featmap_names = list(featmap_names)
         self.strides = list(strides)
         self.finest_scale = finest_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
 
     def forward(self, features: dict, boxes: list[torch.Tensor], image_shapes=None) -> torch.Tensor:
         rois = boxes_to_rois(boxes).to(features[self.featmap_names[0]])
@@ -43,7 +47,9 @@ class MultiLevelRoIPool(nn.Module):
 
     def pool_rois(self, features: dict, rois: torch.Tensor) -> torch.Tensor:
         maps = [features[name] for name in self.featmap_names]
-        return multilevel_roi_align(maps, rois, self.output_size, self.strides, self.finest_scale)
+        return multilevel_roi_align(
+            maps, rois, self.output_size, self.strides, self.finest_scale, self.sampling_ratio, self.aligned
+        )
 
 
 def classify_given_boxes(
