@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -37,6 +38,34 @@ def test_speed_reports_head_detector_and_training_ratios(tmp_path, capsys):
     assert 0 < rows[0]["gmac_semantic_head"] < rows[0]["gmac_head_refinemask"]
     printed = capsys.readouterr().out
     assert "| 64x96 | 3 |" in printed and "training iteration at 64x96" in printed and "GMAC at 64x96" in printed
+
+
+def test_speed_compares_with_torchvision_and_finds_the_same_detections_at_its_settings(tmp_path, capsys):
+    speed = _load("speed")
+    out = tmp_path / "rows.json"
+    speed.main(["--sizes", "64x96", "--detections", "4", "--repeats", "1", "--backbone", "resnet18",
+                "--torchvision-only", "--threads", "1", "--json", str(out)])
+    (row,) = json.loads(out.read_text())
+    assert row["detections_seen"] == [4]
+    # our Mask R-CNN at torchvision's settings computes what torchvision's does, on the same input
+    assert row["torchvision_same_detections"]
+    assert row["torchvision_box_maxdiff"] <= 1e-4  # pixels; the same operations, any CPU's rounding
+    assert row["torchvision_score_maxdiff"] <= 1e-5 and row["torchvision_mask_maxdiff"] <= 1e-5
+    for key in ("ours", "ours_tvsettings", "torchvision"):
+        for part in ("transform", "backbone", "rpn", "box_pool", "roi_heads", "paste"):
+            assert 0 < row[f"{key}_{part}_s"] <= row[f"{key}_detector_s"]
+    assert row["tvsettings_vs_torchvision_s"] == pytest.approx(
+        row["ours_tvsettings_detector_s"] / row["torchvision_detector_s"])
+    assert "ours@tv / torchvision" in capsys.readouterr().out
+
+
+def test_torchvision_model_takes_our_state_dict_and_settings():
+    speed = _load("speed")
+    ours, at_tv, theirs = speed.build_torchvision_trio("resnet18", 7, 64, 96)
+    assert theirs.roi_heads.detections_per_img == 7 and theirs.roi_heads.score_thresh == 0.0
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):
+        assert torch.equal(a, b)
+    assert at_tv.roi_heads.box_roi_pool.sampling_ratio == theirs.roi_heads.box_roi_pool.sampling_ratio == 2
 
 
 def test_training_batch_masks_fill_their_boxes():

@@ -123,6 +123,17 @@ def test_unknown_mask_head_and_bad_option_are_clear_errors():
         build_model(num_classes=3, backbone="resnet5")
 
 
+def test_roi_sampling_options_reach_both_pools_and_default_to_the_official_settings():
+    default = tiny_model()
+    for pool in (default.roi_heads.box_roi_pool, default.roi_heads.mask_roi_pool):
+        assert (pool.sampling_ratio, pool.aligned) == (0, True)
+    torchvision_like = tiny_model(roi_sampling_ratio=2, roi_aligned=False)
+    for pool in (torchvision_like.roi_heads.box_roi_pool, torchvision_like.roi_heads.mask_roi_pool):
+        assert (pool.sampling_ratio, pool.aligned) == (2, False)
+    with pytest.raises(RefineMaskError, match="roi_sampling_ratio"):
+        tiny_model(roi_sampling_ratio=-1)
+
+
 def test_mask_positives_per_image_caps_the_rois_that_train_the_mask_head(monkeypatch):
     model = tiny_model(mask_positives_per_image=2)
     model.train()

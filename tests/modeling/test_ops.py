@@ -184,6 +184,27 @@ def test_level_mapping_uses_the_area_not_the_long_side():
     assert map_roi_levels(boxes).tolist() == [1]
 
 
+def test_multilevel_roi_align_at_torchvision_settings_equals_multiscale_roi_align():
+    from torchvision.ops import MultiScaleRoIAlign
+
+    torch.manual_seed(5)
+    strides = [4, 8, 16, 32]
+    feats = [torch.randn(2, 3, 256 // s, 320 // s) for s in strides]
+    side = torch.exp(torch.empty(60, 2).uniform_(2.0, 5.6))  # 7 to 270 px: every level
+    xy = torch.rand(60, 2) * (torch.tensor([320.0, 256.0]) - side).clamp(min=0)
+    boxes = torch.cat([xy, xy + side], dim=1)
+    rois = torch.cat([torch.arange(60.0)[:, None] % 2, boxes], dim=1)
+    ours = multilevel_roi_align(feats, rois, 7, strides, sampling_ratio=2, aligned=False)
+    theirs = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)(
+        {str(i): f for i, f in enumerate(feats)}, [boxes[0::2], boxes[1::2]], [(256, 320)] * 2
+    )
+    order = torch.cat([torch.arange(0, 60, 2), torch.arange(1, 60, 2)])  # torchvision: image by image
+    # the same kernel on the same levels (mmdetection's level rule is torchvision's for these boxes)
+    assert torch.equal(ours[order], theirs)
+    # and the official adaptive sampling reads other points
+    assert not torch.allclose(multilevel_roi_align(feats, rois, 7, strides, aligned=False), ours)
+
+
 def test_multilevel_roi_align_reads_each_roi_from_its_level():
     # each level is filled with its own index, so the pooled value reveals the level used
     strides = [4, 8, 16, 32]
