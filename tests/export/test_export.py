@@ -204,6 +204,32 @@ def test_numpy_paste_matches_paste_masks_also_for_boxes_past_the_border():
     expected = paste_masks(masks, boxes, 48, 64)[:, 0].numpy()
     got = paste_masks_numpy(masks[:, 0].numpy(), boxes.numpy(), 48, 64)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_array_equal(got >= 0.5, expected >= 0.5)
+    np.testing.assert_array_equal(got == 0, expected == 0)  # the same windows
+
+
+def test_numpy_paste_equals_a_full_image_numpy_paste():
+    """Windowed as paste_masks is; the full-image computation is the reference (same arithmetic)."""
+    from refinemask.convert.export import _paste_taps
+
+    rng = np.random.default_rng(1)
+    h, w = 60, 80
+    for size in (28, 112):
+        masks = rng.random((12, size, size), dtype=np.float32)
+        xy = rng.random((12, 2), dtype=np.float32) * np.array([w, h], dtype=np.float32) * 1.3 - 10
+        boxes = np.concatenate([xy, xy + rng.random((12, 2), dtype=np.float32) * 90 + 0.3], axis=1)
+        boxes[0] = [5.0, 5.0, 77.0, 33.0]  # 2.6 px wide cells at 28: spill past the box
+        padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
+        x0, fx = _paste_taps(boxes[:, 0], boxes[:, 2], w, size)
+        y0, fy = _paste_taps(boxes[:, 1], boxes[:, 3], h, size)
+        rows = (np.take_along_axis(padded, x0[:, None, :], axis=2) * (1 - fx)[:, None, :]
+                + np.take_along_axis(padded, (x0 + 1)[:, None, :], axis=2) * fx[:, None, :])
+        full = (np.take_along_axis(rows, y0[:, :, None], axis=1) * (1 - fy)[:, :, None]
+                + np.take_along_axis(rows, (y0 + 1)[:, :, None], axis=1) * fy[:, :, None])
+        got = paste_masks_numpy(masks, boxes, h, w)
+        np.testing.assert_allclose(got, full, atol=1e-6)  # the same per-pixel arithmetic
+        np.testing.assert_array_equal(got >= 0.5, full >= 0.5)
+        np.testing.assert_array_equal(got == 0, full == 0)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")

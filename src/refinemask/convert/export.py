@@ -479,23 +479,40 @@ def paste_masks_numpy(masks: np.ndarray, boxes: np.ndarray, height: int, width: 
     """(K, M, M) probabilities and (K, 4) boxes in image pixels -> (K, height, width) float32.
 
     The numpy twin of :func:`refinemask.modeling.ops.paste_masks`: bilinear reads at pixel
-    centres, as two separable 1-D interpolations. Memory is K * height * width floats; paste
-    in chunks of detections for large images (as :class:`OnnxPredictor` does).
+    centres, as two separable 1-D interpolations, each mask computed only over the window of
+    pixels whose taps can reach it (everywhere else a full-image paste gives exact zeros).
+    Memory is K * height * width floats; paste in chunks of detections for large images (as
+    :class:`OnnxPredictor` does).
     """
     k, mh, mw = masks.shape
+    out = np.zeros((k, height, width), dtype=np.float32)
     if k == 0:
-        return np.zeros((0, height, width), dtype=np.float32)
+        return out
     padded = np.pad(masks.astype(np.float32), ((0, 0), (1, 1), (1, 1)))
     x0, fx = _paste_taps(boxes[:, 0], boxes[:, 2], width, mw)  # (K, W)
     y0, fy = _paste_taps(boxes[:, 1], boxes[:, 3], height, mh)  # (K, H)
-    rows = (
-        np.take_along_axis(padded, x0[:, None, :], axis=2) * (1 - fx)[:, None, :]
-        + np.take_along_axis(padded, (x0 + 1)[:, None, :], axis=2) * fx[:, None, :]
-    )  # (K, M + 2, W)
-    return (
-        np.take_along_axis(rows, y0[:, :, None], axis=1) * (1 - fy)[:, :, None]
-        + np.take_along_axis(rows, (y0 + 1)[:, :, None], axis=1) * fy[:, :, None]
-    )
+    for i in range(k):
+        xs, xe = _reading_span(x0[i], fx[i], mw)
+        ys, ye = _reading_span(y0[i], fy[i], mh)
+        if xs >= xe or ys >= ye:
+            continue
+        cx, wx = x0[i, xs:xe], fx[i, xs:xe]
+        cy, wy = y0[i, ys:ye], fy[i, ys:ye, None]
+        rows = padded[i][:, cx] * (1 - wx) + padded[i][:, cx + 1] * wx  # (M + 2, w)
+        out[i, ys:ye, xs:xe] = rows[cy] * (1 - wy) + rows[cy + 1] * wy
+    return out
+
+
+def _reading_span(index: np.ndarray, frac: np.ndarray, size: int) -> tuple[int, int]:
+    """[first, last + 1) of the pixels whose taps read the mask, not only its zero padding.
+
+    As in :func:`refinemask.modeling.ops.paste_masks`: a pixel reads only padding when its left
+    tap is the left padding with all the weight (index 0, frac 0) or its right tap the right
+    padding with all the weight (index ``size``, frac 1).
+    """
+    reads = ~(((index == 0) & (frac == 0)) | ((index == size) & (frac == 1)))
+    where = np.flatnonzero(reads)
+    return (int(where[0]), int(where[-1]) + 1) if where.size else (0, 0)
 
 
 def _as_rgb_array(image: Any) -> np.ndarray:
