@@ -197,3 +197,20 @@ def test_gpu_script_reports_a_failing_part_and_keeps_the_others(tmp_path, monkey
     assert failed and all(not r["ok"] and "illegal memory access" in r["error"] for r in failed)
     assert "RuntimeError" in (tmp_path / "errors.txt").read_text()
     assert "| coco_train_step | refinemask | not run: RuntimeError" in capsys.readouterr().out
+
+
+def test_transfer_writes_a_clean_set_of_other_shapes_and_high_bit_makes_it_faint_16_bit(tmp_path):
+    from PIL import Image
+
+    from refinemask.data.validation import iter_problems
+
+    transfer = _load("transfer")
+    train, val, images = transfer.make_transfer_set(tmp_path, 6, 2, 64, seed=0)
+    data = json.loads(train.read_text())
+    assert [c["name"] for c in data["categories"]] == ["cross", "crescent", "triangle", "arrow"]
+    assert [c["id"] for c in data["categories"]] == [11, 21, 31, 41]  # ids with gaps, on purpose
+    assert len(data["images"]) == 6 and data["annotations"] and not list(iter_problems(data))
+    high_bit = _load("high_bit")
+    high_bit.to_faint_16_bit(images)
+    image = Image.open(images / data["images"][0]["file_name"])
+    assert image.mode == "I;16" and max(image.getextrema()) <= 235
