@@ -184,3 +184,15 @@ def test_a_port_in_use_is_a_user_error(model):
         taken.listen()
         with pytest.raises(RefineMaskError, match="cannot listen on 127.0.0.1"):
             make_server(model, "127.0.0.1", taken.getsockname()[1])
+
+
+def test_an_uploaded_faint_16_bit_image_is_scaled_as_the_model_says():
+    from refinemask.serve import decode_upload
+
+    values = np.linspace(0, 235, 64).astype(np.uint16).reshape(8, 8)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG")
+    default = decode_upload(buffer.getvalue())  # percentiles: stretched to 0-1
+    full = decode_upload(buffer.getvalue(), scaling={"scaling": "full", "percentiles": (1.0, 99.8)})
+    assert default.max() == 1.0 and default.min() == 0.0
+    assert 0.0035 < full.max() < 0.0036  # 235 / 65535

@@ -33,8 +33,10 @@ class UploadError(Exception):
         self.message = message
 
 
-def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS, scaling: dict | None = None) -> torch.Tensor:
     """Uploaded file bytes -> float32 (3, H, W) RGB in [0, 1], EXIF orientation applied.
+
+    ``scaling``: how images of more than 8 bits are scaled (``scaling_options(model.config)``).
 
     Raises :class:`UploadError` 400 for anything that is not a readable image and 413 for an
     image of more than ``max_pixels`` (checked on the header, before decoding).
@@ -68,7 +70,7 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         )
     try:
         image.load()
-        array = image_to_array(ImageOps.exif_transpose(image))
+        array = image_to_array(ImageOps.exif_transpose(image), **(scaling or {}))
     except Exception as err:  # noqa: BLE001 - truncated or corrupt files fail while decoding
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise UploadError(HTTPStatus.BAD_REQUEST, f"the image cannot be decoded ({reason}); is the file complete?") from None

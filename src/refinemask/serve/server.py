@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from refinemask.data.images import scaling_options
 from refinemask.errors import RefineMaskError
 from refinemask.serve.prediction import MAX_PIXELS, UploadError, decode_upload, encode_prediction, predict_with_stages
 
@@ -96,7 +97,7 @@ class DemoServer(ThreadingHTTPServer):
         }
 
     def predict(self, data: bytes) -> dict:
-        image = decode_upload(data, self.max_pixels)
+        image = decode_upload(data, self.max_pixels, scaling_options(self.model.config))
         with self.model_lock:
             start = time.perf_counter()
             prediction = predict_with_stages(self.model, image)
