@@ -102,6 +102,10 @@ class Predictor:
 
     After a call without given boxes, ``best_scores`` holds the highest score any box of each
     image had, kept or not: what a lower threshold would show when an image comes back empty.
+
+    ``predictor(image, coarse=True)`` adds ``coarse_masks`` bool (N, H, W): RefineMask's 28 x 28
+    stage (before the boundary refinement) of the same detections, pasted into the image as the
+    final masks are (None for a Mask R-CNN model). ``refinemask serve`` shows them.
     """
 
     def __init__(
@@ -129,11 +133,13 @@ class Predictor:
         self.best_scores: list[float] = []
 
     @torch.no_grad()
-    def __call__(self, images: Any, boxes: Any = None, labels: Any = None) -> dict | list[dict]:
+    def __call__(self, images: Any, boxes: Any = None, labels: Any = None, coarse: bool = False) -> dict | list[dict]:
         single = not isinstance(images, (list, tuple))
         batch = [images] if single else list(images)
         self.best_scores = []
         if boxes is not None:
+            if coarse:
+                raise RefineMaskError("coarse=True is for the model's own detections, not for given boxes")
             return self._given_boxes(batch, single, boxes, labels)
         if labels is not None:
             raise RefineMaskError("labels are for given boxes: pass boxes= as well")
@@ -147,14 +153,27 @@ class Predictor:
         self.model.eval()
         best: list[float] = []
         # the box classifier's scores before any threshold, read as they pass (one image a call)
-        hook = heads.box_predictor.register_forward_hook(lambda _m, _i, out: best.append(_best_foreground_score(out[0])))
+        hooks = [heads.box_predictor.register_forward_hook(lambda _m, _i, out: best.append(_best_foreground_score(out[0])))]
+        # for the coarse stage: the features and the detections in the resized image's pixels,
+        # as they pass through the model's one forward (the detections' boxes are read at once:
+        # the transform's postprocess then rescales them in the same dicts)
+        seen: dict[str, Any] = {}
+        if coarse and heads.is_refinemask:
+            hooks.append(self.model.backbone.register_forward_hook(lambda _m, _i, out: seen.update(features=out)))
+            hooks.append(heads.register_forward_hook(
+                lambda _m, _i, out: seen.update(boxes=[d["boxes"] for d in out[0]], labels=[d["labels"] for d in out[0]])
+            ))
         try:
             outputs = []
             for image in batch:
                 tensor = as_image_tensor(image, self.scaling).to(self.device)
-                outputs.append(self._binarise(self.model([tensor])[0]))
+                output = self.model([tensor])[0]
+                if coarse:
+                    output["coarse_masks"] = self._coarse_masks(seen, output) if seen else None
+                outputs.append(self._binarise(output))
         finally:
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
             heads.score_thresh = model_thresh
             self.model.train(was_training)
         self.best_scores = best
@@ -183,19 +202,37 @@ class Predictor:
             self.model.train(was_training)
         return outputs[0] if single else outputs
 
+    def _coarse_masks(self, seen: dict, output: dict) -> torch.Tensor:
+        """(N, 1, H, W) probabilities of RefineMask's 28 x 28 stage for ``output``'s detections.
+
+        ``seen`` holds the backbone features and the RoI heads' detections (in the resized
+        image's pixels) of the forward that made ``output``; the stage is pasted into the
+        output's boxes (in the image's pixels), as the model pastes the final masks.
+        """
+        from refinemask.modeling.ops import paste_masks
+
+        probs = self.model.roi_heads.predict_masks(seen["features"], seen["boxes"], seen["labels"], coarse=True)[0]
+        height, width = output["masks"].shape[-2:]
+        return paste_masks(probs, output["boxes"], int(height), int(width))
+
     def _binarise(self, output: dict, threshold: bool = True) -> dict:
         keep = torch.ones_like(output["scores"], dtype=torch.bool)
         if threshold and self.score_thresh is not None:
             keep = output["scores"] >= self.score_thresh
-        masks = output["masks"][keep]
-        if masks.dim() == 4:
-            masks = masks[:, 0]
-        return {
+        result = {
             "boxes": output["boxes"][keep].float().cpu(),
             "labels": output["labels"][keep].cpu(),
             "scores": output["scores"][keep].cpu(),
-            "masks": (masks >= self.mask_threshold).cpu(),
         }
+        for key in ("masks", "coarse_masks") if "coarse_masks" in output else ("masks",):
+            if output[key] is None:
+                result[key] = None
+                continue
+            masks = output[key][keep]
+            if masks.dim() == 4:
+                masks = masks[:, 0]
+            result[key] = (masks >= self.mask_threshold).cpu()
+        return result
 
 
 def _best_foreground_score(class_logits: torch.Tensor) -> float:

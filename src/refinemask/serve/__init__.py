@@ -4,12 +4,13 @@ Shapes: N detections of one image; H x W the image size.
 
 A plain ``http.server`` (:mod:`.server`) and one page of HTML, CSS and JavaScript (``page/``,
 shipped as package data), so the demo needs nothing beyond the package's own dependencies.
-The server runs the model once per upload (:mod:`.prediction`) and returns every detection
-above the model's own score threshold, with both mask stages of a RefineMask model: the final
-112 x 112 masks and the coarse 28 x 28 ones (the stage before the boundary refinement), each
-pasted into the image. The page filters by score, shows either stage or both side by side, and
-draws masks filled or as outlines (each mask's edge in its colour over a dark halo, which shows
-a mask on an object of its own colour), all without asking the server again.
+The server runs the model once per upload (:class:`~refinemask.engine.predict.Predictor` with
+``coarse=True``, see :mod:`.prediction`) and returns every detection above the model's own
+score threshold, with both mask stages of a RefineMask model: the final 112 x 112 masks and the
+coarse 28 x 28 ones (the stage before the boundary refinement), each pasted into the image. The
+page filters by score, shows either stage or both side by side, and draws masks filled or as
+outlines (each mask's edge in its colour over a dark halo, which shows a mask on an object of
+its own colour), all without asking the server again.
 
 Endpoints:
     GET  /             the page; ``/?example=1&threshold=0.3&mode=compare&draw=outline`` loads
@@ -24,7 +25,7 @@ Endpoints:
 Every error is JSON ``{"error": "..."}``: 400 (empty body, not an image), 404, 411 (no
 Content-Length), 413 (more than ``max_upload_bytes`` or ``max_pixels``).
 """
-from refinemask.serve.prediction import MAX_PIXELS, UploadError, decode_upload, encode_prediction, predict_with_stages
+from refinemask.serve.prediction import MAX_PIXELS, UploadError, decode_upload, encode_prediction
 from refinemask.serve.server import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -38,5 +39,5 @@ from refinemask.serve.server import (
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_PIXELS", "MAX_UPLOAD_BYTES", "DemoHandler", "DemoServer", "UploadError",
-    "decode_upload", "encode_prediction", "format_bytes", "is_loopback", "make_server", "predict_with_stages",
+    "decode_upload", "encode_prediction", "format_bytes", "is_loopback", "make_server",
 ]

@@ -2,9 +2,10 @@
 
 Shapes: N detections of one image; H x W the image size.
 
-:func:`decode_upload` checks and decodes the bytes, :func:`predict_with_stages` runs the model
-keeping RefineMask's coarse 28 x 28 stage beside the final masks, and :func:`encode_prediction`
-turns the result into the JSON the page draws (each mask the PNG of its tight crop).
+:func:`decode_upload` checks and decodes the bytes, :class:`~refinemask.engine.predict.Predictor`
+runs the model with ``coarse=True`` (RefineMask's coarse 28 x 28 stage beside the final masks),
+and :func:`encode_prediction` turns its result into the JSON the page draws (each mask the PNG
+of its tight crop).
 """
 from __future__ import annotations
 
@@ -75,51 +76,6 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS, scaling: dict | Non
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise UploadError(HTTPStatus.BAD_REQUEST, f"the image cannot be decoded ({reason}); is the file complete?") from None
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-
-
-def predict_with_stages(model, image: torch.Tensor, mask_threshold: float = 0.5) -> dict:
-    """One image through the model, keeping RefineMask's coarse stage as well.
-
-    The steps of the model's own eval forward (transform, backbone, RPN, RoI heads, paste), plus
-    :meth:`~refinemask.modeling.roi_heads.MaskRoIHeads.predict_masks` with ``coarse=True`` on
-    the same detections.
-
-    Args:
-        image: float (3, H, W) in [0, 1].
-
-    Returns:
-        ``boxes`` (N, 4), ``labels`` (N,), ``scores`` (N,), ``masks`` bool (N, H, W) from the
-        final stage, and ``coarse_masks`` bool (N, H, W) from the 28 x 28 stage, or None for a
-        Mask R-CNN model.
-    """
-    import torch
-
-    from refinemask.modeling.ops import paste_masks
-
-    model.eval()
-    height, width = image.shape[-2:]
-    with torch.no_grad():
-        images, _ = model.transform([image])
-        features = model.backbone(images.tensors)
-        proposals, _ = model.rpn(images, features)
-        detections, _ = model.roi_heads(features, proposals, images.image_sizes)
-        coarse = None
-        if model.roi_heads.is_refinemask:
-            d = detections[0]
-            coarse = model.roi_heads.predict_masks(features, [d["boxes"]], [d["labels"]], coarse=True)[0]
-        result = model.transform.postprocess(detections, images.image_sizes, [(height, width)])[0]
-    out = {
-        "boxes": result["boxes"].cpu(),
-        "labels": result["labels"].cpu(),
-        "scores": result["scores"].cpu(),
-        "masks": (result["masks"][:, 0] >= mask_threshold).cpu(),
-        "coarse_masks": None,
-    }
-    if coarse is not None:
-        with torch.no_grad():
-            pasted = paste_masks(coarse, result["boxes"], int(height), int(width))
-        out["coarse_masks"] = (pasted[:, 0] >= mask_threshold).cpu()
-    return out
 
 
 def _mask_png(mask: np.ndarray, colour: tuple[int, int, int]) -> dict:

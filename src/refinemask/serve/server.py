@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from refinemask.data.images import scaling_options
 from refinemask.errors import RefineMaskError
-from refinemask.serve.prediction import MAX_PIXELS, UploadError, decode_upload, encode_prediction, predict_with_stages
+from refinemask.serve.prediction import MAX_PIXELS, UploadError, decode_upload, encode_prediction
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -63,9 +63,11 @@ class DemoServer(ThreadingHTTPServer):
         self.max_pixels = max_pixels
         self.quiet = quiet
         self.page_files = read_page_files()
-        from refinemask.engine.checkpoint import model_categories
+        from refinemask.engine.predict import Predictor
 
-        self.category_names = model_categories(model)[1]
+        # the model's own score threshold: the page's slider filters above it
+        self.predictor = Predictor(model, device=next(model.parameters()).device)
+        self.category_names = self.predictor.category_names
         # one prediction at a time: bounds memory, and torch already uses every core
         self.model_lock = threading.Lock()
 
@@ -100,7 +102,7 @@ class DemoServer(ThreadingHTTPServer):
         image = decode_upload(data, self.max_pixels, scaling_options(self.model.config))
         with self.model_lock:
             start = time.perf_counter()
-            prediction = predict_with_stages(self.model, image)
+            prediction = self.predictor(image, coarse=True)
             seconds = time.perf_counter() - start
         return encode_prediction(prediction, self.category_names, seconds)
 
