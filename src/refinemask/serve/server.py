@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from refinemask.data.images import scaling_options
 from refinemask.errors import RefineMaskError
 from refinemask.serve.prediction import MAX_PIXELS, UploadError, decode_upload, encode_prediction
 
@@ -99,7 +98,7 @@ class DemoServer(ThreadingHTTPServer):
         }
 
     def predict(self, data: bytes) -> dict:
-        image = decode_upload(data, self.max_pixels, scaling_options(self.model.config))
+        image = decode_upload(data, self.max_pixels, self.predictor.scaling)  # >8-bit images as in training
         with self.model_lock:
             start = time.perf_counter()
             prediction = self.predictor(image, coarse=True)
