@@ -15,6 +15,7 @@ Two formats, both read without executing pickled code:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -287,6 +288,7 @@ def read_torchvision_weights(name: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = re.search(r"-([a-f0-9]+)\.", path.name)  # torchvision names end in -<sha256 prefix>.pth
+        logging.getLogger("refinemask.run").info("downloading %s to %s", url, path)
         try:
             torch.hub.download_url_to_file(url, str(path), hash_prefix=digest.group(1) if digest else None, progress=False)
         except Exception as err:  # noqa: BLE001 - offline, proxy, HTTP error, bad hash
