@@ -27,8 +27,12 @@ class ModelConfig:
     backbone_weights: str | None = None  # None | "imagenet" | path to a classifier state dict
     trainable_backbone_layers: int = 3  # 3 = official frozen_stages=1
     fpn_channels: int = 256  # FPN width, also the mask heads' width (official: 256)
-    mask_head: str = "refinemask"  # refinemask | maskrcnn
-    class_agnostic_last_stage: bool = False  # the LVIS setting: last stage 32 -> 1
+    # refinemask (the released checkpoints' head) | simple_refinemask (the official "faster-better"
+    # SimpleRefineMaskHead, as Co-DETR uses it) | maskrcnn (the stock 28x28 head)
+    mask_head: str = "refinemask"
+    # last stage 32 -> 1; None = the head's official setting: refinemask False (true in the LVIS
+    # config), simple_refinemask True
+    class_agnostic_last_stage: bool | None = None
     dilations: list[int] = field(default_factory=lambda: [1, 3, 5])
     # image pipeline (spec §1.2); several min sizes = multi-scale training ('value' mode)
     min_size: list[int] = field(default_factory=lambda: [800])
@@ -65,6 +69,12 @@ class ModelConfig:
     box_min_size: float = 1e-2  # detections smaller than this are dropped; mmdetection: 0
     # mask head
     mask_chunk_size: int = 100
+    # RefineMask heads' conv depths (official 2 and 4; Co-DETR's SimpleRefineMaskHead: 1 and 2)
+    mask_instance_convs: int = 2
+    mask_semantic_convs: int = 4
+    # FPN strides the 14x14 mask RoI features are pooled from (every mask head; official P2-P5,
+    # Co-DETR [4, 8, 16, 32, 64], P6 being our FPN's max-pooled level 'pool')
+    mask_roi_strides: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
     # at most this many positive RoIs per image train the mask head (0 = all, as officially);
     # a CPU recipe uses a few, since the 56/112 stages cost much per RoI
     mask_positives_per_image: int = 0
@@ -72,9 +82,11 @@ class ModelConfig:
     # has std 1.41 and the first losses are in the hundreds); small: normal(std=0.001), zero bias,
     # which starts near p=0.5 and trains stably at small batches
     mask_logits_init: str = "official"
-    bar_stage_weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    # None = the head's official config value: refinemask [0.25, 0.5, 0.75, 1.0],
+    # simple_refinemask [0.5, 0.75, 0.75, 1.0] (spec §4.4)
+    bar_stage_weights: list[float] | None = None
     boundary_width: int = 2
-    semantic_loss_weight: float = 1.0
+    semantic_loss_weight: float = 1.0  # refinemask only: simple_refinemask has no semantic loss
 
 
 def _field_names(cls) -> list[str]:
@@ -326,7 +338,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "solver.lr_schedule": ("step", "cosine", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.amp": ("none", "fp16", "bf16"),
-    "model.mask_head": ("refinemask", "maskrcnn"),
+    "model.mask_head": ("refinemask", "simple_refinemask", "maskrcnn"),
     "model.box_reg_loss": ("l1", "smooth_l1"),
     "model.mask_logits_init": ("official", "small"),
     "model.high_bit_scaling": ("percentiles", "minmax", "full"),

@@ -28,3 +28,32 @@ def official_mask_head_shapes(num_classes: int, last_stage_classes: int | None =
     conv("final_instance_logits", last, 32, 1)
     conv("semantic_logits", 1, 256, 1)
     return shapes
+
+
+def official_simple_mask_head_shapes(
+    num_classes: int, last_stage_classes: int = 1, num_convs_instance: int = 2, num_convs_semantic: int = 4
+) -> dict[str, tuple]:
+    """SimpleRefineMaskHead's 62 keys (official faster-better config), from spec §6."""
+    shapes = {}
+
+    def conv(name, out_c, in_c, k):
+        shapes[name + ".weight"] = (out_c, in_c, k, k)
+        shapes[name + ".bias"] = (out_c,)
+
+    for i in range(num_convs_instance):
+        conv(f"instance_convs.{i}.conv", 256, 256, 3)
+    for i in range(num_convs_semantic):
+        conv(f"semantic_convs.{i}.conv", 256, 256, 3)
+    c = 256
+    for k in range(3):
+        p = f"stages.{k}"
+        conv(p + ".semantic_transform_in", c, 256, 1)
+        conv(p + ".fuse_conv.0", c, 2 * c + 1, 1)
+        for j in (1, 2, 3):
+            conv(f"{p}.fuse_conv.1.dilation_conv_{j}.conv", c, c, 3)
+        conv(p + ".fuse_conv.1.merge_conv.conv", c, c, 1)
+        conv(p + ".fuse_transform_out", c // 2 - 1, c, 1)
+        c //= 2
+    for k, (channels, classes) in enumerate(zip((256, 128, 64, 32), (num_classes,) * 3 + (last_stage_classes,))):
+        conv(f"stage_instance_logits.{k}", classes, channels, 1)
+    return shapes

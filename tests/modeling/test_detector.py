@@ -44,7 +44,7 @@ def test_zero_detections_give_empty_outputs_of_the_right_shapes():
     assert out["masks"].shape == (0, 1, 70, 90)
 
 
-@pytest.mark.parametrize("mask_head", ["refinemask", "maskrcnn"])
+@pytest.mark.parametrize("mask_head", ["refinemask", "simple_refinemask", "maskrcnn"])
 def test_a_training_image_without_instances_gives_finite_losses(mask_head):
     model = tiny_model(mask_head)
     model.train()
@@ -55,7 +55,7 @@ def test_a_training_image_without_instances_gives_finite_losses(mask_head):
     total.backward()
 
 
-@pytest.mark.parametrize("mask_head", ["refinemask", "maskrcnn"])
+@pytest.mark.parametrize("mask_head", ["refinemask", "simple_refinemask", "maskrcnn"])
 def test_gradients_reach_every_trainable_parameter(mask_head):
     model = tiny_model(mask_head, trainable_backbone_layers=5)
     model.train()
@@ -160,14 +160,14 @@ def test_small_logits_init_starts_mask_losses_near_log2():
     assert abs(losses["loss_semantic"].item() - 0.6931) < 0.05
 
 
-@pytest.mark.parametrize("mask_head", ["refinemask", "maskrcnn"])
+@pytest.mark.parametrize("mask_head", ["refinemask", "simple_refinemask", "maskrcnn"])
 @pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
 def test_fpn_channels_narrow_the_fpn_and_both_mask_heads(mask_head, backbone):
     model = tiny_model(mask_head, backbone=backbone, fpn_channels=64)
     assert model.backbone.out_channels == 64
     feats = model.backbone(torch.rand(1, 3, 128, 128))
     assert all(f.shape[1] == 64 for f in feats.values())
-    if mask_head == "refinemask":
+    if mask_head != "maskrcnn":
         head = model.roi_heads.mask_head
         assert head.semantic_convs[0].conv.weight.shape == (64, 64, 3, 3)
         assert [s.semantic_transform_in.out_channels for s in head.stages] == [64, 32, 16]
@@ -186,3 +186,46 @@ def test_fpn_channels_narrow_the_fpn_and_both_mask_heads(mask_head, backbone):
 def test_fpn_channels_too_small_is_a_clear_error():
     with pytest.raises(RefineMaskError, match="fpn_channels"):
         tiny_model(fpn_channels=4)
+
+
+def test_the_faster_better_head_trains_on_the_bar_loss_alone_with_its_official_weights():
+    model = tiny_model("simple_refinemask", mask_logits_init="small")
+    heads = model.roi_heads
+    assert heads.bar_stage_weights == (0.5, 0.75, 0.75, 1.0)
+    assert heads.mask_head.stage_num_classes == (3, 3, 3, 1)
+    model.train()
+    image, target = image_and_target(128, 128, n=2, seed=6)
+    losses = model([image], [target])
+    assert "loss_semantic" not in losses
+    # every stage starts at p≈0.5: BCE ≈ log 2 per pixel, weighted 0.5+0.75+0.75+1
+    assert abs(losses["loss_instance"].item() - 3.0 * 0.6931) < 0.2
+
+
+def test_explicit_head_settings_override_the_official_ones():
+    model = tiny_model("simple_refinemask", bar_stage_weights=[1, 1, 1, 1], class_agnostic_last_stage=False)
+    assert model.roi_heads.bar_stage_weights == (1, 1, 1, 1)
+    assert model.roi_heads.mask_head.stage_num_classes == (3, 3, 3, 3)
+    assert tiny_model("refinemask").roi_heads.mask_head.stage_num_classes == (3, 3, 3, 3)
+
+
+def test_co_detr_settings_pool_mask_rois_from_p2_to_p6():
+    model = tiny_model(
+        "simple_refinemask", mask_instance_convs=1, mask_semantic_convs=2, mask_roi_strides=[4, 8, 16, 32, 64]
+    )
+    head = model.roi_heads.mask_head
+    assert (len(head.instance_convs), len(head.semantic_convs)) == (1, 2)
+    pool = model.roi_heads.mask_roi_pool
+    assert pool.strides == [4, 8, 16, 32, 64] and pool.featmap_names[-1] == "pool"
+    with torch.no_grad():
+        feats = model.backbone(torch.rand(1, 3, 256, 256))
+    big = torch.tensor([[0.0, 0.0, 0.0, 1000.0, 1000.0]])  # sqrt(area) ≥ 896: P6 by mmdetection's rule
+    pooled = pool.pool_rois(feats, big)
+    from torchvision.ops import roi_align
+
+    expected = roi_align(feats["pool"], big, 14, spatial_scale=1 / 64, sampling_ratio=0, aligned=True)
+    assert torch.equal(pooled, expected)
+
+
+def test_mask_roi_strides_outside_the_fpn_are_a_clear_error():
+    with pytest.raises(RefineMaskError, match="mask_roi_strides"):
+        tiny_model(mask_roi_strides=[4, 8, 128])

@@ -1,4 +1,5 @@
-"""Build the detector: backbone + FPN, RPN, box head and a RefineMask or Mask R-CNN mask head.
+"""Build the detector: backbone + FPN, RPN, box head and a RefineMask, faster-better RefineMask
+or Mask R-CNN mask head.
 
 The result is a torchvision ``GeneralizedRCNN`` with torchvision's contract:
 ``model(images, targets)`` returns a loss dict in training; ``model(images)`` returns one
@@ -28,9 +29,38 @@ from refinemask.modeling.backbone import build_backbone
 from refinemask.modeling.refinemask_head import RefineMaskHead
 from refinemask.modeling.roi_heads import MaskRoIHeads, MultiLevelRoIPool
 from refinemask.modeling.rpn import ProposalNetwork
+from refinemask.modeling.simple_refinemask_head import SimpleRefineMaskHead
 from refinemask.modeling.transform import DetectionTransform
 
-MASK_HEADS = ("refinemask", "maskrcnn")
+MASK_HEADS = ("refinemask", "simple_refinemask", "maskrcnn")
+# official config values where the two RefineMask heads differ and the config says None
+# (refinemask: coco/r50-refinemask-1x; simple_refinemask: coco/r50-refinemask-1x-faster-better)
+HEAD_DEFAULTS = {
+    "refinemask": {"bar_stage_weights": (0.25, 0.5, 0.75, 1.0), "class_agnostic_last_stage": False},
+    "simple_refinemask": {"bar_stage_weights": (0.5, 0.75, 0.75, 1.0), "class_agnostic_last_stage": True},
+    "maskrcnn": {"bar_stage_weights": (0.25, 0.5, 0.75, 1.0), "class_agnostic_last_stage": False},
+}
+# the FPN level of each stride ('pool' is P6, the max-pooled P5)
+FEATURE_NAMES = {4: "0", 8: "1", 16: "2", 32: "3", 64: "pool"}
+
+
+def head_setting(cfg: ModelConfig, name: str):
+    """``cfg.<name>``, or the mask head's official value when the config leaves it None."""
+    value = getattr(cfg, name)
+    return HEAD_DEFAULTS[cfg.mask_head][name] if value is None else value
+
+
+def mask_roi_pool(strides, sampling_ratio: int = 0, aligned: bool = True) -> MultiLevelRoIPool:
+    """The 14×14 mask RoI pooler over the FPN levels of ``strides`` (mmdetection's level rule)."""
+    strides = [int(s) for s in strides]
+    unknown = [s for s in strides if s not in FEATURE_NAMES]
+    if unknown or not strides or strides != sorted(set(strides)):
+        raise RefineMaskError(
+            f"model.mask_roi_strides: {strides} must be increasing FPN strides among 4, 8, 16, 32, 64"
+        )
+    return MultiLevelRoIPool(
+        14, [FEATURE_NAMES[s] for s in strides], strides, sampling_ratio=sampling_ratio, aligned=aligned
+    )
 
 
 class RefineMaskRCNN(GeneralizedRCNN):
@@ -70,28 +100,29 @@ class RefineMaskRCNN(GeneralizedRCNN):
             score_thresh=cfg.box_score_thresh,
             nms_thresh=cfg.box_nms_thresh,
             detections_per_img=cfg.detections_per_img,
-            mask_roi_pool=MultiLevelRoIPool(14, sampling_ratio=cfg.roi_sampling_ratio, aligned=cfg.roi_aligned),
+            mask_roi_pool=mask_roi_pool(cfg.mask_roi_strides, cfg.roi_sampling_ratio, cfg.roi_aligned),
             box_loss_weight=cfg.box_loss_weight,
             box_reg_loss=cfg.box_reg_loss,
             mask_chunk_size=cfg.mask_chunk_size,
             mask_positives_per_image=cfg.mask_positives_per_image,
-            bar_stage_weights=cfg.bar_stage_weights,
+            bar_stage_weights=head_setting(cfg, "bar_stage_weights"),
             boundary_width=cfg.boundary_width,
             semantic_loss_weight=cfg.semantic_loss_weight,
             box_min_size=cfg.box_min_size,
         )
-        if cfg.mask_head == "refinemask":
-            last = 1 if cfg.class_agnostic_last_stage else cfg.num_classes
-            roi_heads.mask_head = RefineMaskHead(
+        if cfg.mask_head in ("refinemask", "simple_refinemask"):
+            last = 1 if head_setting(cfg, "class_agnostic_last_stage") else cfg.num_classes
+            head_class = RefineMaskHead if cfg.mask_head == "refinemask" else SimpleRefineMaskHead
+            roi_heads.mask_head = head_class(
                 stage_num_classes=(cfg.num_classes,) * 3 + (last,),
                 in_channels=backbone.out_channels,
+                num_convs_instance=cfg.mask_instance_convs,
+                num_convs_semantic=cfg.mask_semantic_convs,
                 dilations=tuple(cfg.dilations),
             )
             roi_heads.mask_predictor = None
             if cfg.mask_logits_init == "small":
-                head = roi_heads.mask_head
-                logit_convs = [s.instance_logits for s in head.stages] + [head.final_instance_logits, head.semantic_logits]
-                for conv in logit_convs:
+                for conv in logit_convs(roi_heads.mask_head):
                     torch.nn.init.normal_(conv.weight, std=0.001)
                     torch.nn.init.zeros_(conv.bias)
             elif cfg.mask_logits_init != "official":
@@ -205,6 +236,13 @@ def check_given_boxes(
     return b, lab
 
 
+def logit_convs(head: torch.nn.Module) -> list[torch.nn.Conv2d]:
+    """The 1×1 convs of a RefineMask head that produce logits (what ``mask_logits_init`` sets)."""
+    if isinstance(head, SimpleRefineMaskHead):
+        return list(head.stage_instance_logits)
+    return [s.instance_logits for s in head.stages] + [head.final_instance_logits, head.semantic_logits]
+
+
 def build_model(
     num_classes: int = 80, backbone: str = "resnet50", mask_head: str = "refinemask", **options
 ) -> RefineMaskRCNN:
@@ -212,6 +250,7 @@ def build_model(
 
     Examples:
         >>> model = build_model(num_classes=80, backbone="resnet50", mask_head="refinemask")
+        >>> faster = build_model(num_classes=80, backbone="resnet50", mask_head="simple_refinemask")
         >>> baseline = build_model(num_classes=80, backbone="resnet50", mask_head="maskrcnn")
     """
     if mask_head not in MASK_HEADS:

@@ -4,10 +4,11 @@ Shapes: B images; R sampled RoIs; N positive RoIs or detections; S a stage size.
 
 torchvision's ``RoIHeads.forward`` wires the stock mask head in by hand, and the semantic
 branch needs the whole P2 map, so the forward is rewritten here while the box sampling,
-matching and post-processing are reused from the parent class. ``mask_head`` is either the
-:class:`RefineMaskHead` (``state_dict`` with the official keys) or torchvision's
-``MaskRCNNHeads`` with ``mask_predictor``; both see the same features, RoIs and targets, so the
-two can be compared with everything else equal.
+matching and post-processing are reused from the parent class. ``mask_head`` is the
+:class:`RefineMaskHead` or the faster-better :class:`SimpleRefineMaskHead` (each ``state_dict``
+with its official keys; both driven through ``semantic_forward``/``instance_forward``), or
+torchvision's ``MaskRCNNHeads`` with ``mask_predictor``; all see the same features, RoIs and
+targets, so they can be compared with everything else equal.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from refinemask.modeling.losses import bar_loss, box_head_loss, semantic_loss
 from refinemask.modeling.ops import assemble_stage_logits, boxes_to_rois, multilevel_roi_align
 from refinemask.modeling.refinemask_head import RefineMaskHead
 from refinemask.modeling.rpn import Float32BoxCoder
+from refinemask.modeling.simple_refinemask_head import SimpleRefineMaskHead
 from refinemask.modeling.targets import semantic_target, stage_mask_targets
 
 
@@ -87,8 +89,9 @@ class MaskRoIHeads(RoIHeads):
         box_reg_loss: ``"l1"`` (COCO/LVIS configs) or ``"smooth_l1"`` (Cityscapes).
         mask_chunk_size: detections per mask-head call at inference (bounds memory; the
             official code uses 100).
-        bar_stage_weights, boundary_width: the BAR loss settings (spec §4.3).
-        semantic_loss_weight: weight of ``loss_semantic``.
+        bar_stage_weights, boundary_width: the BAR loss settings (spec §4.3, §4.4).
+        semantic_loss_weight: weight of ``loss_semantic`` (RefineMaskHead only; the
+            faster-better head has no semantic logits, so its loss dict has no such entry).
         box_min_size: detections narrower or shorter than this are dropped (torchvision's
             1e-2); 0 keeps them all, as mmdetection v2.3 does (set for converted models).
     """
@@ -119,7 +122,8 @@ class MaskRoIHeads(RoIHeads):
 
     @property
     def is_refinemask(self) -> bool:
-        return isinstance(self.mask_head, RefineMaskHead)
+        """Either RefineMask head (multi-stage logits, assembled to 112×112)."""
+        return isinstance(self.mask_head, (RefineMaskHead, SimpleRefineMaskHead))
 
     def forward(self, features, proposals, image_shapes, targets=None, given=None):
         """Losses in training; in eval per image ``dict(boxes, labels, scores, masks)``.
@@ -238,11 +242,14 @@ class MaskRoIHeads(RoIHeads):
             loss_instance = sum(s.sum() for s in stage_logits) * 0.0
         else:
             loss_instance = bar_loss(stage_logits, stage_targets, self.bar_stage_weights, self.boundary_width)
+        semantic_logits = semantic[0]
+        if semantic_logits is None:  # the faster-better head: BAR loss only (spec §4.4)
+            return {"loss_instance": loss_instance}
         padded = (p2.shape[-2] * self.mask_head.semantic_stride, p2.shape[-1] * self.mask_head.semantic_stride)
         sem_target = semantic_target([t["masks"] for t in targets], padded, tuple(p2.shape[-2:]))
         return {
             "loss_instance": loss_instance,
-            "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic[0], sem_target),
+            "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic_logits, sem_target),
         }
 
     # -- inference --------------------------------------------------------------------------
@@ -279,8 +286,8 @@ class MaskRoIHeads(RoIHeads):
 
         Args:
             rois: (N, 5) [batch_index, x1, y1, x2, y2]; labels: (N,) in 1..C.
-            semantic: RefineMask's :meth:`RefineMaskHead.semantic_forward` output, computed here
-                when not given.
+            semantic: the RefineMask head's ``semantic_forward`` output, computed here when not
+                given.
         """
         pooled = self.mask_roi_pool.pool_rois(features, rois)
         if not self.is_refinemask:
