@@ -13,13 +13,18 @@ from collections import OrderedDict
 
 import torch
 
-from tests.modeling.official_layout import official_mask_head_shapes
+from tests.modeling.official_layout import official_mask_head_shapes, official_simple_mask_head_shapes
 
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
-def official_shapes(num_classes: int, depth: int = 50, last_stage_classes: int | None = None, mask_head: bool = True) -> OrderedDict:
-    """Key -> shape of the whole mmdetection detector, in registration order."""
+def official_shapes(
+    num_classes: int, depth: int = 50, last_stage_classes: int | None = None, mask_head: bool = True, **simple
+) -> OrderedDict:
+    """Key -> shape of the whole mmdetection detector, in registration order.
+
+    With ``simple`` options (``faster_better=True``, and optionally ``num_convs_instance`` and
+    ``num_convs_semantic``), the mask head is the faster-better SimpleRefineMaskHead."""
     shapes: OrderedDict = OrderedDict()
 
     def bn(name, c):
@@ -63,8 +68,14 @@ def official_shapes(num_classes: int, depth: int = 50, last_stage_classes: int |
     shapes["roi_head.bbox_head.shared_fcs.0.bias"] = (1024,)
     shapes["roi_head.bbox_head.shared_fcs.1.weight"] = (1024, 1024)
     shapes["roi_head.bbox_head.shared_fcs.1.bias"] = (1024,)
-    if mask_head:
-        for key, shape in official_mask_head_shapes(num_classes, last_stage_classes).items():
+    if mask_head and simple.pop("faster_better", False):
+        head_shapes = official_simple_mask_head_shapes(num_classes, last_stage_classes or 1, **simple)
+    elif mask_head:
+        head_shapes = official_mask_head_shapes(num_classes, last_stage_classes)
+    else:
+        head_shapes = {}
+    if head_shapes:
+        for key, shape in head_shapes.items():
             shapes["roi_head.mask_head." + key] = shape
     return shapes
 
@@ -111,12 +122,14 @@ def _value(key: str, shape: tuple, g: torch.Generator) -> torch.Tensor:
 
 
 def official_state_dict(
-    num_classes: int, depth: int = 50, last_stage_classes: int | None = None, seed: int = 0, mask_head: bool = True
+    num_classes: int, depth: int = 50, last_stage_classes: int | None = None, seed: int = 0, mask_head: bool = True,
+    **simple,
 ) -> OrderedDict:
-    """A random state dict of the official detector (mmdetection keys and shapes)."""
+    """A random state dict of the official detector (mmdetection keys and shapes); ``simple`` as
+    in :func:`official_shapes`."""
     g = torch.Generator().manual_seed(seed)
     return OrderedDict(
-        (k, _value(k, s, g)) for k, s in official_shapes(num_classes, depth, last_stage_classes, mask_head).items()
+        (k, _value(k, s, g)) for k, s in official_shapes(num_classes, depth, last_stage_classes, mask_head, **simple).items()
     )
 
 

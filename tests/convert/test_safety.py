@@ -9,12 +9,12 @@ from refinemask.cli import main
 from tests.convert.official_checkpoint import official_checkpoint, official_shapes
 
 
-def official_state_dict(num_classes, depth, mask_head=True):
+def official_state_dict(num_classes, depth, mask_head=True, **simple):
     """The official keys; real shapes only where the converter reads them (fast to write)."""
     read = ("roi_head.bbox_head.fc_", "instance_logits")
     return {
         k: torch.zeros(s if any(r in k for r in read) else (1,))
-        for k, s in official_shapes(num_classes, depth, mask_head=mask_head).items()
+        for k, s in official_shapes(num_classes, depth, mask_head=mask_head, **simple).items()
     }
 
 
@@ -103,9 +103,9 @@ def _mmdet_mask_rcnn_state():
     return state
 
 
-def _faster_better_state():
-    state = official_state_dict(3, 50, mask_head=False)
-    state["roi_head.mask_head.stage_instance_logits.0.weight"] = torch.zeros(3, 256, 1, 1)
+def _faster_better_wrong_last_stage_state():
+    state = official_state_dict(3, 50, faster_better=True)
+    state["roi_head.mask_head.stage_instance_logits.3.weight"] = torch.zeros(5, 32, 1, 1)
     return state
 
 
@@ -121,7 +121,7 @@ def _inconsistent_state():
         (lambda: official_state_dict(3, 50, mask_head=False), "without a mask head (Faster R-CNN?)"),
         (_torchvision_maskrcnn_state, "a torchvision/refinemask state dict"),
         (_mmdet_mask_rcnn_state, "Mask R-CNN checkpoint (FCN mask head), not RefineMask"),
-        (_faster_better_state, "SimpleRefineMaskHead"),
+        (_faster_better_wrong_last_stage_state, "stage_instance_logits.3 has 5 classes; expected 1 or 3"),
         (_inconsistent_state, "the box head has 3 classes but the mask head 5"),
         (lambda: {"fc.weight": torch.zeros(10, 2)}, "not an mmdetection two-stage detector"),
     ],

@@ -9,6 +9,7 @@ refused before anything in it runs.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ def convert_checkpoint(
             raise RefineMaskError(
                 f"{source}: has {official.num_classes} classes, but {dataset} has {expected}; use --dataset custom"
             )
-        official = OfficialModel(official.num_classes, official.depth, official.class_agnostic_last_stage, dataset)
+        official = dataclasses.replace(official, dataset=dataset)
     converted = official_to_refinemask(state, official.num_classes, str(source))
     config = model_config(official)
     labels, names = _categories(official, official.dataset, meta, categories)

@@ -18,6 +18,10 @@ mmdetection detector. Everything this module needs is in the tensors:
   agnostic last stage from ``final_instance_logits`` ([1, 32, 1, 1] in the LVIS model) and the
   depth from the number of ResNet blocks. The data set fixes the test settings that are not in
   the weights: test scale, score threshold, detections per image.
+* **Which head.** ``stage_instance_logits.*`` keys mean the faster-better
+  ``SimpleRefineMaskHead`` (spec §6; no checkpoint of it was released, but the official code can
+  train one); its last stage is ``stage_instance_logits.3``. The numbers of instance and semantic
+  convs are counted from the keys (2 and 4 officially; Co-DETR uses 1 and 2).
 
 Pure functions of the tensors: :mod:`refinemask.convert.files` reads the official file and writes
 the converted model file, and :func:`refinemask.engine.checkpoint.read_init_weights` converts in
@@ -75,8 +79,13 @@ KEY_MAP: tuple[tuple[str, str], ...] = (
 )
 _CLASSIFIER = "roi_head.bbox_head.fc_cls.weight"
 _REGRESSOR = "roi_head.bbox_head.fc_reg.weight"
-_STAGE0_LOGITS = "roi_head.mask_head.stages.0.instance_logits.weight"
-_FINAL_LOGITS = "roi_head.mask_head.final_instance_logits.weight"
+# the first and the last stage's classifier of each head
+_STAGE_LOGITS = {
+    "refinemask": ("roi_head.mask_head.stages.0.instance_logits.weight", "roi_head.mask_head.final_instance_logits.weight"),
+    "simple_refinemask": (
+        "roi_head.mask_head.stage_instance_logits.0.weight", "roi_head.mask_head.stage_instance_logits.3.weight",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -87,11 +96,17 @@ class OfficialModel:
     depth: int  # 50 or 101
     class_agnostic_last_stage: bool
     dataset: str  # coco | lvis | cityscapes | custom
+    mask_head: str = "refinemask"  # refinemask | simple_refinemask (faster-better)
+    instance_convs: int = 2
+    semantic_convs: int = 4
 
     def describe(self) -> str:
         head = ", class-agnostic last stage" if self.class_agnostic_last_stage else ""
+        if (self.instance_convs, self.semantic_convs) != (2, 4):
+            head += f", {self.instance_convs} instance and {self.semantic_convs} semantic convs"
         name = {"coco": "COCO", "lvis": "LVIS v1", "cityscapes": "Cityscapes"}.get(self.dataset, "custom data set")
-        return f"RefineMask R{self.depth}-FPN, {name} ({self.num_classes} classes{head})"
+        kind = "RefineMask" if self.mask_head == "refinemask" else "RefineMask faster-better (SimpleRefineMaskHead)"
+        return f"{kind} R{self.depth}-FPN, {name} ({self.num_classes} classes{head})"
 
 
 def inspect_official(state: dict[str, torch.Tensor], source: str = "checkpoint") -> OfficialModel:
@@ -112,12 +127,9 @@ def inspect_official(state: dict[str, torch.Tensor], source: str = "checkpoint")
         )
     if "roi_head.mask_head.conv_logits.weight" in state:
         raise RefineMaskError(f"{source}: an mmdetection Mask R-CNN checkpoint (FCN mask head), not RefineMask")
-    if "roi_head.mask_head.stage_instance_logits.0.weight" in state:
-        raise RefineMaskError(
-            f"{source}: a SimpleRefineMaskHead ('faster-better') checkpoint; that head is a different architecture "
-            "and is not supported (no official checkpoint of it was released)"
-        )
-    for key in (_CLASSIFIER, _REGRESSOR, _STAGE0_LOGITS, _FINAL_LOGITS):
+    head = "simple_refinemask" if "roi_head.mask_head.stage_instance_logits.0.weight" in state else "refinemask"
+    stage0_logits, final_logits = _STAGE_LOGITS[head]
+    for key in (_CLASSIFIER, _REGRESSOR, stage0_logits, final_logits):
         if key not in state:
             raise RefineMaskError(f"{source}: missing {key!r}; not an official RefineMask checkpoint")
     num_classes = state[_CLASSIFIER].shape[0] - 1
@@ -126,14 +138,19 @@ def inspect_official(state: dict[str, torch.Tensor], source: str = "checkpoint")
             f"{source}: box head of shapes {list(state[_CLASSIFIER].shape)} and {list(state[_REGRESSOR].shape)}; "
             "expected mmdetection's class-specific head [C+1, 1024] and [4C, 1024]"
         )
-    if state[_STAGE0_LOGITS].shape[0] != num_classes:
+    if state[stage0_logits].shape[0] != num_classes:
         raise RefineMaskError(
             f"{source}: the box head has {num_classes} classes but the mask head "
-            f"{state[_STAGE0_LOGITS].shape[0]}; the checkpoint is inconsistent"
+            f"{state[stage0_logits].shape[0]}; the checkpoint is inconsistent"
         )
-    final = state[_FINAL_LOGITS].shape[0]
+    final = state[final_logits].shape[0]
     if final not in (1, num_classes):
-        raise RefineMaskError(f"{source}: final_instance_logits has {final} classes; expected 1 or {num_classes}")
+        last_name = final_logits[len("roi_head.mask_head."):-len(".weight")]
+        raise RefineMaskError(f"{source}: {last_name} has {final} classes; expected 1 or {num_classes}")
+    convs = {
+        part: len({m.group(1) for k in state if (m := re.match(rf"roi_head\.mask_head\.{part}_convs\.(\d+)\.conv\.weight$", k))})
+        for part in ("instance", "semantic")
+    }
     blocks = tuple(
         len({m.group(1) for k in state if (m := re.match(rf"backbone\.layer{i}\.(\d+)\.conv3\.weight$", k))})
         for i in range(1, 5)
@@ -144,7 +161,7 @@ def inspect_official(state: dict[str, torch.Tensor], source: str = "checkpoint")
             "only ResNet-50 (3, 4, 6, 3) and ResNet-101 (3, 4, 23, 3) are supported"
         )
     dataset = {80: "coco", LVIS_NUM_CATEGORIES: "lvis", 8: "cityscapes"}.get(num_classes, "custom")
-    return OfficialModel(num_classes, RESNET_DEPTHS[blocks], final == 1, dataset)
+    return OfficialModel(num_classes, RESNET_DEPTHS[blocks], final == 1, dataset, head, convs["instance"], convs["semantic"])
 
 
 # -- mapping ----------------------------------------------------------------------------------
@@ -208,8 +225,10 @@ def model_config(official: OfficialModel) -> ModelConfig:
             "num_classes": official.num_classes,
             "backbone": f"resnet{official.depth}",
             "backbone_weights": None,
-            "mask_head": "refinemask",
+            "mask_head": official.mask_head,
             "class_agnostic_last_stage": official.class_agnostic_last_stage,
+            "mask_instance_convs": official.instance_convs,
+            "mask_semantic_convs": official.semantic_convs,
             **DATASET_SETTINGS[official.dataset],
             **MMDET_TEST_BEHAVIOUR,
         },
