@@ -103,6 +103,41 @@ def test_an_efficientnet_export_traced_on_a_square_image_matches_pytorch_on_othe
     assert check.max_box_difference <= 1e-3 and check.min_mask_iou >= 0.99
 
 
+def test_exported_faster_better_detector_matches_pytorch(tmp_path):
+    model = confident_tiny_model("simple_refinemask", **CONVERTED_SETTINGS)
+    predictor = OnnxPredictor(export_onnx(model, tmp_path / "faster_better.onnx"), num_threads=1)
+    compared = 0
+    for seed, (h, w) in enumerate(TEST_SIZES[:2]):
+        image = smooth_image(h, w, seed)
+        compared += assert_same_detections(Predictor(model)(as_tensor(image)), predictor(image))
+    assert compared >= 5
+
+
+def test_faster_better_mask_head_exports_with_rois_past_the_map_border(tmp_path):
+    # zero padding of the point sampling (SimpleRoIAlign) is exercised by RoIs crossing the border
+    torch.manual_seed(0)
+    model = build_model(num_classes=3, backbone="resnet18", mask_head="simple_refinemask").eval()
+    path = export_mask_head_onnx(model, tmp_path / "head.onnx", num_rois=3)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from refinemask.convert.export import MaskHeadGraph
+
+    graph = MaskHeadGraph(model.roi_heads.mask_head).eval()
+    generator = torch.Generator().manual_seed(1)
+    for n, (h, w) in [(5, (32, 48)), (0, (32, 32))]:
+        feats = 0.05 * torch.randn(n, 256, 14, 14, generator=generator)
+        p2 = 0.05 * torch.randn(1, 256, h, w, generator=generator)
+        corners = torch.rand(n, 2, generator=generator) * 160 - 20
+        rois = torch.cat([torch.zeros(n, 1), corners, corners + 8 + 50 * torch.rand(n, 2, generator=generator)], 1)
+        labels = torch.randint(1, 4, (n,), generator=generator)
+        with torch.no_grad():
+            expected = graph(feats, p2, rois, labels).numpy()
+        (got,) = session.run(None, {"roi_features": feats.numpy(), "p2": p2.numpy(), "rois": rois.numpy(), "labels": labels.numpy()})
+        assert got.shape == (n, 1, 112, 112)
+        if n:
+            # logits of up to about 45 here: 1e-4 is float32 agreement at that scale
+            assert np.abs(got - expected).max() <= 1e-4
+
+
 def test_an_export_traced_on_an_image_without_detections_segments_other_images(tmp_path):
     # at this threshold a blank image has no detection and the test images have one to five
     model = confident_tiny_model("refinemask", box_score_thresh=0.685)
@@ -306,6 +341,20 @@ def test_export_command_says_a_check_over_no_detection_verified_nothing(tmp_path
     assert code == 1
     assert "not verified: PyTorch and onnxruntime found 0 detection(s) to compare on 1 image(s)" in out
     assert "mask IoU" not in out
+
+
+def test_the_predict_command_takes_a_faster_better_model(tmp_path):
+    import json
+
+    model = confident_tiny_model("simple_refinemask")
+    weights = save_weights(model, tmp_path / "fb.safetensors", category_names=["a", "b", "c"])
+    image = smooth_image(100, 130, seed=5)
+    Image.fromarray((image * 255).round().astype(np.uint8)).save(tmp_path / "image.png")
+    assert main(["predict", "--weights", str(weights), str(tmp_path / "image.png"), "--out", str(tmp_path / "pred")]) == 0
+    results = json.loads((tmp_path / "pred" / "results.json").read_text())
+    expected = Predictor(weights)(str(tmp_path / "image.png"))
+    assert len(results) == len(expected["scores"]) > 0
+    assert all(r["category_id"] in (1, 2, 3) and r["segmentation"]["counts"] for r in results)
 
 
 def test_export_command_refuses_the_head_only_export_of_a_maskrcnn_model(tmp_path, capsys):

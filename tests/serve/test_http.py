@@ -158,6 +158,24 @@ def test_a_maskrcnn_model_has_no_coarse_stage(example):
     assert set(answer["detections"][0]["masks"]) == {"final"}
 
 
+def test_a_faster_better_model_serves_its_112_masks_and_the_coarse_28_stage(example):
+    model = confident_tiny_model("simple_refinemask")
+    server = make_server(model, "127.0.0.1", 0, quiet=True)
+    try:
+        info = server.info()
+        answer = server.predict(example.read_bytes())
+    finally:
+        server.server_close()
+    assert info["model"]["mask_head"] == "simple_refinemask"
+    assert info["mask_sizes"] == {"final": 112, "coarse": 28}
+    assert answer["detections"] and set(answer["detections"][0]["masks"]) == {"final", "coarse"}
+    # the served final masks are the predictor's
+    expected = Predictor(model)(str(example))
+    assert len(answer["detections"]) == len(expected["scores"])
+    for entry, mask in zip(answer["detections"], expected["masks"].numpy()):
+        assert np.array_equal(full_mask(entry["masks"]["final"], 120, 160), mask)
+
+
 def test_a_missing_example_image_is_a_user_error(model, tmp_path):
     with pytest.raises(RefineMaskError, match="example image not found"):
         make_server(model, "127.0.0.1", 0, example=tmp_path / "missing.png")

@@ -180,7 +180,9 @@ class MaskHeadGraph(nn.Module):
     """RefineMask's mask head and stage assembly as one tensor function, for ONNX.
 
     Args:
-        head: a :class:`~refinemask.modeling.refinemask_head.RefineMaskHead` (shared, not copied).
+        head: a :class:`~refinemask.modeling.refinemask_head.RefineMaskHead` or the faster-better
+            :class:`~refinemask.modeling.simple_refinemask_head.SimpleRefineMaskHead` (shared, not
+            copied); both assemble their stages the same way.
     """
 
     def __init__(self, head: nn.Module):
@@ -338,7 +340,7 @@ def export_mask_head_onnx(model: nn.Module, path: str | Path, opset: int = DEFAU
     if not heads.is_refinemask:
         raise RefineMaskError("--mask-head-only needs a RefineMask model; this one has the Mask R-CNN head")
     head = heads.mask_head
-    channels = head.semantic_logits.in_channels
+    channels = head.stages[0].semantic_transform_in.in_channels  # P2's width, in both RefineMask heads
     generator = torch.Generator().manual_seed(0)
     feats = torch.randn(num_rois, channels, head.stage_sizes[0], head.stage_sizes[0], generator=generator)
     p2 = torch.randn(1, channels, 32, 40, generator=generator)

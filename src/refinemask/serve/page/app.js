@@ -262,7 +262,8 @@ async function start() {
     return;
   }
   const m = state.info.model;
-  $("model").textContent = `${m.mask_head === "refinemask" ? "RefineMask" : "Mask R-CNN"}, ${m.backbone}, ` +
+  const headNames = {refinemask: "RefineMask", simple_refinemask: "RefineMask faster-better", maskrcnn: "Mask R-CNN"};
+  $("model").textContent = `${headNames[m.mask_head] || m.mask_head}, ${m.backbone}, ` +
     `${m.num_classes} classes; test size ${m.test_size[0]} (long side <= ${m.test_size[1]}); ` +
     `uploads up to ${state.info.max_upload_bytes / 2 ** 20} MB and ${state.info.max_pixels / 1e6} megapixels`;
   $("final-size").textContent = `${state.info.mask_sizes.final}x${state.info.mask_sizes.final}`;
