@@ -1,4 +1,4 @@
-"""Speed of RefineMask against Mask R-CNN, measured side by side in one run.
+"""Speed of RefineMask (and its faster-better head) against Mask R-CNN, measured side by side in one run.
 
 Both detectors share every weight except the mask head (same ResNet-50-FPN, RPN and box head),
 see the same images and, through ``detections_per_img`` with ``box_score_thresh=0``, produce the
@@ -21,6 +21,7 @@ Reports, per image size and detection count:
     settings, with a check that the two give the same detections where the settings match.
 
     python benchmarks/speed.py                          # 800×1216, 10/50/100 detections
+    python benchmarks/speed.py --mask-heads refinemask simple_refinemask simple_refinemask_codetr
     python benchmarks/speed.py --sizes 512x768 800x1216 --detections 100 --repeats 3
     python benchmarks/speed.py --device cuda --no-memory --train
     python benchmarks/speed.py --detections 100 --torchvision-only --threads 1
@@ -37,6 +38,17 @@ import time
 import torch
 
 
+# --mask-heads name -> build_model settings of the RefineMask-family head compared with Mask R-CNN
+MASK_HEADS = {
+    "refinemask": {"mask_head": "refinemask"},
+    "simple_refinemask": {"mask_head": "simple_refinemask"},  # the official faster-better head
+    "simple_refinemask_codetr": {  # the same head with Co-DETR's settings
+        "mask_head": "simple_refinemask", "mask_instance_convs": 1, "mask_semantic_convs": 2,
+        "mask_roi_strides": [4, 8, 16, 32, 64],
+    },
+}
+
+
 def model_options(backbone: str, detections: int, min_size: int, max_size: int, mask_positives: int = 0) -> dict:
     """``build_model`` settings for a fixed number of detections (no score threshold, no NMS)."""
     return dict(
@@ -46,12 +58,12 @@ def model_options(backbone: str, detections: int, min_size: int, max_size: int, 
 
 
 def build_pair(backbone: str, detections: int, min_size: int, max_size: int, device: str = "cpu",
-               mask_positives: int = 0):
+               mask_positives: int = 0, head: str = "refinemask"):
     from refinemask import build_model
 
     options = model_options(backbone, detections, min_size, max_size, mask_positives)
     torch.manual_seed(0)
-    refine = build_model(mask_head="refinemask", **options).eval()
+    refine = build_model(**MASK_HEADS[head], **options).eval()
     torch.manual_seed(0)
     baseline = build_model(mask_head="maskrcnn", **options).eval()
     shared = {k: v for k, v in refine.state_dict().items() if not k.startswith("roi_heads.mask_")}
@@ -280,7 +292,7 @@ _MEMORY_SETUP = """
 import torch
 from refinemask import build_model
 torch.no_grad().__enter__()
-m = build_model(mask_head={head!r}, **{options!r}).eval()
+m = build_model(**{head!r}, **{options!r}).eval()
 def rss():  # this process's peak RSS in MB; ru_maxrss would include the parent's peak from before exec
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
@@ -309,7 +321,7 @@ def peak_memory_mb(backbone: str, head: str, detections: int, height: int, width
     model and the features already hold.
     """
     options = model_options(backbone, detections, min(height, width), max(height, width))
-    values = dict(head=head, options=options, n=detections, height=height, width=width)
+    values = dict(head=MASK_HEADS.get(head, {"mask_head": head}), options=options, n=detections, height=height, width=width)
     figures = []
     for part in (_MEMORY_DETECTOR, _MEMORY_HEAD):
         code = (_MEMORY_SETUP + part).format(**values)
@@ -351,6 +363,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["800x1216"], help="HxW image sizes")
     parser.add_argument("--detections", nargs="+", type=int, default=[10, 50, 100])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mask-heads", nargs="+", choices=list(MASK_HEADS), default=["refinemask"],
+                        help="RefineMask heads to compare with Mask R-CNN, one row each (the 'RM' columns)")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -374,8 +388,9 @@ def main(argv=None) -> int:
     for size in [] if args.torchvision_only else args.sizes:
         height, width = (int(v) for v in size.lower().split("x"))
         image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1)).to(args.device)
-        for n in args.detections:
-            refine, baseline = build_pair(args.backbone, n, min(height, width), max(height, width), args.device, args.mask_positives)
+        for n, head in [(n, head) for n in args.detections for head in args.mask_heads]:
+            refine, baseline = build_pair(args.backbone, n, min(height, width), max(height, width), args.device,
+                                          args.mask_positives, head)
             with torch.no_grad():
                 images, _ = refine.transform([image])
                 features = refine.backbone(images.tensors)
@@ -397,7 +412,7 @@ def main(argv=None) -> int:
                 det_b.append(t)
                 counts.add(c)
             row = {
-                "size": size, "detections": n, "detections_seen": sorted(counts),
+                "mask_head": head, "size": size, "detections": n, "detections_seen": sorted(counts),
                 "head_refinemask_s": statistics.median(head_r), "head_maskrcnn_s": statistics.median(head_b),
                 "detector_refinemask_s": statistics.median(det_r), "detector_maskrcnn_s": statistics.median(det_b),
             }
@@ -424,15 +439,15 @@ def main(argv=None) -> int:
                 row["onnxruntime_refinemask_s"] = timing.seconds_per_image
                 row["onnx_vs_pytorch"] = timing.seconds_per_image / row["detector_refinemask_s"]
             if not args.no_memory and args.device == "cpu":
-                for key in ("refinemask", "maskrcnn"):
-                    row[f"peak_mb_{key}"], row[f"head_peak_mb_{key}"] = peak_memory_mb(args.backbone, key, n, height, width)
+                for key, name in (("refinemask", head), ("maskrcnn", "maskrcnn")):
+                    row[f"peak_mb_{key}"], row[f"head_peak_mb_{key}"] = peak_memory_mb(args.backbone, name, n, height, width)
             rows.append(row)
             print(json.dumps(row), flush=True)
 
     print()
     for r in rows:
         if "gmac_ratio" in r:
-            print(f"GMAC at {r['size']}, {r['detections']} detections: detector RefineMask "
+            print(f"GMAC at {r['size']}, {r['detections']} detections: detector {r['mask_head']} "
                   f"{r['gmac_detector_refinemask']:.1f} / Mask R-CNN {r['gmac_detector_maskrcnn']:.1f} "
                   f"({r['gmac_ratio']:.2f}x); mask head {r['gmac_head_refinemask']:.1f} / {r['gmac_head_maskrcnn']:.1f}, "
                   f"of which the semantic head {r['gmac_semantic_head']:.1f}")
@@ -443,7 +458,7 @@ def main(argv=None) -> int:
                 print(f"training iteration GMAC at {r['size']}: RefineMask {r['gmac_train_refinemask']:.1f}, "
                       f"Mask R-CNN {r['gmac_train_maskrcnn']:.1f} "
                       f"({r['gmac_train_refinemask'] / r['gmac_train_maskrcnn']:.2f}x)")
-    header = ("| image | dets | head RM (s) | head MR (s) | head × | detector RM (s) | detector MR (s) | detector × "
+    header = ("| RM = | image | dets | head RM (s) | head MR (s) | head × | detector RM (s) | detector MR (s) | detector × "
               "| onnxruntime RM (s) | peak MB RM / MR | head peak MB RM / MR |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
@@ -451,7 +466,7 @@ def main(argv=None) -> int:
         mem = f"{r['peak_mb_refinemask']:.0f} / {r['peak_mb_maskrcnn']:.0f}" if "peak_mb_refinemask" in r else "-"
         head_mem = f"{r['head_peak_mb_refinemask']:.0f} / {r['head_peak_mb_maskrcnn']:.0f}" if "head_peak_mb_refinemask" in r else "-"
         print(
-            f"| {r['size']} | {r['detections']} | {r['head_refinemask_s']:.3f} | {r['head_maskrcnn_s']:.3f} | "
+            f"| {r['mask_head']} | {r['size']} | {r['detections']} | {r['head_refinemask_s']:.3f} | {r['head_maskrcnn_s']:.3f} | "
             f"{r['head_ratio']:.2f} | {r['detector_refinemask_s']:.2f} | {r['detector_maskrcnn_s']:.2f} | "
             f"{r['detector_ratio']:.2f} | {r.get('onnxruntime_refinemask_s', float('nan')):.2f} | {mem} | {head_mem} |"
         )

@@ -68,6 +68,31 @@ def test_torchvision_model_takes_our_state_dict_and_settings():
     assert at_tv.roi_heads.box_roi_pool.sampling_ratio == theirs.roi_heads.box_roi_pool.sampling_ratio == 2
 
 
+def test_speed_rows_name_the_refinemask_head_they_compare(tmp_path, capsys):
+    speed = _load("speed")
+    out = tmp_path / "rows.json"
+    speed.main(["--sizes", "64x96", "--detections", "3", "--repeats", "1", "--backbone", "resnet18", "--no-memory",
+                "--threads", "1", "--mask-heads", "simple_refinemask_codetr", "--json", str(out)])
+    (row,) = json.loads(out.read_text())
+    assert row["mask_head"] == "simple_refinemask_codetr" and row["detections_seen"] == [3]
+    assert row["detector_ratio"] == pytest.approx(row["detector_refinemask_s"] / row["detector_maskrcnn_s"])
+    assert "| simple_refinemask_codetr | 64x96 | 3 |" in capsys.readouterr().out
+
+
+def test_the_faster_better_heads_do_less_arithmetic_than_refinemask():
+    speed = _load("speed")
+    gmac = {}
+    for head in ("refinemask", "simple_refinemask", "simple_refinemask_codetr"):
+        refine, baseline = speed.build_pair("resnet18", 5, 64, 96, head=head)
+        features = {k: torch.rand(1, 256, 16 // 2**i, 24 // 2**i) for i, k in enumerate(("0", "1", "2", "3"))}
+        features["pool"] = torch.rand(1, 256, 1, 2)
+        boxes, labels = [speed.random_boxes(5, 64, 96)], [torch.tensor([1, 2, 3, 4, 5])]
+        gmac[head] = speed.gmacs(lambda: refine.roi_heads.predict_masks(features, boxes, labels))
+        gmac["maskrcnn"] = speed.gmacs(lambda: baseline.roi_heads.predict_masks(features, boxes, labels))
+    # Co-DETR's settings (one instance conv, two semantic convs) take less again
+    assert gmac["refinemask"] > gmac["simple_refinemask"] > gmac["simple_refinemask_codetr"] > gmac["maskrcnn"] > 0
+
+
 def test_training_batch_masks_fill_their_boxes():
     speed = _load("speed")
     images, targets = speed.training_batch(64, 96, objects=4)
