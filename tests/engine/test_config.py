@@ -87,7 +87,20 @@ def test_each_baseline_differs_from_its_refinemask_config_only_in_the_mask_head(
     assert ours == baseline
 
 
-@pytest.mark.parametrize("name", OFFICIAL)
+@pytest.mark.parametrize("name", ["coco_r50_simple_refinemask_1x", "quickstart_simple_refinemask"])
+def test_each_faster_better_config_differs_from_its_refinemask_config_only_in_the_mask_head(name):
+    ours = to_dict(load_config(name))
+    original = to_dict(load_config(name.replace("simple_refinemask", "refinemask")))
+    assert ours["model"].pop("mask_head") == "simple_refinemask" and original["model"].pop("mask_head") == "refinemask"
+    assert ours["train"].pop("output_dir") != original["train"].pop("output_dir")
+    if name.startswith("coco"):  # the official faster-better config spells its head settings out
+        assert ours["model"].pop("bar_stage_weights") == [0.5, 0.75, 0.75, 1.0]
+        assert ours["model"].pop("class_agnostic_last_stage") is True
+        original["model"].pop("bar_stage_weights"), original["model"].pop("class_agnostic_last_stage")
+    assert ours == original
+
+
+@pytest.mark.parametrize("name", OFFICIAL + ["coco_r50_simple_refinemask_1x"])
 def test_official_schedules_share_the_spec_solver(name):
     config = load_config(name)
     solver = config.solver
