@@ -251,7 +251,7 @@ class Trainer:
         config, context = self.config, self.context
         logger.info(
             "training %s (%s head, %s backbone) on %d images, %d classes; output %s",
-            "RefineMask" if config.model.mask_head == "refinemask" else "Mask R-CNN",
+            "Mask R-CNN" if config.model.mask_head == "maskrcnn" else "RefineMask",
             config.model.mask_head, config.model.backbone, len(self.dataset), config.model.num_classes,
             self.output_dir,
         )
