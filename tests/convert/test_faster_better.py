@@ -8,7 +8,7 @@ import torch
 import refinemask
 from refinemask.cli import main
 from refinemask.convert import inspect_official
-from refinemask.convert.mmdet import convert_checkpoint
+from refinemask.convert.files import convert_checkpoint
 from refinemask.modeling.simple_refinemask_head import SimpleRefineMaskHead
 from tests.convert.official_checkpoint import official_checkpoint, official_state_dict
 
