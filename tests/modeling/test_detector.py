@@ -188,17 +188,30 @@ def test_fpn_channels_too_small_is_a_clear_error():
         tiny_model(fpn_channels=4)
 
 
-def test_the_faster_better_head_trains_on_the_bar_loss_alone_with_its_official_weights():
+def test_the_faster_better_head_trains_on_the_bar_loss_alone_with_its_official_weights(monkeypatch):
+    from refinemask.modeling import roi_heads as roi_heads_module
+    from tests.modeling import spec_reference as ref
+
     model = tiny_model("simple_refinemask", mask_logits_init="small")
     heads = model.roi_heads
     assert heads.bar_stage_weights == (0.5, 0.75, 0.75, 1.0)
     assert heads.mask_head.stage_num_classes == (3, 3, 3, 1)
+    seen = []
+    original = roi_heads_module.bar_loss
+
+    def spy(stage_logits, stage_targets, *args):
+        seen.append(([s.detach() for s in stage_logits], stage_targets))
+        return original(stage_logits, stage_targets, *args)
+
+    monkeypatch.setattr(roi_heads_module, "bar_loss", spy)
     model.train()
     image, target = image_and_target(128, 128, n=2, seed=6)
     losses = model([image], [target])
     assert "loss_semantic" not in losses
-    # every stage starts at p≈0.5: BCE ≈ log 2 per pixel, weighted 0.5+0.75+0.75+1
-    assert abs(losses["loss_instance"].item() - 3.0 * 0.6931) < 0.2
+    (stage_logits, stage_targets), = seen
+    # the official BARCrossEntropyLoss with the faster-better config's weights, nothing else
+    expected = ref.bar_loss(stage_logits, stage_targets, weights=(0.5, 0.75, 0.75, 1.0))
+    assert abs(losses["loss_instance"].item() - expected.item()) < 1e-5
 
 
 def test_explicit_head_settings_override_the_official_ones():
