@@ -79,7 +79,14 @@ def test_given_boxes_predictor_edge_cases(refinemask_export):
     with pytest.raises(RefineMaskError, match="needs labels"):
         predictor(image, [[1, 1, 20, 20]], None)
     with pytest.raises(RefineMaskError, match="not a detector exported"):
-        OnnxPredictor(path)  # the detector's runner refuses the given-boxes graph, and the reverse:
+        OnnxPredictor(path)  # the detector's runner refuses the given-boxes graph
+
+
+def test_given_boxes_runner_says_in_one_line_that_a_corrupt_file_cannot_load(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf")
+    with pytest.raises(RefineMaskError, match="onnxruntime cannot load it"):
+        OnnxBoxesPredictor(broken)
 
 
 def test_given_boxes_and_mask_head_only_are_refused_together(tmp_path, capsys):

@@ -544,6 +544,40 @@ def _as_rgb_array(image: Any) -> np.ndarray:
 # --- running the exported detector ------------------------------------------------------------
 
 
+def _open_exported_graph(runner: Any, path: str | Path, graph: str, not_ours: str, num_threads: int | None,
+                         providers: Sequence[str]) -> None:
+    """Open a file that ``refinemask export`` wrote and set on ``runner`` what both runners read
+    from it: ``session``, ``config``, ``label_to_category``, ``category_names`` and the resize
+    settings (``short_side``, ``max_long_side``, ``divisor``).
+
+    ``graph`` is the metadata's graph kind ("detector" or "boxes"); a file of another kind, or
+    one that onnxruntime cannot load, is a one-line error (``not_ours`` says which runner wanted it).
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RefineMaskError("running an ONNX model needs onnxruntime: pip install 'refinemask[export]'") from None
+    path = Path(path)
+    if not path.is_file():
+        raise RefineMaskError(f"ONNX model not found: {path}")
+    options = ort.SessionOptions()
+    if num_threads is not None:
+        options.intra_op_num_threads = int(num_threads)
+    try:
+        runner.session = ort.InferenceSession(str(path), options, providers=list(providers))
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise RefineMaskError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0][:200]})") from None
+    metadata = runner.session.get_modelmeta().custom_metadata_map
+    if metadata.get("format") != ONNX_FORMAT or metadata.get("graph") != graph:
+        raise RefineMaskError(f"{path}: {not_ours}")
+    runner.config = json.loads(metadata["config"])
+    runner.label_to_category = {int(k): int(v) for k, v in json.loads(metadata["label_to_category"]).items()}
+    runner.category_names = json.loads(metadata["category_names"])
+    runner.short_side = int(runner.config["min_size"][-1])
+    runner.max_long_side = int(runner.config["max_size"])
+    runner.divisor = int(metadata.get("size_divisor", SIZE_DIVISOR))
+
+
 class OnnxPredictor:
     """Run an exported detector with onnxruntime; numpy in, numpy out, no PyTorch model needed.
 
@@ -573,29 +607,8 @@ class OnnxPredictor:
         num_threads: int | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
     ):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RefineMaskError("running an ONNX model needs onnxruntime: pip install 'refinemask[export]'") from None
-        path = Path(path)
-        if not path.is_file():
-            raise RefineMaskError(f"ONNX model not found: {path}")
-        options = ort.SessionOptions()
-        if num_threads is not None:
-            options.intra_op_num_threads = int(num_threads)
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=list(providers))
-        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise RefineMaskError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0][:200]})") from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if metadata.get("format") != ONNX_FORMAT or metadata.get("graph") != "detector":
-            raise RefineMaskError(f"{path}: not a detector exported by `refinemask export` (no refinemask metadata)")
-        self.config: dict = json.loads(metadata["config"])
-        self.label_to_category = {int(k): int(v) for k, v in json.loads(metadata["label_to_category"]).items()}
-        self.category_names: list[str] = json.loads(metadata["category_names"])
-        self.short_side = int(self.config["min_size"][-1])
-        self.max_long_side = int(self.config["max_size"])
-        self.divisor = int(metadata.get("size_divisor", SIZE_DIVISOR))
+        _open_exported_graph(self, path, "detector", "not a detector exported by `refinemask export` (no refinemask metadata)",
+                             num_threads, providers)
         self.score_thresh = score_thresh
         self.mask_threshold = mask_threshold
 
@@ -650,26 +663,9 @@ class OnnxBoxesPredictor:
 
     def __init__(self, path: str | Path, mask_threshold: float = 0.5, num_threads: int | None = None,
                  providers: Sequence[str] = ("CPUExecutionProvider",)):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RefineMaskError("running an ONNX model needs onnxruntime: pip install 'refinemask[export]'") from None
-        path = Path(path)
-        if not path.is_file():
-            raise RefineMaskError(f"ONNX model not found: {path}")
-        options = ort.SessionOptions()
-        if num_threads is not None:
-            options.intra_op_num_threads = int(num_threads)
-        self.session = ort.InferenceSession(str(path), options, providers=list(providers))
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if metadata.get("format") != ONNX_FORMAT or metadata.get("graph") != "boxes":
-            raise RefineMaskError(f"{path}: not a given-boxes graph exported by `refinemask export --given-boxes`")
-        config = json.loads(metadata["config"])
-        self.num_classes = int(config["num_classes"])
-        self.label_to_category = {int(k): int(v) for k, v in json.loads(metadata["label_to_category"]).items()}
-        self.category_names: list[str] = json.loads(metadata["category_names"])
-        self.short_side, self.max_long_side = int(config["min_size"][-1]), int(config["max_size"])
-        self.divisor = int(metadata.get("size_divisor", SIZE_DIVISOR))
+        _open_exported_graph(self, path, "boxes", "not a given-boxes graph exported by `refinemask export --given-boxes`",
+                             num_threads, providers)
+        self.num_classes = int(self.config["num_classes"])
         self.mask_threshold = mask_threshold
 
     def __call__(self, image: Any, boxes: Any, labels: Any) -> dict[str, np.ndarray]:
