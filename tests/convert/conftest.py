@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from tests.convert.official_checkpoint import official_checkpoint, official_state_dict
+from tests.scratch import scratch_dir
 
 # variant -> (classes, depth, classes of the last mask stage)
 VARIANTS = {
@@ -42,17 +43,19 @@ def converted_state(official_state):
     return get
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def official_file(official_state, tmp_path_factory):
-    """variant -> path of the official checkpoint {'meta', 'state_dict'} written with torch.save."""
+    """variant -> path of the official checkpoint {'meta', 'state_dict'} written with torch.save
+    (removed when this folder's tests end)."""
     paths = {}
+    with scratch_dir(tmp_path_factory, "official") as root:
 
-    def get(variant: str, classes=None):
-        key = (variant, classes)
-        if key not in paths:
-            path = tmp_path_factory.mktemp("official") / f"{variant}.pth"
-            torch.save(official_checkpoint(official_state(variant), classes), path)
-            paths[key] = path
-        return paths[key]
+        def get(variant: str, classes=None):
+            key = (variant, classes)
+            if key not in paths:
+                path = root / f"{variant}_{len(paths)}.pth"
+                torch.save(official_checkpoint(official_state(variant), classes), path)
+                paths[key] = path
+            return paths[key]
 
-    return get
+        yield get

@@ -17,6 +17,7 @@ from refinemask.modeling.ops import paste_masks
 from refinemask.modeling.transform import DetectionTransform, rescale_size
 from tests.convert import mmdet_reference as mmdet
 from tests.modeling import spec_reference as spec
+from tests.scratch import scratch_dir
 from tests.tolerances import SPEC_ATOL, assert_same_binary_masks
 
 HEIGHT, WIDTH = 320, 480
@@ -49,7 +50,12 @@ def _image():
 def coco(official_state, official_file, tmp_path_factory):
     """The converted COCO R50 model, the official weights, and both sides' outputs on one image."""
     state = official_state("coco_r50")
-    path = convert_checkpoint(official_file("coco_r50"), tmp_path_factory.mktemp("coco") / "coco.safetensors").path
+    with scratch_dir(tmp_path_factory, "coco") as root:
+        path = convert_checkpoint(official_file("coco_r50"), root / "coco.safetensors").path
+        yield _coco_outputs(state, path)
+
+
+def _coco_outputs(state, path) -> dict:
     # test at the image's own size (no resize, so both sides see the same pixels); 20
     # detections per image keep the mask branch fast
     model = refinemask.load_model(path, min_size=[HEIGHT], detections_per_img=20)
@@ -150,11 +156,12 @@ def test_end_to_end_detections_and_pasted_masks_match(coco):
 
 @pytest.fixture(scope="module")
 def lvis(official_state, official_file, tmp_path_factory):
-    path = convert_checkpoint(official_file("lvis_r50"), tmp_path_factory.mktemp("lvis") / "lvis.safetensors").path
-    model = refinemask.load_model(path, min_size=[HEIGHT])
-    with torch.no_grad():
-        features = model.backbone(model.transform([_image()])[0].tensors)
-    return {"state": official_state("lvis_r50"), "model": model, "features": features}
+    with scratch_dir(tmp_path_factory, "lvis") as root:
+        path = convert_checkpoint(official_file("lvis_r50"), root / "lvis.safetensors").path
+        model = refinemask.load_model(path, min_size=[HEIGHT])
+        with torch.no_grad():
+            features = model.backbone(model.transform([_image()])[0].tensors)
+        yield {"state": official_state("lvis_r50"), "model": model, "features": features}
 
 
 def _instances(num_classes, seed=0):

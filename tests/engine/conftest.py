@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from refinemask.data.synthetic import SyntheticPaths, make_synthetic
+from tests.scratch import scratch_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,13 +101,17 @@ def synthetic_data(tmp_path_factory) -> SyntheticPaths:
     return make_synthetic(tmp_path_factory.mktemp("synthetic"), 8, size=64, seed=0, preset="easy", num_val_images=3)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def trained_run(tmp_path_factory) -> Path:
     """The output folder of ``refinemask train`` on built-in synthetic data: 3 iterations of a
     batch of 2 (1 image x 2 accumulation steps), evaluated at the end, with TensorBoard."""
+    with scratch_dir(tmp_path_factory, "trained") as root:
+        yield _train(root)
+
+
+def _train(root: Path) -> Path:
     from refinemask.cli import main
 
-    root = tmp_path_factory.mktemp("trained")
     config = write_config(
         root / "run.yaml",
         None,

@@ -14,6 +14,7 @@ from refinemask import load_model
 from refinemask.cli import main
 from refinemask.engine.predict import Predictor
 from tests.engine.conftest import write_config
+from tests.scratch import scratch_dir
 
 # the synthetic set's categories 1..5 renamed and renumbered with gaps
 USER_IDS = {1: 7, 2: 19, 3: 20, 4: 101, 5: 3000}
@@ -33,7 +34,11 @@ def relabel(source, destination) -> None:
 
 @pytest.fixture(scope="module")
 def custom_run(tmp_path_factory, synthetic_data):
-    root = tmp_path_factory.mktemp("custom")
+    with scratch_dir(tmp_path_factory, "custom") as root:
+        yield _train_relabelled(root, synthetic_data)
+
+
+def _train_relabelled(root, synthetic_data):
     relabel(synthetic_data.train, root / "train.json")
     relabel(synthetic_data.val, root / "val.json")
     config = write_config(root / "run.yaml", synthetic_data, root / "out", data={

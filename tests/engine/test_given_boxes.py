@@ -12,6 +12,7 @@ from refinemask.engine.predict import Predictor
 from refinemask.errors import RefineMaskError
 from tests.export.conftest import as_tensor, confident_tiny_model, smooth_image
 from tests.tolerances import KERNEL_ATOL, assert_same_binary_masks
+from tests.scratch import scratch_dir
 
 
 @pytest.fixture(scope="module", params=["refinemask", "maskrcnn"])
@@ -222,15 +223,15 @@ def cli_files(tmp_path_factory):
 
     from refinemask.engine.checkpoint import save_weights
 
-    root = tmp_path_factory.mktemp("boxes_cli")
-    model = confident_tiny_model("refinemask")
-    weights = save_weights(model, root / "model.safetensors", model.label_to_category, model.category_names)
-    (root / "images").mkdir()
-    for image_id, seed in ((7, 1), (9, 5)):
-        # 64x96: resized by exactly 2, see the first test
-        pixels = (smooth_image(64, 96, seed=seed) * 255).round().astype("uint8")
-        Image.fromarray(pixels).save(root / "images" / f"{image_id}.png")
-    return weights, root / "images"
+    with scratch_dir(tmp_path_factory, "boxes_cli") as root:
+        model = confident_tiny_model("refinemask")
+        weights = save_weights(model, root / "model.safetensors", model.label_to_category, model.category_names)
+        (root / "images").mkdir()
+        for image_id, seed in ((7, 1), (9, 5)):
+            # 64x96: resized by exactly 2, see the first test
+            pixels = (smooth_image(64, 96, seed=seed) * 255).round().astype("uint8")
+            Image.fromarray(pixels).save(root / "images" / f"{image_id}.png")
+        yield weights, root / "images"
 
 
 def _predict(weights, images, out, *extra, overlays=False):

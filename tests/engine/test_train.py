@@ -25,6 +25,7 @@ from refinemask.engine.train import Trainer, seed_everything, train
 from refinemask.errors import RefineMaskError
 from refinemask.modeling.detector import build_model_from_config
 from tests.engine.conftest import run_cli, write_config
+from tests.scratch import scratch_dir
 
 
 def test_training_writes_checkpoints_final_weights_logs_and_metrics(trained_run):
@@ -148,11 +149,11 @@ def test_a_file_that_is_no_model_is_named_so_in_one_line(trained_run, tmp_path, 
 @pytest.fixture(scope="module")
 def run_with_a_long_warmup(tmp_path_factory, synthetic_data) -> str:
     """What `refinemask train` prints (stdout and stderr) for 2 iterations with a 30-iteration warmup."""
-    root = tmp_path_factory.mktemp("warmup")
-    config = write_config(root / "run.yaml", synthetic_data, root / "out", solver={"max_iters": 2, "warmup_iters": 30})
-    done = run_cli("train", str(config))
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout + done.stderr
+    with scratch_dir(tmp_path_factory, "warmup") as root:
+        config = write_config(root / "run.yaml", synthetic_data, root / "out", solver={"max_iters": 2, "warmup_iters": 30})
+        done = run_cli("train", str(config))
+        assert done.returncode == 0, done.stderr[-2000:]
+        yield done.stdout + done.stderr
 
 
 def test_a_warmup_longer_than_the_schedule_warns_once_at_the_start(run_with_a_long_warmup):

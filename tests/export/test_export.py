@@ -27,6 +27,7 @@ from refinemask.errors import RefineMaskError
 from refinemask.modeling.ops import paste_masks
 from tests.export.conftest import as_tensor, confident_tiny_model, smooth_image
 from tests.tolerances import KERNEL_ATOL, assert_same_binary_masks
+from tests.scratch import scratch_dir
 
 # other sizes and aspect ratios than the 128 x 171 example the export traces with
 TEST_SIZES = [(120, 160), (150, 100), (90, 200)]
@@ -43,7 +44,8 @@ def refinemask_model():
 
 @pytest.fixture(scope="module")
 def exported(refinemask_model, tmp_path_factory):
-    return export_onnx(refinemask_model, tmp_path_factory.mktemp("onnx") / "refinemask.onnx")
+    with scratch_dir(tmp_path_factory, "onnx") as root:
+        yield export_onnx(refinemask_model, root / "refinemask.onnx")
 
 
 @pytest.fixture(scope="module")

@@ -18,19 +18,20 @@ from refinemask.engine.predict import Predictor  # noqa: E402
 from refinemask.errors import RefineMaskError  # noqa: E402
 from tests.export.conftest import as_tensor, confident_tiny_model, smooth_image  # noqa: E402
 from tests.tolerances import KERNEL_ATOL  # noqa: E402
+from tests.scratch import scratch_dir
 
 
 @pytest.fixture(scope="module")
 def refinemask_export(tmp_path_factory):
     """The confident tiny RefineMask model and its given-boxes graph, written by the command."""
-    root = tmp_path_factory.mktemp("given_boxes_export")
-    model = confident_tiny_model("refinemask")
-    weights = save_weights(model, root / "model.safetensors", model.label_to_category, model.category_names)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(["export", "--weights", str(weights), "--given-boxes", str(root / "boxes.onnx")]) == 0
-    assert "mask IoU >= " in printed.getvalue()  # the command compared it with PyTorch (exit 0: IoU >= 0.99)
-    return model, root / "boxes.onnx"
+    with scratch_dir(tmp_path_factory, "given_boxes_export") as root:
+        model = confident_tiny_model("refinemask")
+        weights = save_weights(model, root / "model.safetensors", model.label_to_category, model.category_names)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main(["export", "--weights", str(weights), "--given-boxes", str(root / "boxes.onnx")]) == 0
+        assert "mask IoU >= " in printed.getvalue()  # the command compared it with PyTorch (exit 0: IoU >= 0.99)
+        yield model, root / "boxes.onnx"
 
 
 def _assert_same_masks(model, path, image, boxes, labels):
