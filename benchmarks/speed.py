@@ -431,7 +431,7 @@ def main(argv=None) -> int:
             if args.onnx:
                 import tempfile
 
-                from refinemask.convert.export import export_onnx, onnx_inference_time
+                from refinemask.export import export_onnx, onnx_inference_time
 
                 with tempfile.TemporaryDirectory() as tmp:
                     path = export_onnx(refine, f"{tmp}/model.onnx", example=image.permute(1, 2, 0).numpy())

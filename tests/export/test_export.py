@@ -11,7 +11,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from refinemask import build_model
 from refinemask.cli import main
-from refinemask.convert.export import (
+from refinemask.export import (
     OnnxPredictor,
     check_export,
     example_image,
@@ -121,7 +121,7 @@ def test_faster_better_mask_head_exports_with_rois_past_the_map_border(tmp_path)
     model = build_model(num_classes=3, backbone="resnet18", mask_head="simple_refinemask").eval()
     path = export_mask_head_onnx(model, tmp_path / "head.onnx", num_rois=3)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    from refinemask.convert.export import MaskHeadGraph
+    from refinemask.export import MaskHeadGraph
 
     graph = MaskHeadGraph(model.roi_heads.mask_head).eval()
     generator = torch.Generator().manual_seed(1)
@@ -185,7 +185,7 @@ def test_mask_head_exports_with_a_dynamic_number_of_rois(tmp_path):
     path = export_mask_head_onnx(model, tmp_path / "head.onnx", num_rois=3)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     head = model.roi_heads.mask_head
-    from refinemask.convert.export import MaskHeadGraph
+    from refinemask.export import MaskHeadGraph
 
     graph = MaskHeadGraph(head).eval()
     generator = torch.Generator().manual_seed(1)
@@ -205,7 +205,7 @@ def test_mask_head_exports_with_a_dynamic_number_of_rois(tmp_path):
 
 
 def test_mask_head_graph_is_the_models_assembled_prediction(refinemask_model):
-    from refinemask.convert.export import MaskHeadGraph
+    from refinemask.export import MaskHeadGraph
     from refinemask.modeling.ops import boxes_to_rois
 
     model = refinemask_model
@@ -247,7 +247,7 @@ def test_numpy_paste_matches_paste_masks_also_for_boxes_past_the_border():
 
 def test_numpy_paste_equals_a_full_image_numpy_paste():
     """Windowed as paste_masks is; the full-image computation is the reference (same arithmetic)."""
-    from refinemask.convert.export import _paste_taps
+    from refinemask.export.glue import _paste_taps
 
     rng = np.random.default_rng(1)
     h, w = 60, 80
@@ -380,3 +380,13 @@ def test_onnx_inference_time_measures_the_whole_and_the_graph(onnx_predictor):
     timing = onnx_inference_time(onnx_predictor, [smooth_image(120, 160, seed=0)], warmup=0, repeats=1)
     assert 0 < timing.graph_seconds_per_image and 0 < timing.seconds_per_image
     assert timing.num_images == 1 and timing.providers == ["CPUExecutionProvider"]
+
+
+def test_the_former_import_path_still_gives_the_runners():
+    # docs before the export package showed `from refinemask.convert.export import OnnxPredictor`
+    from refinemask import export
+    from refinemask.convert import export as former
+
+    assert former.OnnxPredictor is export.OnnxPredictor
+    assert former.OnnxBoxesPredictor is export.OnnxBoxesPredictor
+    assert former.onnx_inference_time is export.onnx_inference_time

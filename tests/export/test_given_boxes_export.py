@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from refinemask.cli import main  # noqa: E402
-from refinemask.convert.export import OnnxBoxesPredictor, OnnxPredictor, export_boxes_onnx  # noqa: E402
+from refinemask.export import OnnxBoxesPredictor, OnnxPredictor, export_boxes_onnx  # noqa: E402
 from refinemask.engine.checkpoint import save_weights  # noqa: E402
 from refinemask.engine.predict import Predictor  # noqa: E402
 from refinemask.errors import RefineMaskError  # noqa: E402

@@ -5,7 +5,7 @@
     refinemask export --weights model_final.safetensors --given-boxes boxes.onnx
 
 The whole detector goes into the graph except the resize before it and the mask paste after
-it, which :class:`refinemask.convert.export.OnnxPredictor` does in numpy (docs/export.md).
+it, which :class:`refinemask.export.OnnxPredictor` does in numpy (docs/export.md).
 After writing, the file is run in onnxruntime next to PyTorch on an example image (or on
 ``--verify IMAGE ...``) and the two are compared. When the model's score threshold leaves no
 detection on the example image, a copy of the graph exported with a lower threshold (one that
@@ -23,14 +23,14 @@ the detector's graph (default):
            image_size (2,) int64: [h, w] before padding
   outputs  boxes (D, 4), scores (D,), labels (D,), masks (D, 1, M, M) probabilities,
            num_detections (): D = detections_per_img rows, zero rows after the detections
-  run it:  from refinemask.convert.export import OnnxPredictor
+  run it:  from refinemask.export import OnnxPredictor
            OnnxPredictor("model.onnx", score_thresh=0.5)("image.jpg")  # boxes, labels, scores, masks
 
 --given-boxes (masks for boxes from another detector; any model):
   inputs   images, image_size as above; boxes (N, 4) float32 XYXY in resized-image pixels;
            labels (N,) int64 in 1..C
   outputs  masks (N, 1, M, M) probabilities, scores (N,) the box head's probability of each label
-  run it:  from refinemask.convert.export import OnnxBoxesPredictor
+  run it:  from refinemask.export import OnnxBoxesPredictor
            OnnxBoxesPredictor("boxes.onnx")("image.jpg", boxes, labels)  # boxes in image pixels
 
 --mask-head-only (RefineMask models):
@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from refinemask.convert.export import (
+    from refinemask.export import (
         DEFAULT_OPSET,
         check_export,
         check_export_at_threshold,
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export_given_boxes(args: argparse.Namespace, model, out: Path, opset: int) -> int:
-    from refinemask.convert.export import check_boxes_export, describe_export, example_image, export_boxes_onnx
+    from refinemask.export import check_boxes_export, describe_export, example_image, export_boxes_onnx
 
     export_boxes_onnx(model, out, opset=opset)
     print(f"wrote {describe_export(out)}")

@@ -1,0 +1,176 @@
+"""Run the exported files with onnxruntime, numpy in and numpy out, no PyTorch model needed.
+
+:class:`OnnxPredictor` runs a detector of :func:`~refinemask.export.onnx.export_onnx`;
+:class:`OnnxBoxesPredictor` a given-boxes graph of
+:func:`~refinemask.export.onnx.export_boxes_onnx`. Both read what they need (the model config,
+the label mapping, the resize settings) from the file's metadata.
+
+Shapes: D the fixed number of output rows; K <= D detections kept; N given boxes; M the side
+of the mask prediction; H x W the input image.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refinemask.errors import RefineMaskError
+from refinemask.export.glue import SIZE_DIVISOR, as_rgb_array, paste_masks_numpy, preprocess
+from refinemask.export.graphs import BOXES_OUTPUTS, DETECTOR_OUTPUTS
+from refinemask.export.onnx import ONNX_FORMAT
+
+def _open_exported_graph(runner: Any, path: str | Path, graph: str, not_ours: str, num_threads: int | None,
+                         providers: Sequence[str]) -> None:
+    """Open a file that ``refinemask export`` wrote and set on ``runner`` what both runners read
+    from it: ``session``, ``config``, ``label_to_category``, ``category_names`` and the resize
+    settings (``short_side``, ``max_long_side``, ``divisor``).
+
+    ``graph`` is the metadata's graph kind ("detector" or "boxes"); a file of another kind, or
+    one that onnxruntime cannot load, is a one-line error (``not_ours`` says which runner wanted it).
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RefineMaskError("running an ONNX model needs onnxruntime: pip install 'refinemask[export]'") from None
+    path = Path(path)
+    if not path.is_file():
+        raise RefineMaskError(f"ONNX model not found: {path}")
+    options = ort.SessionOptions()
+    if num_threads is not None:
+        options.intra_op_num_threads = int(num_threads)
+    try:
+        runner.session = ort.InferenceSession(str(path), options, providers=list(providers))
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise RefineMaskError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0][:200]})") from None
+    metadata = runner.session.get_modelmeta().custom_metadata_map
+    if metadata.get("format") != ONNX_FORMAT or metadata.get("graph") != graph:
+        raise RefineMaskError(f"{path}: {not_ours}")
+    runner.config = json.loads(metadata["config"])
+    runner.label_to_category = {int(k): int(v) for k, v in json.loads(metadata["label_to_category"]).items()}
+    runner.category_names = json.loads(metadata["category_names"])
+    runner.short_side = int(runner.config["min_size"][-1])
+    runner.max_long_side = int(runner.config["max_size"])
+    runner.divisor = int(metadata.get("size_divisor", SIZE_DIVISOR))
+
+
+class OnnxPredictor:
+    """Run an exported detector with onnxruntime; numpy in, numpy out, no PyTorch model needed.
+
+    The glue around the graph (:func:`preprocess`, :func:`paste_masks_numpy`) is numpy only,
+    so it ports to any runtime.
+
+    Args:
+        path: a file written by :func:`export_onnx` (``refinemask export``).
+        score_thresh: keep detections scoring at least this (None: all that the graph returns,
+            i.e. above the model's ``box_score_thresh``).
+        mask_threshold: probability at which a mask pixel belongs to the object.
+        num_threads: onnxruntime's intra-op threads (None: its default).
+        providers: onnxruntime execution providers, e.g. ``["CUDAExecutionProvider",
+            "CPUExecutionProvider"]``.
+
+    Calling it with one image (path, PIL image, (H, W, 3) array or (3, H, W) tensor) returns a
+    dict like :class:`~refinemask.engine.predict.Predictor`'s, with numpy arrays: ``boxes``
+    float32 (K, 4) XYXY pixels, ``labels`` int64 (K,) in 1..C, ``scores`` (K,), ``masks`` bool
+    (K, H, W). A list of images gives a list of dicts.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        score_thresh: float | None = None,
+        mask_threshold: float = 0.5,
+        num_threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ):
+        _open_exported_graph(self, path, "detector", "not a detector exported by `refinemask export` (no refinemask metadata)",
+                             num_threads, providers)
+        self.score_thresh = score_thresh
+        self.mask_threshold = mask_threshold
+
+    def run_graph(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's raw outputs (D rows, resized-image pixels) for an (H, W, 3) float image."""
+        batch, size = preprocess(image, self.short_side, self.max_long_side, self.divisor)
+        values = self.session.run(list(DETECTOR_OUTPUTS), {"images": batch, "image_size": size})
+        outputs = dict(zip(DETECTOR_OUTPUTS, values))
+        outputs["image_size"] = size
+        return outputs
+
+    def predict_array(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """One (H, W, 3) float32 image in [0, 1] -> the detections kept, masks pasted."""
+        height, width = image.shape[:2]
+        out = self.run_graph(image)
+        k = int(out["num_detections"])
+        keep = np.arange(k)
+        if self.score_thresh is not None:
+            keep = keep[out["scores"][:k] >= self.score_thresh]
+        h, w = (int(v) for v in out["image_size"])
+        scale = np.asarray([width / w, height / h, width / w, height / h], dtype=np.float32)
+        boxes = (out["boxes"][keep] * scale).astype(np.float32)
+        masks = np.zeros((len(keep), height, width), dtype=bool)
+        # bound the float32 memory of a paste to ~2**25 values (128 MB), as paste_masks does
+        step = max(1, 2**25 // max(1, height * width))
+        for start in range(0, len(keep), step):
+            chunk = slice(start, start + step)
+            probs = paste_masks_numpy(out["masks"][keep[chunk], 0], boxes[chunk], height, width)
+            masks[chunk] = probs >= self.mask_threshold
+        return {
+            "boxes": boxes,
+            "labels": out["labels"][keep].astype(np.int64),
+            "scores": out["scores"][keep].astype(np.float32),
+            "masks": masks,
+        }
+
+    def __call__(self, images: Any) -> dict | list[dict]:
+        single = not isinstance(images, (list, tuple))
+        batch = [images] if single else list(images)
+        outputs = [self.predict_array(as_rgb_array(image)) for image in batch]
+        return outputs[0] if single else outputs
+
+
+class OnnxBoxesPredictor:
+    """Run a file of :func:`export_boxes_onnx` with onnxruntime: masks for given boxes, in numpy.
+
+    ``predictor(image, boxes, labels)`` with boxes (N, 4) XYXY in the image's pixels and labels
+    (N,) in 1..C returns ``boxes`` (as given), ``labels``, ``scores`` (the box head's probability
+    of each label) and ``masks`` bool (N, H, W), as
+    :class:`~refinemask.engine.predict.Predictor` does for given boxes.
+    """
+
+    def __init__(self, path: str | Path, mask_threshold: float = 0.5, num_threads: int | None = None,
+                 providers: Sequence[str] = ("CPUExecutionProvider",)):
+        _open_exported_graph(self, path, "boxes", "not a given-boxes graph exported by `refinemask export --given-boxes`",
+                             num_threads, providers)
+        self.num_classes = int(self.config["num_classes"])
+        self.mask_threshold = mask_threshold
+
+    def __call__(self, image: Any, boxes: Any, labels: Any) -> dict[str, np.ndarray]:
+        from refinemask.modeling.detector import check_given_boxes
+
+        array = as_rgb_array(image)
+        height, width = array.shape[:2]
+        given, given_labels = check_given_boxes(boxes, labels, (height, width), self.num_classes)
+        if given_labels is None:
+            raise RefineMaskError("the exported given-boxes graph needs labels (it does not classify boxes)")
+        boxes_np = given.numpy()
+        if len(boxes_np) == 0:  # the graph's reshapes cannot take zero boxes; nothing to run
+            return {"boxes": boxes_np, "labels": given_labels.numpy(), "scores": np.zeros(0, np.float32),
+                    "masks": np.zeros((0, height, width), dtype=bool)}
+        batch, size = preprocess(array, self.short_side, self.max_long_side, self.divisor)
+        h, w = (int(v) for v in size)
+        # the model's transform scales boxes by new/old size (float32), as here
+        scale = np.asarray([w / width, h / height, w / width, h / height], dtype=np.float32)
+        masks, scores = self.session.run(list(BOXES_OUTPUTS), {
+            "images": batch, "image_size": size,
+            "boxes": (boxes_np * scale).astype(np.float32), "labels": given_labels.numpy().astype(np.int64),
+        })
+        clipped = np.clip(boxes_np, 0, np.asarray([width, height, width, height], dtype=np.float32))
+        pasted = paste_masks_numpy(masks[:, 0], clipped, height, width)
+        return {
+            "boxes": boxes_np,
+            "labels": given_labels.numpy(),
+            "scores": scores.astype(np.float32),
+            "masks": pasted >= self.mask_threshold,
+        }
