@@ -3,33 +3,97 @@
 Every object is built from these values explicitly (no registry, no string-typed types). An
 unknown key is an error that names the nearest valid key, and a config is saved next to every
 checkpoint so that a model can be rebuilt exactly.
+
+Each key's valid values are declared once, beside the key: a ``Literal[...]`` annotation for a
+choice, :func:`key` with ``at_least`` or ``rule`` for a range. They are checked whenever a section
+is built, from YAML, an override, ``build_model(**options)`` or the dataclass itself.
+
+A YAML file may start from another with ``inherit: NAME`` (a bundled config's name, or a path
+relative to the file): its sections are merged key by key over the other's, so each bundled
+config shows only what differs from its base.
+
+Why dataclasses and a small coercer rather than OmegaConf structured configs: OmegaConf does not
+type-check ``Literal`` choices, unions with ``None`` of lists, or ranges, so those checks would
+stay here anyway; it would add a dependency and its own error texts in place of our one-line
+errors with a did-you-mean suggestion; and its interpolation, the one feature we would gain, no
+config needs.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from refinemask.errors import RefineMaskError
 
 
+def key(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, at_least: float | None = None,
+        rule: tuple[Callable[[Any], bool], str] | None = None):
+    """A config key with its valid range: ``at_least`` a lower bound, ``rule`` (test, what it
+    must be) anything else. Checked by :class:`Checked` whenever the section is built."""
+    return field(default=default, default_factory=factory, metadata={"at_least": at_least, "rule": rule})
+
+
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _choices(annotation) -> tuple | None:
+    """The allowed values of a ``Literal`` annotation, also inside ``list[...]`` or ``... | None``."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        found = _choices(arg)
+        if found is not None:
+            return found
+    return None
+
+
+class Checked:
+    """Mixin of the config sections: checks every key's declared valid values on construction."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or dataclasses.is_dataclass(value):
+                continue
+            options = _choices(_hints(type(self))[f.name])
+            if options is not None:
+                for item in value if isinstance(value, list) else [value]:
+                    if item not in options:
+                        names = [str(o) for o in options]
+                        raise RefineMaskError(f"{f.name}: {item!r} is not one of {', '.join(names)}{suggest(str(item), names)}")
+            low = f.metadata.get("at_least")
+            if low is not None and value < low:
+                what = "0 (none) or positive" if low == 0 else f"at least {low}"
+                raise RefineMaskError(f"{f.name} must be {what}, got {value}")
+            rule = f.metadata.get("rule")
+            if rule is not None and not rule[0](value):
+                raise RefineMaskError(f"{f.name} must be {rule[1]}, got {value}")
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
     """What decides the model's architecture and its test-time behaviour."""
 
     num_classes: int | None = None  # None: the number of categories of the training annotations
-    backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | efficientnet_lite0
+    # resnet18 | resnet34 | resnet50 | resnet101 | efficientnet_lite0: refinemask.modeling.backbone.BACKBONES,
+    # declared and checked beside their builders
+    backbone: str = "resnet50"
     backbone_weights: str | None = None  # None | "imagenet" | path to a classifier state dict
     trainable_backbone_layers: int = 3  # 3 = official frozen_stages=1
     fpn_channels: int = 256  # FPN width, also the mask heads' width (official: 256)
     # refinemask (the released checkpoints' head) | simple_refinemask (the official "faster-better"
     # SimpleRefineMaskHead, as Co-DETR uses it) | maskrcnn (the stock 28x28 head)
-    mask_head: str = "refinemask"
+    mask_head: Literal["refinemask", "simple_refinemask", "maskrcnn"] = "refinemask"
     # last stage 32 -> 1; None = the head's official setting: refinemask False (true in the LVIS
     # config), simple_refinemask True
     class_agnostic_last_stage: bool | None = None
@@ -40,8 +104,10 @@ class ModelConfig:
     # images of more than 8 bits (16-bit microscopy, 12-bit cameras): percentiles | minmax | full;
     # the default maps each image's 1st and 99.8th percentiles to 0 and 1, so low-range data is
     # not near black (refinemask.data.images explains each). 8-bit images are always divided by 255.
-    high_bit_scaling: str = "percentiles"
-    high_bit_percentiles: list[float] = field(default_factory=lambda: [1.0, 99.8])
+    high_bit_scaling: Literal["percentiles", "minmax", "full"] = "percentiles"
+    high_bit_percentiles: list[float] = key(
+        factory=lambda: [1.0, 99.8], rule=(lambda p: len(p) == 2 and 0.0 <= p[0] < p[1] <= 100.0, "[low, high] with 0 <= low < high <= 100")
+    )
     # RPN (spec §1)
     exact_anchors: bool = True  # mmdetection's anchors (unrounded, strides 4..64)
     rpn_pre_nms_top_n_train: int = 2000
@@ -56,13 +122,13 @@ class ModelConfig:
     # RoIAlign of the box and mask heads: 0 = adaptive sampling, ceil(bin size) points per bin
     # axis (official mmcv); torchvision's detectors use 2 (fixed 2×2 per bin, cheaper on large
     # boxes); roi_aligned=False is torchvision's pixel-corner convention (official: True)
-    roi_sampling_ratio: int = 0
+    roi_sampling_ratio: int = key(0, at_least=0)
     roi_aligned: bool = True
     # box head
     box_batch_size_per_image: int = 512
     box_positive_fraction: float = 0.25
     box_loss_weight: float = 2.0
-    box_reg_loss: str = "l1"  # l1 | smooth_l1 (Cityscapes)
+    box_reg_loss: Literal["l1", "smooth_l1"] = "l1"  # smooth_l1: Cityscapes
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     detections_per_img: int = 100
@@ -81,7 +147,7 @@ class ModelConfig:
     # official: kaiming fan_out on the logit convs as in the official code (semantic_logits then
     # has std 1.41 and the first losses are in the hundreds); small: normal(std=0.001), zero bias,
     # which starts near p=0.5 and trains stably at small batches
-    mask_logits_init: str = "official"
+    mask_logits_init: Literal["official", "small"] = "official"
     # None = the head's official config value: refinemask [0.25, 0.5, 0.75, 1.0],
     # simple_refinemask [0.5, 0.75, 0.75, 1.0] (spec §4.4)
     bar_stage_weights: list[float] | None = None
@@ -100,9 +166,8 @@ def suggest(name: str, options: list[str]) -> str:
 
 
 def _coerce(value: Any, annotation, where: str):
-    """Check and convert a YAML/override value to the annotated type."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing), {})  # annotations are postponed strings
+    """Check and convert a YAML/override value to the annotated type (resolved by
+    ``typing.get_type_hints``); a ``Literal``'s choices are checked by :class:`Checked`."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
@@ -117,6 +182,8 @@ def _coerce(value: Any, annotation, where: str):
             except RefineMaskError as err:
                 errors.append(str(err))
         raise RefineMaskError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             value = [value]
@@ -157,13 +224,17 @@ def from_dict(cls, data: dict, where: str = "config"):
     if data is None:
         data = {}
     names = _field_names(cls)
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise RefineMaskError(f"{where}: unknown key {key!r}{suggest(key, names)}")
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where != "config" else key)
-    return cls(**kwargs)
+    for name, value in data.items():
+        if name not in names:
+            raise RefineMaskError(f"{where}: unknown key {name!r}{suggest(name, names)}")
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where != "config" else name)
+    try:
+        return cls(**kwargs)
+    except RefineMaskError as err:
+        # Checked names the key; say which section it is in
+        raise RefineMaskError(f"{where}.{err}" if where != "config" else str(err)) from None
 
 
 def to_dict(obj) -> dict:
@@ -218,7 +289,7 @@ def read_yaml(path: str | Path) -> dict:
 
 
 @dataclass
-class SyntheticDataConfig:
+class SyntheticDataConfig(Checked):
     """Generate the built-in synthetic data set (:func:`refinemask.data.synthetic.make_synthetic`).
 
     It is written once into ``root`` (default: ``<train.output_dir>/synthetic_data``) and reused
@@ -229,19 +300,19 @@ class SyntheticDataConfig:
     num_images: int = 64
     num_val_images: int = 16
     size: int = 256
-    preset: str = "easy"  # easy | hard
+    preset: Literal["easy", "hard"] = "easy"
     seed: int = 0
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     """Where the data is and how training samples it.
 
     Paths are relative to the working directory. With ``synthetic`` set, the four paths are
     those of the generated data set and must be left empty.
     """
 
-    format: str = "coco"  # coco | lvis
+    format: Literal["coco", "lvis"] = "coco"
     train_annotations: str = ""
     train_images: str = ""
     val_annotations: str = ""
@@ -249,7 +320,7 @@ class DataConfig:
     polygons: bool = True  # False: per-RoI mask targets cut from bitmaps (the Cityscapes setting)
     flip_prob: float = 0.5
     repeat_factor_threshold: float = 0.0  # > 0: repeat-factor sampling (LVIS: 1e-3)
-    repeat: int = 1  # every image this many times per epoch (Cityscapes: RepeatDataset x8)
+    repeat: int = key(1, at_least=1)  # every image this many times per epoch (Cityscapes: RepeatDataset x8)
     group_by_aspect_ratio: bool = True
     num_workers: int = 2
     # decode every image file at the start (in parallel, cached) and leave out those with problems
@@ -259,7 +330,7 @@ class DataConfig:
 
 
 @dataclass
-class SolverConfig:
+class SolverConfig(Checked):
     """Optimiser and learning-rate schedule.
 
     ``base_lr`` is the rate for ``reference_batch_size`` images per step; with ``scale_lr`` the
@@ -267,15 +338,15 @@ class SolverConfig:
     ``train.grad_accum_steps``). ``lr_steps`` are in epochs, as in the official schedules.
     """
 
-    optimizer: str = "sgd"  # sgd | adamw
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     base_lr: float = 0.02
-    reference_batch_size: int = 16
+    reference_batch_size: int = key(16, at_least=1)
     scale_lr: bool = True
     momentum: float = 0.9
     weight_decay: float = 1e-4
     epochs: int = 12
     max_iters: int = 0  # > 0: train this many iterations instead of `epochs` epochs
-    lr_schedule: str = "step"  # step | cosine | constant
+    lr_schedule: Literal["step", "cosine", "constant"] = "step"
     lr_steps: list[float] = field(default_factory=lambda: [8.0, 11.0])
     gamma: float = 0.1
     warmup_iters: int = 500
@@ -284,45 +355,45 @@ class SolverConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     """How a run executes: output, batch, devices, precision, checkpoints, logging."""
 
     output_dir: str = "output"
-    batch_size: int = 2  # images per device (per process)
-    grad_accum_steps: int = 1
+    batch_size: int = key(2, at_least=1)  # images per device (per process)
+    grad_accum_steps: int = key(1, at_least=1)
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    amp: str = "none"  # none | fp16 | bf16 (CUDA only)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "fp16", "bf16"] = "none"  # CUDA only
     num_threads: int = 0  # CPU threads per process; 0 = torch's default
     deterministic: bool = False  # deterministic algorithms (CUDA); CPU runs are already repeatable
-    checkpoint_every: int = 1000  # iterations
+    checkpoint_every: int = key(1000, at_least=1)  # iterations
     keep_checkpoints: int = 3  # the newest N periodic checkpoints are kept; 0 = all
     resume: bool = False  # continue from the last checkpoint in output_dir, if there is one
     # start from these weights, trained for any classes: a refinemask weights file or checkpoint, an
     # official checkpoint, a torchvision detector state dict file, or torchvision:maskrcnn_resnet50_fpn
     init_weights: str = ""
-    log_every: int = 20
+    log_every: int = key(20, at_least=1)
     eval_every: int = 0  # iterations; 0 = no periodic evaluation
     eval_at_end: bool = True
-    max_minutes: float = 0.0  # > 0: end training after this many minutes (checkpoint, final weights); 0 = no limit
+    max_minutes: float = key(0.0, at_least=0)  # > 0: end training after this many minutes (checkpoint, final weights); 0 = no limit
     tensorboard: bool = True
     progress_bar: bool = True
     find_unused_parameters: bool = False  # DDP option, for heads that skip parameters
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Checked):
     """Evaluation of a model on ``data.val_*``: COCO-style, LVIS-style when ``data.format=lvis``."""
 
-    iou_types: list[str] = field(default_factory=lambda: ["segm", "bbox", "boundary"])
+    iou_types: list[Literal["segm", "bbox", "boundary"]] = field(default_factory=lambda: ["segm", "bbox", "boundary"])
     boundary_dilations: list[float] = field(default_factory=lambda: [0.02, 0.008])
-    batch_size: int = 1  # images per device
+    batch_size: int = key(1, at_least=1)  # images per device
     mask_threshold: float = 0.5
     max_images: int = 0  # > 0: only the first N images (a quick check)
 
 
 @dataclass
-class Config:
+class Config(Checked):
     """A whole run: ``model``, ``data``, ``solver``, ``train``, ``eval`` sections."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -330,19 +401,6 @@ class Config:
     solver: SolverConfig = field(default_factory=SolverConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "data.format": ("coco", "lvis"),
-    "solver.optimizer": ("sgd", "adamw"),
-    "solver.lr_schedule": ("step", "cosine", "constant"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.amp": ("none", "fp16", "bf16"),
-    "model.mask_head": ("refinemask", "simple_refinemask", "maskrcnn"),
-    "model.box_reg_loss": ("l1", "smooth_l1"),
-    "model.mask_logits_init": ("official", "small"),
-    "model.high_bit_scaling": ("percentiles", "minmax", "full"),
-}
 
 
 def bundled_config_names() -> list[str]:
@@ -373,31 +431,33 @@ def resolve_config_path(name: str | Path) -> Path:
     )
 
 
-def _check_choices(config: Config) -> None:
-    for dotted, options in _CHOICES.items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(config, section), key)
-        if value not in options:
-            raise RefineMaskError(f"{dotted}: {value!r} is not one of {', '.join(options)}{suggest(str(value), list(options))}")
-    for dotted, value, low in (
-        ("train.batch_size", config.train.batch_size, 1),
-        ("train.grad_accum_steps", config.train.grad_accum_steps, 1),
-        ("train.checkpoint_every", config.train.checkpoint_every, 1),
-        ("train.log_every", config.train.log_every, 1),
-        ("solver.reference_batch_size", config.solver.reference_batch_size, 1),
-        ("data.repeat", config.data.repeat, 1),
-        ("eval.batch_size", config.eval.batch_size, 1),
-    ):
-        if value < low:
-            raise RefineMaskError(f"{dotted} must be at least {low}, got {value}")
-    low_high = config.model.high_bit_percentiles
-    if len(low_high) != 2 or not 0.0 <= low_high[0] < low_high[1] <= 100.0:
-        raise RefineMaskError(f"model.high_bit_percentiles must be [low, high] with 0 <= low < high <= 100, got {low_high}")
-    if config.train.max_minutes < 0:
-        raise RefineMaskError(f"train.max_minutes must be 0 (no limit) or positive, got {config.train.max_minutes}")
-    unknown = [t for t in config.eval.iou_types if t not in ("segm", "bbox", "boundary")]
-    if unknown:
-        raise RefineMaskError(f"eval.iou_types: {unknown[0]!r} is not one of segm, bbox, boundary")
+def _merged(base: dict, child: dict) -> dict:
+    """``child`` over ``base``, mapping by mapping (a list or a value replaces the base's)."""
+    out = dict(base)
+    for name, value in child.items():
+        out[name] = _merged(out[name], value) if isinstance(value, dict) and isinstance(out.get(name), dict) else value
+    return out
+
+
+def read_config_file(path: str | Path, _children: tuple[Path, ...] = ()) -> dict:
+    """A config file's sections with its ``inherit:`` chain merged in (the file's own keys win).
+
+    ``inherit`` names a file relative to this one (``.yaml`` may be left out) or a bundled config.
+    """
+    path = Path(path)
+    data = read_yaml(path)
+    base = data.pop("inherit", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise RefineMaskError(f"{path}: inherit must name a config file or a bundled config, got {base!r}")
+    # a file named like the bundled config it inherits (a user's edited copy) means the bundled one
+    nearby = [p for p in (path.parent / base, path.parent / f"{base}.yaml") if p.is_file() and not p.samefile(path)]
+    base_path = nearby[0] if nearby else resolve_config_path(base)
+    chain = (*_children, path.resolve())
+    if base_path.resolve() in chain:
+        raise RefineMaskError(f"{path}: inherit: {base!r} leads back to {base_path.name} (a loop)")
+    return _merged(read_config_file(base_path, chain), data)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -407,10 +467,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     nearest valid key.
     """
     path = resolve_config_path(path)
-    data = apply_overrides(read_yaml(path), list(overrides))
+    data = apply_overrides(read_config_file(path), list(overrides))
     try:
         config = from_dict(Config, data)
-        _check_choices(config)
     except RefineMaskError as err:
         raise RefineMaskError(f"{path.name}: {err}") from None
     return config

@@ -133,3 +133,56 @@ def test_the_quickstart_trains_on_synthetic_data_with_a_pretrained_light_backbon
     config = load_config("quickstart_refinemask")
     assert config.data.synthetic is not None and config.model.backbone == "efficientnet_lite0"
     assert config.model.backbone_weights == "imagenet" and max(config.model.min_size) <= 320
+
+
+def test_a_file_inherits_a_bundled_config_and_changes_only_what_it_names(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("inherit: quickstart_refinemask\nmodel: {num_classes: 3}\nsolver: {max_iters: 7}\n")
+    mine, base = to_dict(load_config(path)), to_dict(load_config("quickstart_refinemask"))
+    assert mine["model"].pop("num_classes") == 3 and mine["solver"].pop("max_iters") == 7
+    base["model"].pop("num_classes"), base["solver"].pop("max_iters")
+    assert mine == base
+
+
+def test_inherit_finds_a_file_beside_this_one_before_a_bundled_name(tmp_path):
+    (tmp_path / "quickstart_refinemask.yaml").write_text("inherit: quickstart_refinemask\ntrain: {seed: 5}\n")
+    (tmp_path / "child.yaml").write_text("inherit: quickstart_refinemask\nsolver: {max_iters: 9}\n")
+    config = load_config(tmp_path / "child.yaml")
+    assert (config.train.seed, config.solver.max_iters, config.model.backbone) == (5, 9, "efficientnet_lite0")
+
+
+def test_an_inherit_loop_is_one_clear_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("inherit: b\n")
+    (tmp_path / "b.yaml").write_text("inherit: a.yaml\n")
+    with pytest.raises(RefineMaskError, match=r"inherit: 'a.yaml' leads back to a.yaml \(a loop\)"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_every_bundled_child_config_shows_only_what_differs_from_its_base():
+    from importlib import resources
+
+    import yaml
+
+    folder = resources.files("refinemask") / "configs"
+    for name in bundled_config_names():
+        own = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        if "inherit" not in own:
+            continue
+        base = to_dict(load_config(own["inherit"]))
+        for section, values in own.items():
+            if section == "inherit":
+                continue
+            for key, value in values.items():
+                assert base[section][key] != value, f"{name}: {section}.{key} repeats its base's value"
+
+
+def test_valid_values_are_checked_however_a_section_is_built():
+    from refinemask import build_model
+    from refinemask.config import ModelConfig, TrainConfig
+
+    with pytest.raises(RefineMaskError, match="mask_head: 'mask_rcnn' is not one of refinemask, simple_refinemask, maskrcnn"):
+        ModelConfig(mask_head="mask_rcnn")
+    with pytest.raises(RefineMaskError, match="batch_size must be at least 1, got 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(RefineMaskError, match="model.mask_logits_init: 'tiny' is not one of official, small"):
+        build_model(num_classes=2, backbone="resnet18", mask_logits_init="tiny")

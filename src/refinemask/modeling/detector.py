@@ -68,8 +68,6 @@ class RefineMaskRCNN(GeneralizedRCNN):
 
     def __init__(self, config: ModelConfig):
         cfg = config
-        if cfg.roi_sampling_ratio < 0:
-            raise RefineMaskError(f"model.roi_sampling_ratio must be 0 (adaptive) or positive, got {cfg.roi_sampling_ratio}")
         backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.trainable_backbone_layers, cfg.fpn_channels)
         anchors = ExactAnchorGenerator() if cfg.exact_anchors else AnchorGenerator(
             sizes=((32,), (64,), (128,), (256,), (512,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
@@ -125,8 +123,6 @@ class RefineMaskRCNN(GeneralizedRCNN):
                 for conv in logit_convs(roi_heads.mask_head):
                     torch.nn.init.normal_(conv.weight, std=0.001)
                     torch.nn.init.zeros_(conv.bias)
-            elif cfg.mask_logits_init != "official":
-                raise RefineMaskError(f"model.mask_logits_init: {cfg.mask_logits_init!r} is not one of official, small")
         else:
             # the head's width follows the FPN's, as RefineMask's does (256 in the official models)
             width = backbone.out_channels
