@@ -152,7 +152,7 @@ def _bad_inputs(tmp_path, gt, results):
     return {
         "missing file": (
             ["--annotations", str(tmp_path / "nope.json"), "--predictions", str(results)],
-            "does not exist",
+            "annotation file not found",
         ),
         "invalid json": (
             ["--annotations", str(gt), "--predictions", str(broken)],
@@ -239,4 +239,4 @@ def test_console_exit_status_is_2_on_a_missing_file(tmp_path):
         timeout=120,
     )
     assert completed.returncode == 2
-    assert completed.stderr.count("\n") == 1 and "gt.json does not exist" in completed.stderr
+    assert completed.stderr.count("\n") == 1 and "annotation file not found" in completed.stderr and "gt.json" in completed.stderr

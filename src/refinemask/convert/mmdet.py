@@ -29,7 +29,6 @@ memory; this module imports neither, so neither import makes a cycle.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 from refinemask.config import ModelConfig, from_dict
 from refinemask.convert.categories import LVIS_NUM_CATEGORIES, default_categories
 from refinemask.errors import RefineMaskError
+from refinemask.jsonfile import read_json
 
 # Test-time (and fine-tuning) settings of each official config that the weights do not carry
 # (spec §1, §1.3). min_size lists the training short sides; the last one is the test scale.
@@ -241,11 +241,8 @@ def model_config(official: OfficialModel) -> ModelConfig:
 
 def categories_from_annotations(path: str | Path, num_classes: int) -> tuple[dict[int, int], list[str]]:
     """(label → category id, names) from the ``categories`` of a COCO/LVIS-format json."""
-    path = Path(path)
-    if not path.is_file():
-        raise RefineMaskError(f"categories file not found: {path}")
+    data = read_json(path, "categories file")
     try:
-        data = json.loads(path.read_text())
         cats = sorted(data["categories"], key=lambda c: int(c["id"]))
         ids = [int(c["id"]) for c in cats]
         names = [str(c.get("name", f"category_{c['id']}")) for c in cats]

@@ -33,7 +33,6 @@ what a dataset trains and evaluates on.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from typing import Any
 
 from refinemask.data.images import DEFAULT_MAX_PIXELS, open_image, read_image_size
 from refinemask.errors import RefineMaskError
+from refinemask.jsonfile import read_json
 
 # Boxes may overshoot the image by rounding (COCO has boxes ending at x + w = width + 0.5);
 # beyond this many pixels the box is reported.
@@ -74,22 +74,7 @@ def load_annotation_json(path: str | Path) -> dict[str, Any]:
     document without ``images`` / ``categories`` lists. A missing ``annotations`` list is taken as
     empty (test-set files have none).
     """
-    path = Path(path)
-    if not path.exists():
-        raise RefineMaskError(f"annotation file not found: {path}")
-    if not path.is_file():
-        raise RefineMaskError(f"annotation path is not a file: {path}")
-    try:
-        with path.open("r", encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise RefineMaskError(
-            f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
-        ) from err
-    except UnicodeDecodeError as err:
-        raise RefineMaskError(f"{path} is not UTF-8 text, so not a JSON annotation file") from err
-    except OSError as err:
-        raise RefineMaskError(f"cannot read annotation file {path}: {err.strerror or err}") from err
+    data = read_json(path, "annotation file")
     check_structure(data, str(path))
     return data
 

@@ -26,17 +26,12 @@ from pathlib import Path
 import torch
 
 from refinemask.errors import RefineMaskError
+from refinemask.jsonfile import read_json
 
 
 def read_box_results(path: str | Path, need_categories: bool = True) -> list[dict]:
     """The entries of a COCO results file, each checked for a bbox (and a category id)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RefineMaskError(f"boxes file not found: {path}")
-    try:
-        entries = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RefineMaskError(f"{path}: not a JSON file ({err})") from None
+    entries = read_json(path, "boxes file")
     if isinstance(entries, dict) and "annotations" in entries:
         raise RefineMaskError(
             f"{path} is a COCO data set (images/annotations), not a results file: give a list of "

@@ -16,12 +16,10 @@ Shapes: N detections of one image; H x W the image size.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +27,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 from faster_coco_eval.core import mask as mask_api
 
 from refinemask.errors import RefineMaskError
+from refinemask.jsonfile import read_json
 
 IOU_TYPES = ("bbox", "segm", "boundary")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -268,22 +267,6 @@ def load_coco_results(results: str | os.PathLike | Sequence[dict]) -> list[dict]
         if "bbox" not in result and "segmentation" not in result:
             raise RefineMaskError(f"{name}: entry {index} has neither 'bbox' nor 'segmentation'")
     return list(results)
-
-
-def read_json(path: str | os.PathLike, what: str) -> Any:
-    """Load a json file; a missing or malformed file is the user's error."""
-    path = Path(path)
-    if not path.is_file():
-        raise RefineMaskError(f"{what} {path} does not exist")
-    try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise RefineMaskError(
-            f"{what} {path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
-        ) from None
-    except UnicodeDecodeError:
-        raise RefineMaskError(f"{what} {path} is not a UTF-8 JSON text file") from None
 
 
 def _evaluate(
