@@ -1,17 +1,9 @@
 import pytest
 import torch
 
-from tests.convert.official_checkpoint import official_checkpoint, official_state_dict
+from tests.convert.official_checkpoint import VARIANTS, official_checkpoint, official_state_dict
 from tests.scratch import scratch_dir
 
-# variant -> (classes, depth, classes of the last mask stage)
-VARIANTS = {
-    "coco_r50": (80, 50, None),
-    "coco_r101": (80, 101, None),
-    "lvis_r50": (1203, 50, 1),
-    "lvis_r101": (1203, 101, 1),
-    "cityscapes_r50": (8, 50, None),
-}
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,15 @@ import torch
 
 from tests.modeling.official_layout import official_mask_head_shapes, official_simple_mask_head_shapes
 
+# variant -> (classes, depth, classes of the last mask stage)
+VARIANTS = {
+    "coco_r50": (80, 50, None),
+    "coco_r101": (80, 101, None),
+    "lvis_r50": (1203, 50, 1),
+    "lvis_r101": (1203, 101, 1),
+    "cityscapes_r50": (8, 50, None),
+}
+
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 

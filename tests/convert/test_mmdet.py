@@ -19,7 +19,7 @@ from refinemask.convert.files import convert_checkpoint
 from refinemask.convert.mmdet import categories_from_annotations, model_config
 from refinemask.errors import RefineMaskError
 from refinemask.modeling.detector import build_model
-from tests.convert.conftest import VARIANTS
+from tests.convert.official_checkpoint import VARIANTS
 
 
 def _model_shapes(num_classes, depth, last):

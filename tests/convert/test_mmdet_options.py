@@ -4,7 +4,7 @@ import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 
 from refinemask.config import ModelConfig
-from tests.modeling.conftest import tiny_model
+from tests.tiny_models import tiny_model
 
 
 def test_models_keep_torchvisions_ranking_and_small_box_filters_by_default():

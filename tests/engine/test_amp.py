@@ -14,8 +14,8 @@ from refinemask.config import load_config
 from refinemask.engine.checkpoint import read_checkpoint
 from refinemask.engine.distributed import init_distributed
 from refinemask.engine.train import Trainer, autocast
-from tests.engine.conftest import write_config
-from tests.modeling.conftest import image_and_target, tiny_model
+from tests.tiny_runs import write_config
+from tests.tiny_models import image_and_target, tiny_model
 
 # bf16 for the layer-by-layer checks: CPU autocast applies the same op lists to fp16, but CPU fp16
 # convolutions are ~40x slower; fp16 runs where its GradScaler matters (and in test_train.py)

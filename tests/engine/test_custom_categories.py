@@ -13,7 +13,7 @@ import yaml
 from refinemask import load_model
 from refinemask.cli import main
 from refinemask.engine.predict import Predictor
-from tests.engine.conftest import write_config
+from tests.tiny_runs import write_config
 from tests.scratch import scratch_dir
 
 # the synthetic set's categories 1..5 renamed and renumbered with gaps

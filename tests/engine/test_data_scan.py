@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from refinemask.cli import main
-from tests.engine.conftest import write_config
+from tests.tiny_runs import write_config
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 
 from refinemask.data.coco import CocoDetection
 from refinemask.engine.checkpoint import read_checkpoint
-from tests.engine.conftest import REPO, single_thread_env, write_config
+from tests.tiny_runs import REPO, single_thread_env, write_config
 
 
 def test_two_processes_train_on_different_images_and_rank_0_alone_writes(tmp_path, synthetic_data):

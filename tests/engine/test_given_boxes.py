@@ -10,7 +10,7 @@ import torch
 
 from refinemask.engine.predict import Predictor
 from refinemask.errors import RefineMaskError
-from tests.export.conftest import as_tensor, confident_tiny_model, smooth_image
+from tests.tiny_models import as_tensor, confident_tiny_model, smooth_image
 from tests.tolerances import KERNEL_ATOL, assert_same_binary_masks
 from tests.scratch import scratch_dir
 
@@ -161,7 +161,7 @@ def _constant_mask_model(logit: float, mask_head: str):
     """A tiny model of the engine tests' config whose every mask logit is ``logit``: its masks
     fill their box (logit > 0) or are empty (logit < 0), whatever the image."""
     from refinemask import build_model
-    from tests.engine.conftest import TINY_CONFIG
+    from tests.tiny_runs import TINY_CONFIG
 
     torch.manual_seed(0)
     model = build_model(**{**TINY_CONFIG["model"], "mask_head": mask_head})
@@ -183,7 +183,7 @@ def test_eval_gt_boxes_scores_perfect_masks_one_and_empty_masks_zero(tmp_path, m
 
     from refinemask.cli import main
     from refinemask.engine.checkpoint import save_weights
-    from tests.engine.conftest import write_config
+    from tests.tiny_runs import write_config
 
     val, images = _rectangles_dataset(tmp_path / "data")
     config = write_config(tmp_path / "run.yaml", None, tmp_path / "out", model={"mask_head": mask_head}, data={

@@ -23,7 +23,7 @@ from refinemask.engine.checkpoint import (
     torchvision_weights_file,
 )
 from refinemask.errors import RefineMaskError
-from tests.engine.conftest import write_config
+from tests.tiny_runs import write_config
 
 SMALL = {"backbone": "resnet18", "min_size": [64], "max_size": 64}
 

@@ -5,7 +5,7 @@ import torch
 from refinemask.engine.predict import Predictor
 from refinemask.errors import RefineMaskError
 from refinemask.modeling.ops import paste_masks
-from tests.export.conftest import as_tensor, confident_tiny_model, smooth_image
+from tests.tiny_models import as_tensor, confident_tiny_model, smooth_image
 
 
 @pytest.fixture(scope="module")

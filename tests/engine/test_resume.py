@@ -15,7 +15,7 @@ from refinemask.config import load_config
 from refinemask.engine.checkpoint import find_last_checkpoint, read_checkpoint
 from refinemask.engine.train import train
 from refinemask.errors import RefineMaskError
-from tests.engine.conftest import REPO, single_thread_env, write_config
+from tests.tiny_runs import REPO, single_thread_env, write_config
 
 
 def _start_training(config: Path) -> subprocess.Popen:

@@ -24,7 +24,7 @@ from refinemask.engine.predict import Predictor
 from refinemask.engine.train import Trainer, seed_everything, train
 from refinemask.errors import RefineMaskError
 from refinemask.modeling.detector import build_model_from_config
-from tests.engine.conftest import run_cli, write_config
+from tests.tiny_runs import run_cli, write_config
 from tests.scratch import scratch_dir
 
 

@@ -25,7 +25,7 @@ from refinemask.engine.checkpoint import save_weights
 from refinemask.engine.predict import Predictor
 from refinemask.errors import RefineMaskError
 from refinemask.modeling.ops import paste_masks
-from tests.export.conftest import as_tensor, confident_tiny_model, smooth_image
+from tests.tiny_models import as_tensor, confident_tiny_model, smooth_image
 from tests.tolerances import KERNEL_ATOL, assert_same_binary_masks
 from tests.scratch import scratch_dir
 

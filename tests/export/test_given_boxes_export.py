@@ -16,7 +16,7 @@ from refinemask.export import OnnxBoxesPredictor, OnnxPredictor, export_boxes_on
 from refinemask.engine.checkpoint import save_weights  # noqa: E402
 from refinemask.engine.predict import Predictor  # noqa: E402
 from refinemask.errors import RefineMaskError  # noqa: E402
-from tests.export.conftest import as_tensor, confident_tiny_model, smooth_image  # noqa: E402
+from tests.tiny_models import as_tensor, confident_tiny_model, smooth_image  # noqa: E402
 from tests.tolerances import KERNEL_ATOL  # noqa: E402
 from tests.scratch import scratch_dir
 

@@ -5,7 +5,7 @@ import torch
 
 from refinemask import build_model
 from refinemask.errors import RefineMaskError
-from tests.modeling.conftest import image_and_target, tiny_model
+from tests.tiny_models import image_and_target, tiny_model
 from tests.tolerances import KERNEL_ATOL, assert_same_binary_masks
 
 

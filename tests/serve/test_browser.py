@@ -23,7 +23,7 @@ from PIL import Image
 
 from refinemask.engine.predict import mask_edges
 from refinemask.serve import make_server
-from tests.serve.conftest import Running
+from tests.serve.running import Running
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
 

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from refinemask.engine.checkpoint import save_weights
-from tests.export.conftest import confident_tiny_model
+from tests.tiny_models import confident_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,8 +19,8 @@ from refinemask.commands import serve as serve_command
 from refinemask.engine.predict import Predictor
 from refinemask.errors import RefineMaskError
 from refinemask.serve import is_loopback, make_server
-from tests.export.conftest import confident_tiny_model
-from tests.serve.conftest import Running
+from tests.tiny_models import confident_tiny_model
+from tests.serve.running import Running
 
 
 def get(url: str) -> tuple[int, str, bytes]:
