@@ -8,7 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from refinemask.data.images import image_to_array, load_image, read_image_size
+from refinemask.data.images import (
+    as_image_tensor,
+    as_rgb_array,
+    image_to_array,
+    load_image,
+    read_image_size,
+    scaling_options,
+)
 from refinemask.errors import RefineMaskError
 
 EXIF_ORIENTATION = 0x0112
@@ -203,3 +210,43 @@ def test_a_constant_high_bit_image_is_black_not_nan() -> None:
 def test_an_unknown_scaling_is_one_line() -> None:
     with pytest.raises(RefineMaskError, match="choose one of percentiles, minmax, full"):
         image_to_array(Image.fromarray(np.zeros((2, 2), dtype=np.uint16)), scaling="log")
+
+
+# -- any image a predictor takes: one conversion ------------------------------------------------
+
+
+def test_a_file_a_pil_image_an_array_and_a_tensor_give_the_same_input(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    expected = load_image(tmp_path / "a.png")
+    for image in (tmp_path / "a.png", str(tmp_path / "a.png"), Image.fromarray(pixels), pixels,
+                  torch.from_numpy(pixels).permute(2, 0, 1), expected):
+        tensor = as_image_tensor(image)
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, expected), type(image)
+        assert np.array_equal(as_rgb_array(image), expected.permute(1, 2, 0).numpy()), type(image)
+
+
+def test_float_arrays_are_taken_as_unit_range_and_alpha_and_gray_are_handled() -> None:
+    rgba = np.random.default_rng(2).random((4, 6, 4))
+    assert torch.equal(as_image_tensor(rgba), torch.from_numpy(rgba[:, :, :3]).permute(2, 0, 1).float())
+    gray = np.full((3, 2), 0.25, dtype=np.float32)
+    assert as_rgb_array(gray).shape == (3, 2, 3) and (as_rgb_array(gray) == 0.25).all()
+
+
+def test_a_pil_image_of_16_bits_is_scaled_as_asked() -> None:
+    image = Image.fromarray(np.full((4, 4), 700, dtype=np.uint16))
+    full = as_image_tensor(image, **scaling_options({"high_bit_scaling": "full"}))
+    assert torch.allclose(full, torch.full((3, 4, 4), 700 / 65535))
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [(np.zeros((4, 4, 2), dtype=np.uint8), "numpy image must be"),
+     (torch.zeros(4, 4, 3), "tensor image must be"),
+     ([[0, 1], [1, 0]], "cannot read an image from a list")],
+)
+def test_an_unusable_image_is_one_line(image, message) -> None:
+    for convert in (as_image_tensor, as_rgb_array):
+        with pytest.raises(RefineMaskError, match=message) as info:
+            convert(image)
+        assert "\n" not in str(info.value)

@@ -177,6 +177,14 @@ def test_predictor_reads_class_names_and_category_ids_from_the_file(onnx_predict
     assert onnx_predictor.label_to_category == {1: 1, 2: 2, 3: 3}
 
 
+def test_runners_scale_16_bit_images_as_the_model_was_trained_to(tmp_path):
+    model = confident_tiny_model("maskrcnn", high_bit_scaling="full")
+    onnx_predictor = OnnxPredictor(export_onnx(model, tmp_path / "full.onnx"), num_threads=1)
+    assert onnx_predictor.scaling == {"scaling": "full", "percentiles": (1.0, 99.8)}
+    faint = Image.fromarray(np.round(smooth_image(120, 160, seed=3)[..., 0] * 4000).astype(np.uint16))
+    assert assert_same_detections(Predictor(model)(faint), onnx_predictor(faint)) > 0
+
+
 def test_mask_head_exports_with_a_dynamic_number_of_rois(tmp_path):
     # the randomly initialised head as built: its logits are about +-20 here, as a trained
     # head's are, where float32 agreement within 1e-4 is meaningful

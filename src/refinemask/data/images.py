@@ -37,7 +37,7 @@ from __future__ import annotations
 import threading
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -63,10 +63,14 @@ DEFAULT_PERCENTILES = (1.0, 99.8)
 
 
 def scaling_options(model_config) -> dict:
-    """``scaling`` and ``percentiles`` keyword arguments from a model config (see the module docstring)."""
+    """``scaling`` and ``percentiles`` keyword arguments from a model config (see the module docstring).
+
+    ``model_config`` is a ``ModelConfig`` or its dict (as an exported ONNX file stores it).
+    """
+    get = model_config.get if isinstance(model_config, dict) else lambda key, default: getattr(model_config, key, default)
     return {
-        "scaling": getattr(model_config, "high_bit_scaling", DEFAULT_HIGH_BIT_SCALING),
-        "percentiles": tuple(getattr(model_config, "high_bit_percentiles", DEFAULT_PERCENTILES)),
+        "scaling": get("high_bit_scaling", DEFAULT_HIGH_BIT_SCALING),
+        "percentiles": tuple(get("high_bit_percentiles", DEFAULT_PERCENTILES)),
     }
 
 
@@ -236,16 +240,78 @@ def load_image(
 
     Raises :class:`RefineMaskError` naming the file when it cannot be used.
     """
-    # torch is imported here so that `refinemask check-data` (PIL only) starts fast
+    return _channels_first(_file_to_array(path, max_pixels, scaling, percentiles))
+
+
+def as_rgb_array(
+    image: Any,
+    scaling: str = DEFAULT_HIGH_BIT_SCALING,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1] from any image a user hands to a predictor.
+
+    Accepts a file path, a PIL image (both scaled as the module docstring says), an (H, W, 3),
+    (H, W, 4) or (H, W) numpy array, or a (3, H, W) tensor: uint8 arrays and tensors are divided
+    by 255, others are taken as floats in [0, 1]. The PyTorch predictor, ``refinemask serve``
+    and the ONNX runners all convert through here, so that one image gives one input everywhere.
+    """
+    if isinstance(image, (str, Path)):
+        return _file_to_array(image, max_pixels, scaling, percentiles)
+    if isinstance(image, Image.Image):
+        return image_to_array(image, scaling, percentiles)
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 2:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise RefineMaskError(f"a numpy image must be (H, W, 3) RGB, got shape {array.shape}")
+        array = array[:, :, :3]  # an alpha channel is dropped, as for files
+        # astype copies: the caller's array may be read-only, and is never written through
+        return array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
+    return as_image_tensor(image).detach().cpu().permute(1, 2, 0).numpy()
+
+
+def as_image_tensor(
+    image: Any,
+    scaling: str = DEFAULT_HIGH_BIT_SCALING,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> torch.Tensor:
+    """float32 (3, H, W) RGB in [0, 1] from any image :func:`as_rgb_array` accepts.
+
+    A tensor stays where it is (a CUDA image is not copied through the host).
+    """
     import torch
 
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise RefineMaskError(f"a tensor image must be (3, H, W) RGB, got shape {tuple(image.shape)}")
+        return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    if not isinstance(image, (str, Path, Image.Image, np.ndarray)):
+        raise RefineMaskError(
+            f"cannot read an image from a {type(image).__name__}; give a path, a PIL image, a numpy array or a tensor"
+        )
+    return _channels_first(as_rgb_array(image, scaling, percentiles, max_pixels))
+
+
+def _file_to_array(
+    path: str | Path, max_pixels: int | None, scaling: str, percentiles: tuple[float, float]
+) -> np.ndarray:
     image = open_image(path, max_pixels)
     try:
-        array = image_to_array(image, scaling, percentiles)
+        return image_to_array(image, scaling, percentiles)
     except RefineMaskError:
         raise
     except Exception as err:  # e.g. a PIL mode with no conversion to RGB
         raise RefineMaskError(
             f"cannot convert image {path} (mode {image.mode}) to RGB: {_describe(err)}"
         ) from err
+
+
+def _channels_first(array: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) array -> (3, H, W) tensor, sharing the array's memory when it can."""
+    # torch is imported here so that `refinemask check-data` (PIL only) starts fast
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))

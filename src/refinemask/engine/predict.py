@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from refinemask.data.images import as_image_tensor
 from refinemask.errors import RefineMaskError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -35,42 +36,6 @@ PALETTE = [
     (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
     (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
 ]
-
-
-def as_image_tensor(image: Any, scaling: dict | None = None) -> torch.Tensor:
-    """Any supported image as float32 (3, H, W) RGB in [0, 1].
-
-    Accepts a file path, a PIL image, an (H, W, 3) or (H, W) numpy array (uint8, or float in
-    [0, 1]) or a (3, H, W) tensor (uint8, or float in [0, 1]). ``scaling``: how files and PIL
-    images of more than 8 bits are scaled (``scaling_options(model.config)``).
-    """
-    if isinstance(image, (str, Path)):
-        from refinemask.data.images import load_image
-
-        return load_image(image, **(scaling or {}))
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - PIL is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
-        from refinemask.data.images import image_to_array
-
-        return torch.from_numpy(np.ascontiguousarray(image_to_array(image, **(scaling or {})).transpose(2, 0, 1)))
-    if isinstance(image, np.ndarray):
-        array = image
-        if array.ndim == 2:
-            array = np.repeat(array[:, :, None], 3, axis=2)
-        if array.ndim != 3 or array.shape[2] not in (3, 4):
-            raise RefineMaskError(f"a numpy image must be (H, W, 3) RGB, got shape {array.shape}")
-        tensor = torch.from_numpy(np.array(array[:, :, :3])).permute(2, 0, 1)  # a copy: arrays may be read-only
-        return tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
-    if isinstance(image, torch.Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise RefineMaskError(f"a tensor image must be (3, H, W) RGB, got shape {tuple(image.shape)}")
-        return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-    raise RefineMaskError(
-        f"cannot read an image from a {type(image).__name__}; give a path, a PIL image, a numpy array or a tensor"
-    )
 
 
 class Predictor:
@@ -166,7 +131,7 @@ class Predictor:
         try:
             outputs = []
             for image in batch:
-                tensor = as_image_tensor(image, self.scaling).to(self.device)
+                tensor = as_image_tensor(image, **self.scaling).to(self.device)
                 output = self.model([tensor])[0]
                 if coarse:
                     output["coarse_masks"] = self._coarse_masks(seen, output) if seen else None
@@ -190,7 +155,7 @@ class Predictor:
         outputs = []
         try:
             for image, image_boxes, image_labels in zip(batch, per_image_boxes, per_image_labels):
-                tensor = as_image_tensor(image, self.scaling).to(self.device)
+                tensor = as_image_tensor(image, **self.scaling).to(self.device)
                 output = self.model(
                     [tensor], boxes=[image_boxes], labels=None if image_labels is None else [image_labels]
                 )[0]

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from refinemask.data.images import as_image_tensor, as_rgb_array
 from refinemask.errors import RefineMaskError
-from refinemask.export.glue import as_rgb_array
 from refinemask.export.onnx import DEFAULT_OPSET, export_onnx
 from refinemask.export.runtime import OnnxBoxesPredictor, OnnxPredictor
 
@@ -68,8 +68,8 @@ def check_export(model: nn.Module, onnx_path: str | Path, images: Sequence[Any])
     onnx_predictor = OnnxPredictor(onnx_path)
     count_mismatches, total, matched, box_diff, min_iou = 0, 0, 0, 0.0, 1.0
     for image in images:
-        array = as_rgb_array(image)
-        ours = torch_predictor(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))))
+        array = as_rgb_array(image, **torch_predictor.scaling)  # one input for both runtimes
+        ours = torch_predictor(array)
         theirs = onnx_predictor.predict_array(array)
         boxes, labels, masks = ours["boxes"].numpy(), ours["labels"].numpy(), ours["masks"].numpy()
         total += len(boxes)
@@ -95,7 +95,7 @@ def threshold_keeping(model: nn.Module, image: np.ndarray, count: int = 10) -> f
     heads.score_thresh = 0.0
     try:
         with torch.no_grad():
-            tensor = torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1)))
+            tensor = as_image_tensor(image)
             scores = model.eval()([tensor])[0]["scores"].sort(descending=True).values.tolist()
     finally:
         heads.score_thresh = saved
@@ -139,12 +139,12 @@ def check_boxes_export(model: nn.Module, onnx_path: str | Path, images: Sequence
     onnx_predictor = OnnxBoxesPredictor(onnx_path)
     min_iou, score_diff = 1.0, 0.0
     for image in images:
-        array = as_rgb_array(image)
+        array = as_rgb_array(image, **torch_predictor.scaling)  # one input for both runtimes
         h, w = array.shape[:2]
         boxes = np.asarray([[0.05, 0.1, 0.5, 0.6], [0.4, 0.3, 0.95, 0.9], [0.2, 0.2, 0.8, 0.8]], dtype=np.float32)
         boxes = boxes * np.asarray([w, h, w, h], dtype=np.float32)
         labels = (np.arange(len(boxes)) % int(model.config.num_classes)) + 1
-        ours = torch_predictor(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), boxes=boxes, labels=labels)
+        ours = torch_predictor(array, boxes=boxes, labels=labels)
         theirs = onnx_predictor(array, boxes, labels)
         score_diff = max(score_diff, float(np.abs(ours["scores"].numpy() - theirs["scores"]).max()))
         for a, b in zip(ours["masks"].numpy(), theirs["masks"]):

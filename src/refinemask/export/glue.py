@@ -14,13 +14,9 @@ prediction; H x W the input image, h x w it resized and Hp x Wp it padded to a m
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
-from refinemask.errors import RefineMaskError
 from refinemask.modeling.transform import PIXEL_MEAN, PIXEL_STD, padded_size, rescale_size
 
 SIZE_DIVISOR = 32
@@ -135,27 +131,3 @@ def _reading_span(index: np.ndarray, frac: np.ndarray, size: int) -> tuple[int, 
     reads = ~(((index == 0) & (frac == 0)) | ((index == size) & (frac == 1)))
     where = np.flatnonzero(reads)
     return (int(where[0]), int(where[-1]) + 1) if where.size else (0, 0)
-
-
-def as_rgb_array(image: Any) -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1] from a path, a PIL image, an array or a (3, H, W) tensor."""
-    from PIL import Image
-
-    from refinemask.data.images import image_to_array, open_image
-
-    if isinstance(image, (str, Path)):
-        return image_to_array(open_image(image))
-    if isinstance(image, Image.Image):
-        return image_to_array(image)
-    if isinstance(image, torch.Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise RefineMaskError(f"a tensor image must be (3, H, W) RGB, got shape {tuple(image.shape)}")
-        array = image.detach().cpu().permute(1, 2, 0).numpy()
-    else:
-        array = np.asarray(image)
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise RefineMaskError(f"an image array must be (H, W, 3) RGB, got shape {array.shape}")
-    array = array[:, :, :3]
-    return array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from refinemask.data.images import as_rgb_array, scaling_options
 from refinemask.errors import RefineMaskError
-from refinemask.export.glue import SIZE_DIVISOR, as_rgb_array, paste_masks_numpy, preprocess
+from refinemask.export.glue import SIZE_DIVISOR, paste_masks_numpy, preprocess
 from refinemask.export.graphs import BOXES_OUTPUTS, DETECTOR_OUTPUTS
 from refinemask.export.onnx import ONNX_FORMAT
 
@@ -26,7 +27,7 @@ def _open_exported_graph(runner: Any, path: str | Path, graph: str, not_ours: st
                          providers: Sequence[str]) -> None:
     """Open a file that ``refinemask export`` wrote and set on ``runner`` what both runners read
     from it: ``session``, ``config``, ``label_to_category``, ``category_names`` and the resize
-    settings (``short_side``, ``max_long_side``, ``divisor``).
+    settings (``short_side``, ``max_long_side``, ``divisor``) and the >8-bit image ``scaling``.
 
     ``graph`` is the metadata's graph kind ("detector" or "boxes"); a file of another kind, or
     one that onnxruntime cannot load, is a one-line error (``not_ours`` says which runner wanted it).
@@ -49,6 +50,7 @@ def _open_exported_graph(runner: Any, path: str | Path, graph: str, not_ours: st
     if metadata.get("format") != ONNX_FORMAT or metadata.get("graph") != graph:
         raise RefineMaskError(f"{path}: {not_ours}")
     runner.config = json.loads(metadata["config"])
+    runner.scaling = scaling_options(runner.config)  # >8-bit images as in training, as Predictor does
     runner.label_to_category = {int(k): int(v) for k, v in json.loads(metadata["label_to_category"]).items()}
     runner.category_names = json.loads(metadata["category_names"])
     runner.short_side = int(runner.config["min_size"][-1])
@@ -126,7 +128,7 @@ class OnnxPredictor:
     def __call__(self, images: Any) -> dict | list[dict]:
         single = not isinstance(images, (list, tuple))
         batch = [images] if single else list(images)
-        outputs = [self.predict_array(as_rgb_array(image)) for image in batch]
+        outputs = [self.predict_array(as_rgb_array(image, **self.scaling)) for image in batch]
         return outputs[0] if single else outputs
 
 
@@ -149,7 +151,7 @@ class OnnxBoxesPredictor:
     def __call__(self, image: Any, boxes: Any, labels: Any) -> dict[str, np.ndarray]:
         from refinemask.modeling.detector import check_given_boxes
 
-        array = as_rgb_array(image)
+        array = as_rgb_array(image, **self.scaling)
         height, width = array.shape[:2]
         given, given_labels = check_given_boxes(boxes, labels, (height, width), self.num_classes)
         if given_labels is None:

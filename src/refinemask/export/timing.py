@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from refinemask.data.images import as_rgb_array
 from refinemask.errors import RefineMaskError
-from refinemask.export.glue import as_rgb_array
 from refinemask.export.runtime import OnnxPredictor
 
 @dataclass
@@ -43,7 +43,7 @@ def onnx_inference_time(
         predictor = model
     else:
         predictor = OnnxPredictor(model, score_thresh=score_thresh, num_threads=num_threads)
-    arrays = [as_rgb_array(image) for image in images]
+    arrays = [as_rgb_array(image, **predictor.scaling) for image in images]
     for _ in range(warmup):
         predictor.predict_array(arrays[0])
     total, graph = [], []

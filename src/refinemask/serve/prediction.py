@@ -42,10 +42,9 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS, scaling: dict | Non
     Raises :class:`UploadError` 400 for anything that is not a readable image and 413 for an
     image of more than ``max_pixels`` (checked on the header, before decoding).
     """
-    import torch
     from PIL import Image, ImageOps
 
-    from refinemask.data.images import image_to_array
+    from refinemask.data.images import as_image_tensor
 
     if not data:
         raise UploadError(HTTPStatus.BAD_REQUEST, "the upload is empty; choose an image file")
@@ -71,11 +70,10 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS, scaling: dict | Non
         )
     try:
         image.load()
-        array = image_to_array(ImageOps.exif_transpose(image), **(scaling or {}))
+        return as_image_tensor(ImageOps.exif_transpose(image), **(scaling or {}))
     except Exception as err:  # noqa: BLE001 - truncated or corrupt files fail while decoding
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise UploadError(HTTPStatus.BAD_REQUEST, f"the image cannot be decoded ({reason}); is the file complete?") from None
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
 def _mask_png(mask: np.ndarray, colour: tuple[int, int, int]) -> dict:
