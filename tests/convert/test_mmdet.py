@@ -9,7 +9,7 @@ import yaml
 import refinemask
 from refinemask.cli import main
 from refinemask.convert import inspect_official, read_official_checkpoint
-from refinemask.convert.categories import (
+from refinemask.data.categories import (
     CITYSCAPES_CATEGORY_IDS,
     COCO_CATEGORY_IDS,
     COCO_CATEGORY_NAMES,

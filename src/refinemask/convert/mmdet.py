@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from refinemask.config import ModelConfig, from_dict
-from refinemask.convert.categories import LVIS_NUM_CATEGORIES, default_categories
+from refinemask.data.categories import LVIS_NUM_CATEGORIES, categories_from_entries, default_categories
 from refinemask.errors import RefineMaskError
 from refinemask.jsonfile import read_json
 
@@ -243,14 +243,12 @@ def categories_from_annotations(path: str | Path, num_classes: int) -> tuple[dic
     """(label → category id, names) from the ``categories`` of a COCO/LVIS-format json."""
     data = read_json(path, "categories file")
     try:
-        cats = sorted(data["categories"], key=lambda c: int(c["id"]))
-        ids = [int(c["id"]) for c in cats]
-        names = [str(c.get("name", f"category_{c['id']}")) for c in cats]
+        labels, names = categories_from_entries(data["categories"])
     except (ValueError, KeyError, TypeError):
         raise RefineMaskError(f"{path}: not a COCO-format json with a 'categories' list of {{id, name}}") from None
-    if len(ids) != num_classes:
-        raise RefineMaskError(f"{path}: {len(ids)} categories, but the checkpoint has {num_classes} classes")
-    return {label: cat for label, cat in enumerate(ids, 1)}, names
+    if len(labels) != num_classes:
+        raise RefineMaskError(f"{path}: {len(labels)} categories, but the checkpoint has {num_classes} classes")
+    return labels, names
 
 
 def _categories(official: OfficialModel, dataset: str, meta: dict, annotations: str | Path | None):

@@ -13,6 +13,7 @@ Where things live:
 * :mod:`.images` reads image files robustly;
 * :mod:`.validation` checks annotation files (also behind ``refinemask check-data``);
 * :mod:`.coco`, :mod:`.lvis` are the datasets; :mod:`.cityscapes` converts Cityscapes to COCO;
+* :mod:`.categories` maps labels to category ids and names (and the known data sets' tables);
 * :mod:`.transforms` flips and resizes images with their targets;
 * :mod:`.samplers` has repeat-factor sampling and aspect-ratio-grouped batches.
 

@@ -39,6 +39,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
+from refinemask.data.categories import categories_from_entries
 from refinemask.data.images import DEFAULT_MAX_PIXELS, load_image
 from refinemask.data.validation import (
     Problem,
@@ -103,12 +104,9 @@ class CocoDetection(torch.utils.data.Dataset):
         if not self.coco.cats:
             raise RefineMaskError(f"{self.ann_file}: no usable category; fix the 'categories' list")
 
-        category_ids = sorted(self.coco.cats)
-        self.label_to_category: dict[int, int] = {label: cat for label, cat in enumerate(category_ids, 1)}
+        # labels 1..C in category-id order: the mapping saved with every checkpoint
+        self.label_to_category, self.category_names = categories_from_entries(self.coco.cats.values())
         self.category_to_label: dict[int, int] = {cat: label for label, cat in self.label_to_category.items()}
-        self.category_names: list[str] = [
-            str(self.coco.cats[cat].get("name", f"category_{cat}")) for cat in category_ids
-        ]
 
         ids = sorted(self.coco.imgs)
         if remove_empty:

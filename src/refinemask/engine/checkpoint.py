@@ -71,7 +71,7 @@ def model_categories(model) -> tuple[dict[int, int], list[str]]:
     and every model file stores them; predict, serve, export and the COCO results all read them
     here, so a model without them (built in Python) gets the same defaults everywhere.
     """
-    from refinemask.convert.categories import default_categories
+    from refinemask.data.categories import default_categories
 
     labels, names = default_categories("custom", model.config.num_classes)
     return (

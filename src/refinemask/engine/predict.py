@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from refinemask.data.categories import label_name
 from refinemask.data.images import as_image_tensor
 from refinemask.errors import RefineMaskError
 
@@ -293,7 +294,7 @@ def draw_overlay(
     for box, label, score, colour in zip(prediction["boxes"].tolist(), labels, prediction["scores"].tolist(), colours):
         x0, y0, x1, y1 = (v * scale for v in box)
         draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=line)
-        name = category_names[label - 1] if 0 < label <= len(category_names) else str(label)
+        name = label_name(label, category_names)
         text = f"{name} {score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tag_h = bottom - top + 2 * pad
@@ -381,7 +382,7 @@ def predict_files(
     results: list[dict] = []
     used_names: set[str] = set()
     empty = 0
-    category_name = {cat: predictor.category_names[label - 1] for label, cat in predictor.label_to_category.items()}
+    category_name = {cat: label_name(label, predictor.category_names) for label, cat in predictor.label_to_category.items()}
     for path, image_id in tqdm(list(zip(files, image_ids)), desc="predict", unit="image", disable=not progress):
         image = load_image(path, **predictor.scaling)
         prediction = predictor(image)

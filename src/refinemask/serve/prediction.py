@@ -102,6 +102,7 @@ def encode_prediction(prediction: dict, category_names: list[str], seconds: floa
     crop at (x, y), coloured where the mask is set and transparent elsewhere (``png`` is null
     for an empty mask).
     """
+    from refinemask.data.categories import label_name
     from refinemask.engine.predict import PALETTE
 
     height, width = prediction["masks"].shape[-2:]
@@ -113,7 +114,7 @@ def encode_prediction(prediction: dict, category_names: list[str], seconds: floa
         prediction["boxes"].tolist(), prediction["labels"].tolist(), prediction["scores"].tolist()
     )):
         colour = PALETTE[(label - 1) % len(PALETTE)]
-        name = category_names[label - 1] if 0 < label <= len(category_names) else str(label)
+        name = label_name(label, category_names)
         detections.append({
             "label": label,
             "name": name,

@@ -1,11 +1,19 @@
-"""Category ids and names of the data sets the official checkpoints were trained on.
+"""Labels, category ids and names: the one place that maps between them.
 
-A converted model carries its label → category-id mapping and class names (see
-:mod:`refinemask.engine.checkpoint`), so its predictions can be scored against the data set's
-own annotation files. Labels are contiguous (1..C) in category-id order, as the data layer
-numbers them, which is also the order of the official models' classifier rows.
+Labels are contiguous (1..C) in category-id order (:func:`categories_from_entries`, which the
+datasets and ``refinemask convert --categories`` use), which is also the order of the official
+models' classifier rows. A model carries its label → category-id mapping and class names (see
+:func:`refinemask.engine.checkpoint.model_categories`), so its predictions can be scored
+against the data set's own annotation files; :func:`default_categories` gives those of the
+data sets the official checkpoints were trained on, and of a model that has none.
+
+Where a name is missing it is spelled here and nowhere else: a label without a name is
+``class_<label>`` (:func:`label_name`), a category entry without one ``category_<id>``.
 """
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 # COCO 2017 detection categories: the 80 ids (1..90 with gaps) and their names, in id order.
 COCO_CATEGORY_IDS = (
@@ -48,5 +56,27 @@ def default_categories(dataset: str, num_classes: int) -> tuple[dict[int, int], 
         names = tuple(f"lvis_{i}" for i in ids)
     else:
         ids = tuple(range(1, num_classes + 1))
-        names = tuple(f"class_{i}" for i in ids)
+        names = tuple(unnamed_label(label) for label in ids)
     return {label: int(cat) for label, cat in enumerate(ids, 1)}, list(names)
+
+
+def unnamed_label(label: int) -> str:
+    """The name of label ``label`` when nothing names it: ``class_<label>``."""
+    return f"class_{label}"
+
+
+def label_name(label: int, category_names: Sequence[str]) -> str:
+    """The name of ``label`` (1..C): ``category_names[label - 1]``, else :func:`unnamed_label`."""
+    return category_names[label - 1] if 0 < label <= len(category_names) else unnamed_label(label)
+
+
+def categories_from_entries(entries: Iterable[Mapping[str, Any]]) -> tuple[dict[int, int], list[str]]:
+    """(label → category id, names) from COCO ``categories`` entries: labels 1..C in id order.
+
+    Raises ``KeyError``, ``ValueError`` or ``TypeError`` for an entry without an integer ``id``;
+    the caller names the file.
+    """
+    ordered = sorted(entries, key=lambda entry: int(entry["id"]))
+    ids = [int(entry["id"]) for entry in ordered]
+    names = [str(entry.get("name", f"category_{entry['id']}")) for entry in ordered]
+    return {label: cat for label, cat in enumerate(ids, 1)}, names
