@@ -6,8 +6,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from refinemask.data.coco import CocoDetection
-from refinemask.data.transforms import Compose, RandomHorizontalFlip, Resize, horizontal_flip, resize
-from refinemask.modeling.transform import rescale_size
+from refinemask.data.transforms import Compose, RandomHorizontalFlip, horizontal_flip
 
 H, W = 24, 32
 L_SHAPE = [2.0, 2.0, 12.0, 2.0, 12.0, 6.0, 6.0, 6.0, 6.0, 16.0, 2.0, 16.0]
@@ -89,42 +88,6 @@ def test_random_flip_flips_about_half_the_time() -> None:
     image, target = sample(L_SHAPE)
     flipped = sum(not torch.equal(flip(image, target)[0], image) for _ in range(200))
     assert 70 < flipped < 130
-
-
-def test_resize_uses_the_official_rule() -> None:
-    image, target = sample(L_SHAPE)
-    out, resized = Resize(800, 1333)(image, target)
-    assert tuple(out.shape[-2:]) == rescale_size(H, W, 800, 1333) == (800, 1067)
-    assert resized["masks"].shape == (1, 800, 1067) and resized["boxes"].canvas_size == (800, 1067)
-
-
-def test_resize_keeps_long_side_within_the_limit() -> None:
-    image = tv_tensors.Image(torch.rand(3, 10, 40))
-    out, _ = Resize(800, 1333)(image, {})
-    assert tuple(out.shape[-2:]) == rescale_size(10, 40, 800, 1333) and max(out.shape[-2:]) <= 1333
-
-
-def test_resized_boxes_polygons_and_masks_stay_consistent() -> None:
-    image, target = sample(L_SHAPE)
-    _, resized = resize(image, target, (48, 64))
-    assert resized["boxes"].tolist() == [[4.0, 4.0, 24.0, 32.0]]
-    assert resized["polygons"][0][0].tolist() == [2 * v for v in L_SHAPE]
-    assert np.array_equal(rasterise(resized["polygons"][0], 48, 64), resized["masks"][0].numpy())
-
-
-def test_multiscale_value_mode_picks_short_sides_from_the_list() -> None:
-    sides = [16, 20, 28]
-    transform = Resize(sides, 1000, generator=torch.Generator().manual_seed(0))
-    image, target = sample(L_SHAPE)
-    seen = {min(transform(image, target)[0].shape[-2:]) for _ in range(40)}
-    assert seen == set(sides)
-
-
-def test_range_mode_draws_short_sides_within_the_range() -> None:
-    transform = Resize([10, 14], 1000, mode="range", generator=torch.Generator().manual_seed(0))
-    image, target = sample(L_SHAPE)
-    seen = {min(transform(image, target)[0].shape[-2:]) for _ in range(60)}
-    assert seen == {10, 11, 12, 13, 14}
 
 
 def test_v2_photometric_transform_in_compose_leaves_the_target_alone() -> None:

@@ -14,7 +14,7 @@ Where things live:
 * :mod:`.validation` checks annotation files (also behind ``refinemask check-data``);
 * :mod:`.coco`, :mod:`.lvis` are the datasets; :mod:`.cityscapes` converts Cityscapes to COCO;
 * :mod:`.categories` maps labels to category ids and names (and the known data sets' tables);
-* :mod:`.transforms` flips and resizes images with their targets;
+* :mod:`.transforms` flips images with their targets (the model resizes them);
 * :mod:`.samplers` has repeat-factor sampling and aspect-ratio-grouped batches.
 
 The names below are importable from ``refinemask.data`` directly. They are loaded on first use
@@ -41,9 +41,7 @@ _EXPORTS: dict[str, str] = {
     "remove_problems": "validation",
     "Compose": "transforms",
     "RandomHorizontalFlip": "transforms",
-    "Resize": "transforms",
     "horizontal_flip": "transforms",
-    "resize": "transforms",
     "repeat_factors": "samplers",
     "aspect_ratio_groups": "samplers",
     "RepeatFactorSampler": "samplers",

@@ -5,8 +5,12 @@ Shapes: N instances; H, W the image size before, H', W' after a transform.
 Every transform is a callable ``(image, target) -> (image, target)`` on the data contract of
 :mod:`refinemask.data.coco`. The image, boxes and masks go through
 ``torchvision.transforms.v2.functional``; polygons are no tv_tensor, so they are moved here by
-the same rule, which keeps the three consistent: a flipped or resized polygon rasterises to the
-flipped or resized mask (up to pycocotools' rounding on slanted edges).
+the same rule, which keeps the three consistent: a flipped polygon rasterises to the flipped
+mask (up to pycocotools' rounding on slanted edges).
+
+Resizing is not done here: the model resizes every image and its target itself, by the official
+rule and with the multi-scale choice of ``model.min_size``
+(:class:`refinemask.modeling.transform.DetectionTransform`), in training and at test time alike.
 
 Photometric ``torchvision.transforms.v2`` transforms (``ColorJitter`` ...) can be mixed into
 :class:`Compose`: they change the image and pass the target through. Do **not** mix in v2
@@ -24,10 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision import tv_tensors
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
-
-from refinemask.modeling.transform import rescale_size
 
 Target = dict[str, Any]
 Pair = tuple[torch.Tensor, Target]
@@ -81,35 +82,6 @@ def _flip_polygon(polygon: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def resize(image: torch.Tensor, target: Target, size: tuple[int, int]) -> Pair:
-    """Resize the image (3, H, W) to ``size`` = (H', W') and its target with it.
-
-    The image is resampled bilinearly without antialiasing and masks (N, H', W') by nearest
-    neighbour, as the official pipeline does with OpenCV. Boxes and polygons are scaled by
-    ``W'/W`` in x and ``H'/H`` in y (mmdetection's ``scale_factor``).
-    """
-    height, width = image.shape[-2:]
-    new_height, new_width = size
-    resized = dict(target)
-    if "boxes" in target:
-        resized["boxes"] = F.resize(_as_boxes(target["boxes"], height, width), [new_height, new_width])
-    if "masks" in target:
-        resized["masks"] = F.resize(
-            tv_tensors.Mask(target["masks"]), [new_height, new_width], interpolation=InterpolationMode.NEAREST
-        )
-    if "polygons" in target:
-        scale = np.array([new_width / width, new_height / height], dtype=np.float32)
-        resized["polygons"] = [
-            None if parts is None else [_scale_polygon(p, scale) for p in parts] for parts in target["polygons"]
-        ]
-    image = F.resize(image, [new_height, new_width], interpolation=InterpolationMode.BILINEAR, antialias=False)
-    return image, resized
-
-
-def _scale_polygon(polygon: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    return (np.asarray(polygon, dtype=np.float32).reshape(-1, 2) * scale).reshape(-1)
-
-
 class RandomHorizontalFlip:
     """Flip with probability ``p`` (0.5 in every official schedule).
 
@@ -131,51 +103,3 @@ class RandomHorizontalFlip:
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
-
-
-class Resize:
-    """The official resize rule, with the official multi-scale options.
-
-    The new size is :func:`refinemask.modeling.transform.rescale_size`: keep the aspect ratio,
-    short side ``short_side``, long side at most ``max_long_side``. ``short_sides`` gives the
-    candidates:
-
-    * ``mode="value"``: one of the listed sides, uniformly (LVIS: 640, 672, ..., 800);
-    * ``mode="range"``: an integer drawn uniformly from ``[min, max]`` of the list (Cityscapes:
-      800-1024 with long side 2048).
-
-    A single side (the default, 800 / 1333) is the fixed COCO scale.
-    """
-
-    def __init__(
-        self,
-        short_sides: int | Sequence[int] = 800,
-        max_long_side: int = 1333,
-        mode: str = "value",
-        generator: torch.Generator | None = None,
-    ) -> None:
-        sides = [short_sides] if isinstance(short_sides, int) else list(short_sides)
-        if not sides or any(int(s) <= 0 for s in sides) or max_long_side <= 0:
-            raise ValueError(f"resize sides must be positive, got short {short_sides} and long {max_long_side}")
-        if mode not in ("value", "range"):
-            raise ValueError(f"resize mode must be 'value' or 'range', got {mode!r}")
-        self.short_sides = [int(s) for s in sides]
-        self.max_long_side = int(max_long_side)
-        self.mode = mode
-        self.generator = generator
-
-    def sample_short_side(self) -> int:
-        if self.mode == "range":
-            low, high = min(self.short_sides), max(self.short_sides)
-            return int(torch.randint(low, high + 1, (), generator=self.generator))
-        return self.short_sides[int(torch.randint(len(self.short_sides), (), generator=self.generator))]
-
-    def __call__(self, image: torch.Tensor, target: Target) -> Pair:
-        height, width = image.shape[-2:]
-        size = rescale_size(height, width, self.sample_short_side(), self.max_long_side)
-        if size == (height, width):
-            return image, target
-        return resize(image, target, size)
-
-    def __repr__(self) -> str:
-        return f"Resize(short_sides={self.short_sides}, max_long_side={self.max_long_side}, mode={self.mode!r})"
