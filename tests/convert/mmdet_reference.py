@@ -210,13 +210,13 @@ def multiclass_nms(multi_boxes, multi_scores, score_thr, nms_thr, max_num):
 
 
 def bitmap_stage_targets(gt_masks, boxes, gt_index, sizes=(14, 28, 56, 112)):
-    """spec §4.1 (bitmaps): RoIAlign of the GT mask, scale 1, aligned, adaptive, then ≥ 0.5."""
+    """docs/design.md §3.1 (bitmaps): RoIAlign of the GT mask, scale 1, aligned, adaptive, then ≥ 0.5."""
     rois = torch.cat([gt_index.float()[:, None], boxes], dim=1)
     return [(roi_align(gt_masks[:, None].float(), rois, s, 1.0, 0, True)[:, 0] >= 0.5).float() for s in sizes]
 
 
 def semantic_target(gt_masks, padded_shape, out_shape):
-    """spec §2: union of the instances, zero-padded, bilinearly resized to 1/4, ≥ 0.5."""
+    """docs/design.md §3.2: union of the instances, zero-padded, bilinearly resized to 1/4, ≥ 0.5."""
     union = gt_masks.float().amax(dim=0)
     union = F.pad(union, (0, padded_shape[1] - union.shape[1], 0, padded_shape[0] - union.shape[0]))
     resized = F.interpolate(union[None, None], size=out_shape, mode="bilinear", align_corners=False)

@@ -1,6 +1,6 @@
 """Checkpoints in the official mmdetection v2.3 layout, with random values of the real shapes.
 
-The layout is written out from spec §1, §6 and §6.1 (mmdetection's ResNet, FPN, RPNHead,
+The layout is written out from docs/design.md §1 and §7 (mmdetection's ResNet, FPN, RPNHead,
 Shared2FCBBoxHead and the RefineMask head), not derived from our model. Values are random
 but scaled so that the network behaves like a trained one in the ways the tests need:
 activations stay O(1) through 101 layers, RPN scores are spread, and the box head keeps a

@@ -140,7 +140,7 @@ def test_end_to_end_detections_and_pasted_masks_match(coco):
     assert _same_in_order(out["boxes"], boxes) == len(boxes) == len(out["boxes"])
     assert torch.equal(out["labels"], labels + 1)
     assert (out["scores"] - scores).abs().max() < SPEC_ATOL
-    # the mask branch of the reference on the reference detections (spec §5)
+    # the mask branch of the reference on the reference detections (docs/design.md §5)
     rois = torch.cat([boxes.new_zeros((len(boxes), 1)), boxes], dim=1)
     with torch.no_grad():
         pooled = mmdet.roi_extract(coco["ref_features"][:4], rois, 14)

@@ -1,7 +1,8 @@
 """Converting a checkpoint of the faster-better head (SimpleRefineMaskHead).
 
-No such checkpoint was released; these are built in the official key layout (spec §6), as the
-official code would save one (coco/r50-refinemask-1x-faster-better, or Co-DETR's settings).
+No such checkpoint was released; these are built in the official key layout (docs/design.md
+§7.1), as the official code would save one (coco/r50-refinemask-1x-faster-better, or Co-DETR's
+settings).
 """
 import torch
 

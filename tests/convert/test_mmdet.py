@@ -1,5 +1,5 @@
 """Converting official checkpoints: where every tensor lands, what is read from the shapes, and
-the model files that come out (spec §6, §6.1, §6.2)."""
+the model files that come out (docs/design.md §6.2, §7)."""
 import json
 
 import pytest
@@ -126,7 +126,7 @@ def test_the_data_set_decides_the_test_settings(variant, short, long, score, det
         short, long, score, detections,
     )
     assert config.class_agnostic_last_stage == variant.startswith("lvis")
-    # mmdetection's RPN ranking and no small-box filters (spec §6.2)
+    # mmdetection's RPN ranking and no small-box filters (docs/design.md §6.2)
     assert (config.rpn_rank_by_sigmoid, config.rpn_min_box_size, config.box_min_size) == (True, 0.0, 0.0)
 
 
@@ -178,7 +178,7 @@ def test_r101_lvis_converts_to_pth_with_names_from_the_checkpoint_meta(official_
 
 
 def test_a_legacy_non_zip_checkpoint_is_read(tmp_path):
-    # PyTorch 1.5 most likely wrote the official files in the legacy format (spec §6.2)
+    # PyTorch 1.5 most likely wrote the official files in the legacy format (docs/design.md §7.3)
     path = tmp_path / "legacy.pth"
     torch.save({"meta": {"epoch": 12}, "state_dict": {"backbone.conv1.weight": torch.ones(2)}}, path,
                _use_new_zipfile_serialization=False)

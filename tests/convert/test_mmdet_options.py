@@ -1,5 +1,5 @@
-"""The mmdetection-compatibility options that converted models switch on (spec §6.2), and that
-every other model keeps torchvision's behaviour."""
+"""The mmdetection-compatibility options that converted models switch on (docs/design.md §6.2),
+and that every other model keeps torchvision's behaviour."""
 import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 

@@ -1,4 +1,4 @@
-"""The official mask-head state-dict layout, written out from spec §6 (keys after the prefix)."""
+"""The official mask-head state-dict layout, written out from docs/design.md §7.1 (keys after the prefix)."""
 
 
 def official_mask_head_shapes(num_classes: int, last_stage_classes: int | None = None) -> dict[str, tuple]:
@@ -33,7 +33,7 @@ def official_mask_head_shapes(num_classes: int, last_stage_classes: int | None =
 def official_simple_mask_head_shapes(
     num_classes: int, last_stage_classes: int = 1, num_convs_instance: int = 2, num_convs_semantic: int = 4
 ) -> dict[str, tuple]:
-    """SimpleRefineMaskHead's 62 keys (official faster-better config), from spec §6."""
+    """SimpleRefineMaskHead's 62 keys (official faster-better config), from docs/design.md §7.1."""
     shapes = {}
 
     def conv(name, out_c, in_c, k):

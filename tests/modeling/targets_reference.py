@@ -1,7 +1,7 @@
 """The per-RoI polygon targets as first written (one pycocotools call per RoI and size).
 
 Kept as the reference the batched :func:`refinemask.modeling.targets.stage_mask_targets` must
-equal exactly: it is the obvious reading of spec §4.1, one RoI at a time.
+equal exactly: it is the obvious reading of docs/design.md §3.1, one RoI at a time.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The official checkpoints are mmcv dicts ``{'meta': ..., 'state_dict': ...}`` holding the whole
 mmdetection detector. Everything this module needs is in the tensors:
 
-* **Key mapping** (spec §6, §6.1). Backbone keys keep their names under ``backbone.body.``; the
+* **Key mapping** (docs/design.md §7). Backbone keys keep their names under ``backbone.body.``; the
   FPN's ``lateral_convs``/``fpn_convs`` become torchvision's ``inner_blocks``/``layer_blocks``;
   the RPN's three convs become ``rpn.head.*``; the two shared fcs become ``fc6``/``fc7``; the
   mask head keeps its official names (the prefix ``roi_head.mask_head.`` becomes
@@ -12,16 +12,16 @@ mmdetection detector. Everything this module needs is in the tensors:
 * **Background.** mmdetection's classifier puts background in the *last* row and its box
   regressor has no background rows; torchvision puts background *first* and regresses it too.
   So the classifier's last row moves to the top and four zero rows are prepended to the
-  regressor (spec §8.14: the easiest place to get a converted model silently wrong).
-* **Kind of model** (spec §6.2). The checkpoint's ``meta`` need not hold a config, so the
+  regressor (docs/design.md §7.2: the easiest place to get a converted model silently wrong).
+* **Kind of model** (docs/design.md §7.3). The checkpoint's ``meta`` need not hold a config, so the
   number of classes comes from the classifier (80 COCO, 1203 LVIS, 8 Cityscapes), the class-
   agnostic last stage from ``final_instance_logits`` ([1, 32, 1, 1] in the LVIS model) and the
   depth from the number of ResNet blocks. The data set fixes the test settings that are not in
   the weights: test scale, score threshold, detections per image.
 * **Which head.** ``stage_instance_logits.*`` keys mean the faster-better
-  ``SimpleRefineMaskHead`` (spec §6; no checkpoint of it was released, but the official code can
-  train one); its last stage is ``stage_instance_logits.3``. The numbers of instance and semantic
-  convs are counted from the keys (2 and 4 officially; Co-DETR uses 1 and 2).
+  ``SimpleRefineMaskHead`` (docs/design.md §7.1; no checkpoint of it was released, but the
+  official code can train one); its last stage is ``stage_instance_logits.3``. The numbers of
+  instance and semantic convs are counted from the keys (2 and 4 officially; Co-DETR uses 1 and 2).
 
 Pure functions of the tensors: :mod:`refinemask.convert.files` reads the official file and writes
 the converted model file, and :func:`refinemask.engine.checkpoint.read_init_weights` converts in
@@ -41,7 +41,7 @@ from refinemask.errors import RefineMaskError
 from refinemask.jsonfile import read_json
 
 # Test-time (and fine-tuning) settings of each official config that the weights do not carry
-# (spec §1, §1.3). min_size lists the training short sides; the last one is the test scale.
+# (docs/design.md §6.3). min_size lists the training short sides; the last one is the test scale.
 DATASET_SETTINGS: dict[str, dict] = {
     "coco": {"min_size": [800], "max_size": 1333, "box_score_thresh": 0.05, "detections_per_img": 100, "box_reg_loss": "l1"},
     "lvis": {
@@ -54,7 +54,7 @@ DATASET_SETTINGS: dict[str, dict] = {
     },
     "custom": {"min_size": [800], "max_size": 1333, "box_score_thresh": 0.05, "detections_per_img": 100, "box_reg_loss": "l1"},
 }
-# mmdetection v2.3 behaviour where torchvision's differs (spec §6.2): rank RPN candidates by
+# mmdetection v2.3 behaviour where torchvision's differs (docs/design.md §6.2): rank RPN candidates by
 # sigmoid scores, and keep zero-size proposals and detections (mmdetection filters neither).
 MMDET_TEST_BEHAVIOUR = {"rpn_rank_by_sigmoid": True, "rpn_min_box_size": 0.0, "box_min_size": 0.0}
 DATASET_CLASSES = {"coco": 80, "lvis": LVIS_NUM_CATEGORIES, "cityscapes": 8}
@@ -63,7 +63,7 @@ DATASETS = tuple(DATASET_SETTINGS)
 # ResNet blocks per stage -> depth (mmdetection's arch settings, bottleneck blocks)
 RESNET_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101}
 
-# mmdetection key prefix -> our key prefix, tried in order (spec §6.1)
+# mmdetection key prefix -> our key prefix, tried in order (docs/design.md §7.2)
 KEY_MAP: tuple[tuple[str, str], ...] = (
     (r"^backbone\.", "backbone.body."),
     (r"^neck\.lateral_convs\.(\d+)\.conv\.", r"backbone.fpn.inner_blocks.\1.0."),
@@ -168,7 +168,7 @@ def inspect_official(state: dict[str, torch.Tensor], source: str = "checkpoint")
 
 
 def official_to_refinemask(state: dict[str, torch.Tensor], num_classes: int, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Rename and reshape an official state dict into our model's keys (spec §6.1).
+    """Rename and reshape an official state dict into our model's keys (docs/design.md §7.2).
 
     Args:
         state: the mmdetection ``state_dict``.

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule (spec §1.3), as pure functions of the iteration.
+"""Optimiser and learning-rate schedule (docs/design.md §6.3), as pure functions of the iteration.
 
 The official schedules: SGD (momentum 0.9, weight decay 1e-4) at 0.02 for a total batch of 16,
 linear warmup over 500 iterations from 0.001 of the rate, ×0.1 at the listed epochs, gradient

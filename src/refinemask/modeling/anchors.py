@@ -1,4 +1,4 @@
-"""mmdetection v2.3's RPN anchors on torchvision's ``AnchorGenerator`` interface (spec §6.2).
+"""mmdetection v2.3's RPN anchors on torchvision's ``AnchorGenerator`` interface (docs/design.md §6.2).
 
 torchvision rounds base anchors to integers and derives each level's stride as
 padded-size // grid-size (61 instead of 64 on P6 for an 800-high image); with the official

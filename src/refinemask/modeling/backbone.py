@@ -3,7 +3,7 @@
 Every builder returns a module with ``out_channels`` (256 unless asked otherwise) whose forward gives an ordered dict
 ``'0','1','2','3','pool'`` of P2–P6 (strides 4–64), as torchvision's detection models expect.
 P6 is a stride-2 max-pool of P5 (``LastLevelMaxPool``), the same as mmdetection's FPN with
-``num_outs=5`` and no extra convs (spec §1).
+``num_outs=5`` and no extra convs (docs/design.md §1.1).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Losses of the RefineMask head and the box head (spec §4.3 and §1).
+"""Losses of the RefineMask head and the box head (docs/design.md §4).
 
 Shapes: N positive RoIs of the whole batch; S a stage size; B images; h, w the stride-4 size.
 """
@@ -17,7 +17,7 @@ def bar_loss(
     boundary_width: int = 2,
     start_stage: int = 1,
 ) -> torch.Tensor:
-    """The boundary-aware refinement (BAR) loss, ``loss_instance`` (spec §4.3).
+    """The boundary-aware refinement (BAR) loss, ``loss_instance`` (docs/design.md §4.1).
 
     Stages up to ``start_stage`` (14 and 28) get plain BCE over all pixels. Each later stage is
     supervised only in a region: the width-2 band of the previous stage's prediction united
@@ -48,7 +48,7 @@ def bar_loss(
         region = upsample_logits(region[:, None].float(), size)[:, 0] >= 0.5
         per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
         losses.append((per_pixel * region).sum() / region.sum().clamp(min=1).float())
-        # the assembled prediction, as at inference but from the raw previous logits (spec §8.9)
+        # the assembled prediction, as at inference but from the raw previous logits (docs/design.md §4.1)
         band = upsample_logits(boundary_band(previous, 1)[:, None].float(), size)[:, 0] >= 0.5
         coarse = upsample_logits(stage_logits[k - 1].detach(), size)[:, 0]
         previous = torch.where(band, logits.detach(), coarse).sigmoid() >= 0.5
@@ -56,7 +56,7 @@ def bar_loss(
 
 
 def semantic_loss(semantic_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``loss_semantic``: BCE over every pixel of the batch, padding included (spec §2).
+    """``loss_semantic``: BCE over every pixel of the batch, padding included (docs/design.md §4.2).
 
     Args:
         semantic_logits: (B, 1, h, w).
@@ -74,7 +74,7 @@ def box_head_loss(
     reg_weight: float = 2.0,
     reg_loss: str = "l1",
 ) -> dict[str, torch.Tensor]:
-    """Box-head losses as in the RefineMask configs: CE and L1, each with weight 2.0 (spec §1).
+    """Box-head losses as in the RefineMask configs: CE and L1, each with weight 2.0 (docs/design.md §4.3).
 
     The regression loss is summed over positive RoIs' 4 deltas and divided by the number of
     sampled RoIs, as both mmdetection and torchvision normalise it. ``reg_loss="smooth_l1"``

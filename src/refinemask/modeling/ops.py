@@ -15,7 +15,7 @@ from torchvision.ops import roi_align
 
 
 def boundary_band(masks: torch.Tensor, width: int) -> torch.Tensor:
-    """Pixels near the foreground/background edge of binary masks (spec §4.2).
+    """Pixels near the foreground/background edge of binary masks (docs/design.md §3.3).
 
     A foreground pixel is in the band when more than 10% of the (2w+1)×(2w+1) window around it
     is background; a background pixel is in the band when more than 10% of its window is
@@ -56,7 +56,7 @@ def upsample_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def assemble_stage_logits(stage_logits: list[torch.Tensor]) -> torch.Tensor:
-    """Merge per-stage mask logits into the final map, as at official inference (spec §5.3).
+    """Merge per-stage mask logits into the final map, as at official inference (docs/design.md §5.2).
 
     Starting from the second stage (28×28; the 14×14 output is never used at inference), each
     finer stage keeps its own logits only inside the width-1 boundary band of the current
@@ -80,7 +80,7 @@ def assemble_stage_logits(stage_logits: list[torch.Tensor]) -> torch.Tensor:
 
 
 def map_roi_levels(boxes: torch.Tensor, finest_scale: float = 56.0, num_levels: int = 4) -> torch.Tensor:
-    """FPN level of each box by mmdetection v2.3's rule (spec §1.1).
+    """FPN level of each box by mmdetection v2.3's rule (docs/design.md §1.4).
 
     ``level = clamp(floor(log2(sqrt(w*h) / finest_scale + 1e-6)), 0, num_levels - 1)``, with w
     and h taken without +1. Level 0 is P2: boxes under 112 px go to P2, 112–224 to P3,
@@ -119,7 +119,7 @@ def multilevel_roi_align(
 
     By default aligned=True and sampling_ratio=0 (adaptive: ceil(bin size) points per bin
     axis), where torchvision's ``MultiScaleRoIAlign`` hard-codes aligned=False and samples 2
-    points per bin: the official weights were trained with mmcv's settings (spec §8.3).
+    points per bin: the official weights were trained with mmcv's settings (docs/design.md §1.4).
     Adaptive sampling reads more points on large boxes (a 7×7 pool of a 440 px box, on P4, takes
     4×4 points per bin, four times torchvision's); ``sampling_ratio=2, aligned=False`` give
     torchvision's settings.
@@ -152,7 +152,7 @@ def multilevel_roi_align(
 def paste_masks(
     masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int, chunk_pixels: int = 2**25
 ) -> torch.Tensor:
-    """Paste square mask probabilities into the image, sampling at pixel centres (spec §5.4).
+    """Paste square mask probabilities into the image, sampling at pixel centres (docs/design.md §5.3).
 
     Image pixel (i, j) has its centre at (j + 0.5, i + 0.5); that point is mapped into the box
     and read from the mask bilinearly with zero padding, as ``grid_sample(align_corners=False)``

@@ -1,12 +1,12 @@
-"""The RefineMask mask head: semantic head, instance convs and semantic fusion stages (spec §2–§3).
+"""The RefineMask mask head: semantic head, instance convs and semantic fusion stages (docs/design.md §2).
 
 Shapes: N RoIs; B images; S_k the side of stage k's input (14, 28, 56); C_k its channels
 (256, 128, 64); h, w the size of the stride-4 feature map P2.
 
 Attribute names follow the official ``RefineMaskHead`` so that its ``state_dict`` has exactly
-the official keys (spec §6, without the ``roi_head.mask_head.`` prefix). That is why small
-wrappers such as :class:`ConvReLU` exist: mmcv's ``ConvModule`` stores its convolution as
-``.conv``, and the official checkpoints carry that extra level in their key names.
+the official keys (docs/design.md §7.1, without the ``roi_head.mask_head.`` prefix). That is
+why small wrappers such as :class:`ConvReLU` exist: mmcv's ``ConvModule`` stores its convolution
+as ``.conv``, and the official checkpoints carry that extra level in their key names.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def select_class_logits(features: torch.Tensor, conv: nn.Conv2d, labels: torch.T
 
 
 class SemanticFusionStage(nn.Module):
-    """One SFM stage: fuse instance, semantic and mask cues at S_k, then upsample to 2·S_k (spec §3.3).
+    """One SFM stage: fuse instance, semantic and mask cues at S_k, then upsample to 2·S_k (docs/design.md §2.3).
 
     Keeps the official attribute names (the official class is ``SFMStage``).
     """

@@ -89,7 +89,7 @@ class MaskRoIHeads(RoIHeads):
         box_reg_loss: ``"l1"`` (COCO/LVIS configs) or ``"smooth_l1"`` (Cityscapes).
         mask_chunk_size: detections per mask-head call at inference (bounds memory; the
             official code uses 100).
-        bar_stage_weights, boundary_width: the BAR loss settings (spec §4.3, §4.4).
+        bar_stage_weights, boundary_width: the BAR loss settings (docs/design.md §4.1, §4.4).
         semantic_loss_weight: weight of ``loss_semantic`` (RefineMaskHead only; the
             faster-better head has no semantic logits, so its loss dict has no such entry).
         box_min_size: detections narrower or shorter than this are dropped (torchvision's
@@ -243,7 +243,7 @@ class MaskRoIHeads(RoIHeads):
         else:
             loss_instance = bar_loss(stage_logits, stage_targets, self.bar_stage_weights, self.boundary_width)
         semantic_logits = semantic[0]
-        if semantic_logits is None:  # the faster-better head: BAR loss only (spec §4.4)
+        if semantic_logits is None:  # the faster-better head: BAR loss only (docs/design.md §4.4)
             return {"loss_instance": loss_instance}
         padded = (p2.shape[-2] * self.mask_head.semantic_stride, p2.shape[-1] * self.mask_head.semantic_stride)
         sem_target = semantic_target([t["masks"] for t in targets], padded, tuple(p2.shape[-2:]))

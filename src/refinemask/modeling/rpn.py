@@ -5,7 +5,7 @@ Shapes: B images; A anchors of all levels of one image.
 Before NMS, both keep the best ``pre_nms_top_n`` candidates of each FPN level. torchvision ranks
 them by logits; mmdetection by float32 sigmoid scores. The two orders differ only where
 distinct logits give the same float32 score (confident anchors, sigmoid near 1), but that is
-where the best proposals are: with official weights about 3% of proposals changed (spec
+where the best proposals are: with official weights about 3% of proposals changed (docs/design.md
 §6.2). ``rank_by_sigmoid=True`` ranks as mmdetection does, breaking ties by anchor order (a
 stable sort; mmdetection's own tie order depends on its GPU sort and is not reproducible).
 """

@@ -1,4 +1,4 @@
-"""The faster-better RefineMask head (official ``SimpleRefineMaskHead``; spec §4.4, §6, §8.20).
+"""The faster-better RefineMask head (official ``SimpleRefineMaskHead``; docs/design.md §2.6).
 
 Shapes: N RoIs; B images; S_k the side of stage k's input (14, 28, 56); C_k its channels
 (256, 128, 64); h, w the size of the stride-4 feature map P2.
@@ -23,7 +23,7 @@ it. Against :class:`~refinemask.modeling.refinemask_head.RefineMaskHead` it:
 
 Attribute names follow the official class, so the ``state_dict`` has exactly its 62 keys.
 
-Choices where the spec is silent, taken from the official source (study only):
+Choices the configs leave open, taken from the official source (study only):
 
 * ``SimpleRoIAlign`` is mmcv's point-sampling RoI op (``aligned=True``): the bin centres of the
   RoI are read with ``grid_sample(align_corners=False)`` and zero padding. A point within one

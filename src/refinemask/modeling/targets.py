@@ -1,4 +1,4 @@
-"""Training targets of the mask heads (spec §2 and §4.1).
+"""Training targets of the mask heads (docs/design.md §3).
 
 Shapes: N positive RoIs of one image; G ground-truth instances; S a stage size; H, W the image
 size (the resized, unpadded input); Hp, Wp the padded batch size; h, w = Hp/4, Wp/4.
@@ -15,7 +15,7 @@ from torchvision.ops import roi_align
 def rasterize_polygons_in_boxes(
     polygons: list[list[np.ndarray]], boxes: np.ndarray, size: int
 ) -> np.ndarray:
-    """Exact S×S mask targets: each RoI's GT polygons cropped to the box and rasterised (spec §4.1).
+    """Exact S×S mask targets: each RoI's GT polygons cropped to the box and rasterised (docs/design.md §3.1).
 
     Each polygon is shifted by the box origin and scaled by S/max(w, 1), S/max(h, 1), then
     rasterised at S×S with pycocotools (frPyObjects, union of the parts, decode), as the official
@@ -200,7 +200,7 @@ def stage_mask_targets(
 
 
 def semantic_target(masks: list[torch.Tensor], padded_size: tuple[int, int], map_size: tuple[int, int]) -> torch.Tensor:
-    """Foreground target of the semantic head for a batch (spec §2).
+    """Foreground target of the semantic head for a batch (docs/design.md §3.2).
 
     The union of each image's GT instance masks (crowd regions are not instances), zero-padded
     to the batch size, resized bilinearly (align_corners=False) to the stride-4 map, ≥ 0.5.

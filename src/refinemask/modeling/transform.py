@@ -3,9 +3,9 @@
 Shapes: B images; N instances of one image; M the side of a square mask prediction.
 
 The model takes torchvision's input (a list of CHW float images in 0-1 at any size) and does the
-official mmdetection v2.3 pipeline itself (spec §1.2): normalise, rescale keeping the aspect ratio
-with round-to-nearest sizes, pad to a multiple of 32. Outputs are mapped back to the input size;
-masks are pasted with :func:`refinemask.modeling.ops.paste_masks`.
+official mmdetection v2.3 pipeline itself (docs/design.md §6.1): normalise, rescale keeping the
+aspect ratio with round-to-nearest sizes, pad to a multiple of 32. Outputs are mapped back to the
+input size; masks are pasted with :func:`refinemask.modeling.ops.paste_masks`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import math
 
 
 def rescale_size(height: int, width: int, short_side: int, max_long_side: int) -> tuple[int, int]:
-    """New (height, width) by mmcv's ``imrescale`` rule (spec §1.2).
+    """New (height, width) by mmcv's ``imrescale`` rule (docs/design.md §6.1).
 
     The scale factor is ``min(max_long_side / long, short_side / short)`` and each side is
     rounded to the nearest integer (``int(x * sf + 0.5)``), where torchvision rounds down: a
@@ -38,7 +38,7 @@ from torchvision.models.detection.image_list import ImageList  # noqa: E402
 
 from refinemask.modeling.ops import paste_masks  # noqa: E402
 
-# mmdetection's ImageNet statistics on 0-255 pixels (spec §1.2)
+# mmdetection's ImageNet statistics on 0-255 pixels (docs/design.md §6.1)
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
