@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 METRIC_ROWS = (
@@ -101,6 +100,7 @@ def comparison_picture(runs: dict[str, Path], dataset, path: Path, num_images: i
                        score_thresh: float = 0.5) -> Path | None:
     """Rows of [ground truth | model A | model B], each followed by a zoom on the thinnest object."""
     from refinemask.engine.checkpoint import load_model
+    from refinemask.engine.inference import detect
 
     if not runs:
         return None
@@ -124,8 +124,7 @@ def comparison_picture(runs: dict[str, Path], dataset, path: Path, num_images: i
         box = (max(0, xs.min() - pad), max(0, ys.min() - pad), min(rgb.shape[1], xs.max() + pad + 1), min(rgb.shape[0], ys.max() + pad + 1))
         panels = [("ground truth", _overlay(rgb, gt, (60, 200, 60)))]
         for name, model in models.items():
-            with torch.no_grad():
-                out = model([image])[0]
+            out = detect(model, [image])[0]
             keep = out["scores"] >= score_thresh
             pred = (out["masks"][keep, 0] >= 0.5).numpy()
             panels.append((name, _overlay(rgb, pred)))

@@ -38,6 +38,7 @@ from refinemask.config import (
 from refinemask.data import collate
 from refinemask.engine import distributed
 from refinemask.engine.distributed import DistributedContext
+from refinemask.engine.inference import detect
 from refinemask.errors import RefineMaskError
 
 logger = logging.getLogger("refinemask.run")
@@ -48,7 +49,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-@torch.no_grad()
 def predict_dataset(
     model: torch.nn.Module,
     dataset,
@@ -68,26 +68,20 @@ def predict_dataset(
     from refinemask.evaluation import predictions_to_coco_results
 
     model = unwrap(model)
-    was_training = model.training
-    model.eval()
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, list(indices)), batch_size=batch_size, collate_fn=collate, num_workers=0,
         generator=torch.Generator(),  # leave the global RNG alone (a resumed run must not diverge)
     )
     results: list[dict] = []
     image_ids: list[int] = []
-    try:
-        for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
-            images = [image.to(device) for image in images]
-            if gt_boxes:
-                outputs = model(images, boxes=[t["boxes"] for t in targets], labels=[t["labels"] for t in targets])
-            else:
-                outputs = model(images)
-            ids = [int(t["image_id"]) for t in targets]
-            results.extend(predictions_to_coco_results(outputs, ids, label_to_category, mask_threshold))
-            image_ids.extend(ids)
-    finally:
-        model.train(was_training)
+    for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
+        if gt_boxes:
+            outputs = detect(model, images, device, boxes=[t["boxes"] for t in targets], labels=[t["labels"] for t in targets])
+        else:
+            outputs = detect(model, images, device)
+        ids = [int(t["image_id"]) for t in targets]
+        results.extend(predictions_to_coco_results(outputs, ids, label_to_category, mask_threshold))
+        image_ids.extend(ids)
     return results, image_ids
 
 

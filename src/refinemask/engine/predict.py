@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from refinemask.data.categories import label_name
 from refinemask.data.images import as_image_tensor
+from refinemask.engine.inference import detect, evaluating
 from refinemask.errors import RefineMaskError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -98,7 +99,6 @@ class Predictor:
         self.mask_threshold = mask_threshold
         self.best_scores: list[float] = []
 
-    @torch.no_grad()
     def __call__(self, images: Any, boxes: Any = None, labels: Any = None, coarse: bool = False) -> dict | list[dict]:
         single = not isinstance(images, (list, tuple))
         batch = [images] if single else list(images)
@@ -111,12 +111,10 @@ class Predictor:
             raise RefineMaskError("labels are for given boxes: pass boxes= as well")
         heads = self.model.roi_heads
         model_thresh = heads.score_thresh
-        was_training = self.model.training
         # filtering before NMS keeps the same detections above the threshold and spares the
         # mask head the rest
         if self.score_thresh is not None:
             heads.score_thresh = max(model_thresh, self.score_thresh)
-        self.model.eval()
         best: list[float] = []
         # the box classifier's scores before any threshold, read as they pass (one image a call)
         hooks = [heads.box_predictor.register_forward_hook(lambda _m, _i, out: best.append(_best_foreground_score(out[0])))]
@@ -131,17 +129,17 @@ class Predictor:
             ))
         try:
             outputs = []
-            for image in batch:
-                tensor = as_image_tensor(image, **self.scaling).to(self.device)
-                output = self.model([tensor])[0]
-                if coarse:
-                    output["coarse_masks"] = self._coarse_masks(seen, output) if seen else None
-                outputs.append(self._binarise(output))
+            # one image a forward; evaluating() also covers the coarse stage's extra head call
+            with evaluating(self.model):
+                for image in batch:
+                    output = detect(self.model, [as_image_tensor(image, **self.scaling)], self.device)[0]
+                    if coarse:
+                        output["coarse_masks"] = self._coarse_masks(seen, output) if seen else None
+                    outputs.append(self._binarise(output))
         finally:
             for hook in hooks:
                 hook.remove()
             heads.score_thresh = model_thresh
-            self.model.train(was_training)
         self.best_scores = best
         return outputs[0] if single else outputs
 
@@ -151,21 +149,16 @@ class Predictor:
         per_image_labels = [labels] if single else (list(labels) if labels is not None else [None] * len(batch))
         if len(per_image_boxes) != len(batch) or len(per_image_labels) != len(batch):
             raise RefineMaskError(f"give one box list (and label list) per image: {len(batch)} images, {len(per_image_boxes)} box lists")
-        was_training = self.model.training
-        self.model.eval()
         outputs = []
-        try:
-            for image, image_boxes, image_labels in zip(batch, per_image_boxes, per_image_labels):
-                tensor = as_image_tensor(image, **self.scaling).to(self.device)
-                output = self.model(
-                    [tensor], boxes=[image_boxes], labels=None if image_labels is None else [image_labels]
-                )[0]
-                result = self._binarise(output, threshold=False)
-                # the boxes as given (the model returns them clipped to the image)
-                result["boxes"] = torch.as_tensor(image_boxes, dtype=torch.float32).reshape(-1, 4).cpu()
-                outputs.append(result)
-        finally:
-            self.model.train(was_training)
+        for image, image_boxes, image_labels in zip(batch, per_image_boxes, per_image_labels):
+            tensor = as_image_tensor(image, **self.scaling)
+            output = detect(
+                self.model, [tensor], self.device, boxes=[image_boxes], labels=None if image_labels is None else [image_labels]
+            )[0]
+            result = self._binarise(output, threshold=False)
+            # the boxes as given (the model returns them clipped to the image)
+            result["boxes"] = torch.as_tensor(image_boxes, dtype=torch.float32).reshape(-1, 4).cpu()
+            outputs.append(result)
         return outputs[0] if single else outputs
 
     def _coarse_masks(self, seen: dict, output: dict) -> torch.Tensor:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from refinemask.data.images import as_image_tensor, as_rgb_array
+from refinemask.engine.inference import detect
 from refinemask.errors import RefineMaskError
 from refinemask.export.onnx import DEFAULT_OPSET, export_onnx
 from refinemask.export.runtime import OnnxBoxesPredictor, OnnxPredictor
@@ -94,9 +94,7 @@ def threshold_keeping(model: nn.Module, image: np.ndarray, count: int = 10) -> f
     saved = heads.score_thresh
     heads.score_thresh = 0.0
     try:
-        with torch.no_grad():
-            tensor = as_image_tensor(image)
-            scores = model.eval()([tensor])[0]["scores"].sort(descending=True).values.tolist()
+        scores = detect(model, [as_image_tensor(image)])[0]["scores"].sort(descending=True).values.tolist()
     finally:
         heads.score_thresh = saved
     if not scores:
