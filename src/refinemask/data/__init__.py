@@ -16,6 +16,7 @@ Where things live:
 * :mod:`.categories` maps labels to category ids and names (and the known data sets' tables);
 * :mod:`.transforms` flips images with their targets (the model resizes them);
 * :mod:`.samplers` has repeat-factor sampling and aspect-ratio-grouped batches.
+* :mod:`.synthetic` generates the built-in thin-structure data set (``refinemask make-synthetic``).
 
 The names below are importable from ``refinemask.data`` directly. They are loaded on first use
 so that importing the light modules (``refinemask check-data`` uses PIL and json only) does not
