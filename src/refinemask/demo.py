@@ -133,7 +133,7 @@ def run_demo(minutes: float = 14.0, out: str | Path = "refinemask-demo", device:
 
 def iterations_done(output_dir: Path) -> int:
     """The iteration of a run's newest checkpoint (0 when it has none)."""
-    from refinemask.engine.checkpoint import checkpoint_iteration, find_last_checkpoint
+    from refinemask.engine.training_checkpoints import checkpoint_iteration, find_last_checkpoint
 
     last = find_last_checkpoint(output_dir)
     return checkpoint_iteration(last) if last is not None else 0

@@ -162,7 +162,7 @@ def _fmt(value) -> str:
 
 def weights_of(output_dir: Path) -> Path | None:
     """The final weights of a run, or its newest checkpoint when it was stopped early."""
-    from refinemask.engine.checkpoint import find_last_checkpoint
+    from refinemask.engine.training_checkpoints import find_last_checkpoint
 
     final = output_dir / "model_final.safetensors"
     if final.is_file():

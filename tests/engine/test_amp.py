@@ -13,7 +13,8 @@ import torch
 from refinemask.config import load_config
 from refinemask.engine.checkpoint import read_checkpoint
 from refinemask.engine.distributed import init_distributed
-from refinemask.engine.train import Trainer, autocast
+from refinemask.engine.precision import autocast
+from refinemask.engine.train import Trainer
 from tests.tiny_runs import write_config
 from tests.tiny_models import image_and_target, tiny_model
 

@@ -15,13 +15,9 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 from refinemask import build_model
 from refinemask.cli import main
-from refinemask.engine.checkpoint import (
-    is_class_dependent,
-    load_init_weights,
-    save_training_checkpoint,
-    save_weights,
-    torchvision_weights_file,
-)
+from refinemask.engine.checkpoint import save_weights
+from refinemask.engine.init_weights import is_class_dependent, load_init_weights, torchvision_weights_file
+from refinemask.engine.training_checkpoints import save_training_checkpoint
 from refinemask.errors import RefineMaskError
 from tests.tiny_runs import write_config
 

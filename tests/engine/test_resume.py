@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from refinemask.config import load_config
-from refinemask.engine.checkpoint import find_last_checkpoint, read_checkpoint
+from refinemask.engine.checkpoint import read_checkpoint
 from refinemask.engine.train import train
+from refinemask.engine.training_checkpoints import find_last_checkpoint
 from refinemask.errors import RefineMaskError
 from tests.tiny_runs import REPO, single_thread_env, write_config
 

@@ -14,14 +14,11 @@ from safetensors.torch import load_file
 from refinemask import build_model
 from refinemask.cli import main
 from refinemask.config import load_config
-from refinemask.engine.checkpoint import (
-    find_last_checkpoint,
-    read_checkpoint,
-    save_weights,
-)
+from refinemask.engine.checkpoint import read_checkpoint, save_weights
 from refinemask.engine.distributed import init_distributed
 from refinemask.engine.predict import Predictor
 from refinemask.engine.train import Trainer, seed_everything, train
+from refinemask.engine.training_checkpoints import find_last_checkpoint
 from refinemask.errors import RefineMaskError
 from refinemask.modeling.detector import build_model_from_config
 from tests.tiny_runs import run_cli, write_config

@@ -24,7 +24,7 @@ mmdetection detector. Everything this module needs is in the tensors:
   instance and semantic convs are counted from the keys (2 and 4 officially; Co-DETR uses 1 and 2).
 
 Pure functions of the tensors: :mod:`refinemask.convert.files` reads the official file and writes
-the converted model file, and :func:`refinemask.engine.checkpoint.read_init_weights` converts in
+the converted model file, and :func:`refinemask.engine.init_weights.read_init_weights` converts in
 memory; this module imports neither, so neither import makes a cycle.
 """
 from __future__ import annotations

@@ -3,7 +3,9 @@
 * :mod:`.train`: the training loop (``refinemask train``), :func:`~.train.train`;
 * :mod:`.evaluate`: run a model over a dataset and score it (``refinemask eval CONFIG``);
 * :mod:`.predict`: :class:`~.predict.Predictor` and ``refinemask predict``;
-* :mod:`.checkpoint`: weights files, training checkpoints, :func:`~.checkpoint.load_model`;
+* :mod:`.checkpoint`: model files (weights, or a training checkpoint), :func:`~.checkpoint.load_model`;
+* :mod:`.training_checkpoints`: what a run writes to resume exactly (with RNG states);
+* :mod:`.init_weights`: starting a run from another model's weights (``train.init_weights``);
 * :mod:`.data`: datasets and the deterministic training sample stream;
 * :mod:`.schedule`: optimiser, learning-rate schedule and its linear scaling;
 * :mod:`.distributed`: ``torchrun`` / DDP setup and gathering;

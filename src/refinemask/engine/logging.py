@@ -114,3 +114,11 @@ def format_losses(losses: Mapping[str, float]) -> str:
     total = sum(losses.values())
     parts = ", ".join(f"{name.removeprefix('loss_')} {value:.4g}" for name, value in losses.items())
     return f"loss {total:.4g} ({parts})"
+
+
+def format_duration(seconds: float) -> str:
+    """``H:MM:SS`` of a duration (an ETA), ``?`` when it is not finite."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -24,20 +24,16 @@ What a run writes to ``train.output_dir`` (rank 0 only):
 samples in the same order with the same flips (:mod:`refinemask.engine.data`), the same RNG
 streams, so the weights equal those of an uninterrupted run.
 
-Precision: ``train.amp=fp16`` (autocast + GradScaler) or ``bf16`` (autocast) on CUDA; boxes are
-decoded in float32 either way (:class:`~refinemask.modeling.rpn.Float32BoxCoder`). On the CPU,
-mixed precision is refused: torchvision's detection ops have no fast bf16 CPU kernels and
-the speed-up would be small; train in fp32 (``train.amp=none``).
+Mixed precision (``train.amp``) is :mod:`refinemask.engine.precision`; stopping early on Ctrl-C,
+SIGTERM or out of memory, :mod:`refinemask.engine.stopping`.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import random
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -48,16 +44,7 @@ import torch
 
 from refinemask.config import Config, load_config, save_config, to_dict
 from refinemask.engine import distributed
-from refinemask.engine.checkpoint import (
-    capture_rng_state,
-    find_last_checkpoint,
-    load_init_weights,
-    load_state_checked,
-    read_checkpoint,
-    restore_rng_state,
-    save_training_checkpoint,
-    save_weights,
-)
+from refinemask.engine.checkpoint import load_state_checked, save_weights
 from refinemask.engine.data import (
     EpochBatches,
     TrainingSamples,
@@ -68,9 +55,11 @@ from refinemask.engine.data import (
 )
 from refinemask.engine.distributed import DistributedContext, configure_threads
 from refinemask.engine.evaluate import evaluate
+from refinemask.engine.init_weights import load_init_weights
 from refinemask.engine.logging import (
     MetricWriter,
     close_run_logger,
+    format_duration,
     format_losses,
     progress_bar,
     setup_run_logger,
@@ -81,12 +70,21 @@ from refinemask.engine.schedule import (
     scaled_learning_rate,
     total_batch_size,
 )
+from refinemask.engine.precision import autocast, check_amp
+from refinemask.engine.stopping import StopRequest, is_out_of_memory, out_of_memory_error
+from refinemask.engine.training_checkpoints import (
+    capture_rng_state,
+    config_changes,
+    find_last_checkpoint,
+    read_training_checkpoint,
+    restore_rng_state,
+    save_training_checkpoint,
+)
 from refinemask.errors import RefineMaskError
 
 logger = logging.getLogger("refinemask.run")
 
 FINAL_WEIGHTS = "model_final.safetensors"
-OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 def seed_everything(seed: int) -> None:
@@ -96,69 +94,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_amp(amp: str, device: torch.device) -> None:
-    if amp != "none" and device.type != "cuda":
-        raise RefineMaskError(
-            f"train.amp={amp} needs a CUDA device; on the CPU train in full precision (train.amp=none)"
-        )
-    if amp == "bf16" and not torch.cuda.is_bf16_supported():
-        raise RefineMaskError("train.amp=bf16: this GPU does not support bfloat16; use train.amp=fp16")
-
-
-def autocast(amp: str, device: torch.device):
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    if isinstance(err, (OUT_OF_MEMORY, MemoryError)):
-        return True
-    text = str(err)
-    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def out_of_memory_error(config: Config, iteration: int) -> RefineMaskError:
-    model = config.model
-    return RefineMaskError(
-        f"out of memory at iteration {iteration}: lower the image size (model.max_size={model.max_size}, "
-        f"model.min_size={model.min_size}), the batch (train.batch_size={config.train.batch_size}; raise "
-        f"train.grad_accum_steps to keep the total batch) or the sampled RoIs "
-        f"(model.box_batch_size_per_image={model.box_batch_size_per_image})"
-    )
-
-
 def _to_device(target: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
-
-
-class _StopRequest:
-    """Turn SIGINT/SIGTERM into a request to stop after the current step (with a checkpoint).
-
-    A second SIGINT raises KeyboardInterrupt at once.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("stop requested: finishing this step and saving a checkpoint (Ctrl-C again to quit now)")
-
-    def __enter__(self) -> _StopRequest:
-        try:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous.clear()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 class Trainer:
@@ -287,10 +224,7 @@ class Trainer:
         if path is None:
             logger.info("train.resume: no checkpoint in %s, starting from scratch", self.output_dir)
             return False
-        checkpoint = read_checkpoint(path)
-        for key in ("model", "optimizer", "scheduler", "iteration", "rng"):
-            if key not in checkpoint:
-                raise RefineMaskError(f"{path}: not a training checkpoint (no {key!r}); delete it or start without --resume")
+        checkpoint = read_training_checkpoint(path)
         load_state_checked(self.model, checkpoint["model"], str(path))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -300,7 +234,7 @@ class Trainer:
         self.epoch = int(checkpoint.get("epoch", 0))
         self.position = int(checkpoint.get("position", 0))
         saved_config = checkpoint.get("config") or {}
-        changed = _changed_keys(saved_config, to_dict(self.config), ignore={"train.resume"})
+        changed = config_changes(saved_config, to_dict(self.config), ignore={"train.resume"})
         if changed:
             logger.warning("resuming with a changed config: %s", ", ".join(changed[:8]))
         rng_states = checkpoint["rng"]
@@ -333,7 +267,7 @@ class Trainer:
             self.epoch += 1
             self.position = 0
 
-    def _step(self, stream: Iterator[tuple], stop: _StopRequest) -> dict[str, float]:
+    def _step(self, stream: Iterator[tuple], stop: StopRequest) -> dict[str, float]:
         """One optimiser step; returns the losses averaged over the micro-batches."""
         train = self.config.train
         device = self.context.device
@@ -447,7 +381,7 @@ class Trainer:
         window_start = time.perf_counter()
         saved_at = -1
         try:
-            with _StopRequest() as stop:
+            with StopRequest() as stop:
                 while self.iteration < self.total_iters:
                     lr = self.optimizer.param_groups[0]["lr"]
                     try:
@@ -474,7 +408,7 @@ class Trainer:
                         eta = seconds * (self.total_iters - self.iteration)
                         logger.info(
                             "iter %d/%d  lr %.4g  %s  %.2f s/it  eta %s",
-                            self.iteration, self.total_iters, lr, format_losses(mean), seconds, _duration(eta),
+                            self.iteration, self.total_iters, lr, format_losses(mean), seconds, format_duration(eta),
                         )
                         self.writer.scalars({**mean, "loss": sum(mean.values()), "lr": lr}, self.iteration, "train/")
                         window.clear()
@@ -524,27 +458,6 @@ class Trainer:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def _changed_keys(old: dict, new: dict, ignore: set[str], prefix: str = "") -> list[str]:
-    changed = []
-    for key in sorted(set(old) | set(new)):
-        name = f"{prefix}{key}"
-        if name in ignore:
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed.extend(_changed_keys(a, b, ignore, f"{name}."))
-        elif a != b:
-            changed.append(f"{name}: {a!r} -> {b!r}")
-    return changed
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def train(config: Config) -> Path:
