@@ -115,14 +115,10 @@ def test_quality_ceilings_order(tmp_path, capsys):
     assert "GT through 28×28 (1 run)" in capsys.readouterr().out
 
 
-def test_peak_memory_separates_the_heads():
-    speed = _load("speed")
-    refine = speed.peak_memory_mb("resnet18", "refinemask", 100, 128, 192)
-    baseline = speed.peak_memory_mb("resnet18", "maskrcnn", 100, 128, 192)
-    assert all(v > 0 for v in refine + baseline), (refine, baseline)
-    # 100 RoIs through RefineMask's 56×56 and 112×112 stages hold more than Mask R-CNN's 14/28
-    # (about 630 MB against 300-360 MB here)
-    assert refine[1] > 1.3 * baseline[1], (refine, baseline)
+def test_peak_memory_is_measured_in_fresh_processes():
+    # how far the heads' peaks differ is a benchmark figure (docs/benchmarks.md), not a test
+    whole, head = _load("speed").peak_memory_mb("resnet18", "refinemask", 5, 64, 96)
+    assert whole > head > 0, (whole, head)
 
 
 def test_gpu_script_without_cuda_says_so_in_one_line_and_exits_0(tmp_path, monkeypatch, capsys):
