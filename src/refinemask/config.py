@@ -98,7 +98,7 @@ class ModelConfig(Checked):
     # config), simple_refinemask True
     class_agnostic_last_stage: bool | None = None
     dilations: list[int] = field(default_factory=lambda: [1, 3, 5])
-    # image pipeline (spec §1.2); several min sizes = multi-scale training ('value' mode)
+    # image pipeline (docs/design.md §6.1); several min sizes = multi-scale training ('value' mode)
     min_size: list[int] = field(default_factory=lambda: [800])
     max_size: int = 1333
     # images of more than 8 bits (16-bit microscopy, 12-bit cameras): percentiles | minmax | full;
@@ -108,14 +108,14 @@ class ModelConfig(Checked):
     high_bit_percentiles: list[float] = key(
         factory=lambda: [1.0, 99.8], rule=(lambda p: len(p) == 2 and 0.0 <= p[0] < p[1] <= 100.0, "[low, high] with 0 <= low < high <= 100")
     )
-    # RPN (spec §1)
+    # RPN (docs/design.md §1.2)
     exact_anchors: bool = True  # mmdetection's anchors (unrounded, strides 4..64)
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 1000
     rpn_pre_nms_top_n_test: int = 1000
     rpn_post_nms_top_n_test: int = 1000
     rpn_batch_size_per_image: int = 256
-    # mmdetection v2.3 compatibility, set by `refinemask convert` (spec §6.2); the defaults are
+    # mmdetection v2.3 compatibility, set by `refinemask convert` (docs/design.md §6.2); the defaults are
     # torchvision's: rank each level's candidates by logits and drop proposals under 1e-3 px
     rpn_rank_by_sigmoid: bool = False  # rank by float32 sigmoid scores (ties by anchor order)
     rpn_min_box_size: float = 1e-3  # mmdetection: 0 (keeps zero-size proposals)
@@ -149,7 +149,7 @@ class ModelConfig(Checked):
     # which starts near p=0.5 and trains stably at small batches
     mask_logits_init: Literal["official", "small"] = "official"
     # None = the head's official config value: refinemask [0.25, 0.5, 0.75, 1.0],
-    # simple_refinemask [0.5, 0.75, 0.75, 1.0] (spec §4.4)
+    # simple_refinemask [0.5, 0.75, 0.75, 1.0] (docs/design.md §4.4)
     bar_stage_weights: list[float] | None = None
     boundary_width: int = 2
     semantic_loss_weight: float = 1.0  # refinemask only: simple_refinemask has no semantic loss
@@ -285,7 +285,7 @@ def read_yaml(path: str | Path) -> dict:
 
 # --- training, data and evaluation ------------------------------------------------------------
 # A run's whole config is the five sections below; ``refinemask train/eval`` read it with
-# :func:`load_config`. Defaults are the official COCO 1x schedule (spec §1.3).
+# :func:`load_config`. Defaults are the official COCO 1x schedule (docs/design.md §6.3).
 
 
 @dataclass
