@@ -184,13 +184,30 @@ def test_mixed_precision_on_the_cpu_is_refused_in_one_line(tmp_path, synthetic_d
     assert "train.amp=bf16 needs a CUDA device" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
-def test_the_mixed_precision_path_trains_with_float32_boxes(tmp_path, synthetic_data, monkeypatch, amp, dtype):
+def test_fp16_and_bf16_autocast_in_their_own_dtype():
+    from refinemask.engine.precision import autocast
+
+    for amp, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        with autocast(amp, torch.device("cpu")):
+            assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == dtype
+    with autocast("none", torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("amp, dtype, kernels", [
+    ("bf16", torch.bfloat16, "own"),
+    # fp16's GradScaler path on bf16 kernels: the CPU's fp16 convolution backward takes ~50 s a step
+    ("fp16", torch.bfloat16, "bf16"),
+    pytest.param("fp16", torch.float16, "own", marks=pytest.mark.slow),
+])
+def test_the_mixed_precision_path_trains_with_float32_boxes(tmp_path, synthetic_data, monkeypatch, amp, dtype, kernels):
     """The autocast + GradScaler plumbing of train.amp, run on the CPU with CUDA's check lifted
     (CPU autocast follows the same rules): convolutions run in half precision, proposals stay
     float32 (torchvision's decoder would cast them down, and bf16 boxes cannot be rasterised
     into mask targets), and the steps train."""
     monkeypatch.setattr("refinemask.engine.train.check_amp", lambda amp, device: None)
+    if kernels == "bf16":
+        monkeypatch.setattr("refinemask.engine.train.autocast", lambda amp, device: torch.autocast("cpu", dtype=torch.bfloat16))
     config = load_config(write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out",
                                       train={"amp": amp, "device": "cpu"}))
     trainer = Trainer(config, init_distributed("cpu"))
