@@ -5,6 +5,13 @@ import pytest
 import torch
 
 
+def pytest_configure(config):
+    # with pytest-xdist each worker is a process of its own: one torch thread each keeps the
+    # workers from competing for the same cores
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def scan_cache_in_tmp(tmp_path_factory):
     """The image-scan cache (refinemask.data.scan) of every test, subprocesses included, in a tmp dir."""
