@@ -202,17 +202,18 @@ def load_state_checked(model, state: dict[str, torch.Tensor], source: str) -> No
     model.load_state_dict(state, strict=True)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides):
+def load_model(path: str | Path, device: str | torch.device = "cpu", config: ModelConfig | None = None, **overrides):
     """A model from a weights file or a training checkpoint, in eval mode, ready to predict.
 
-    ``overrides`` change test-time settings of the saved config (e.g. ``box_score_thresh``).
-    The label mapping and class names are attached as ``model.label_to_category`` and
-    ``model.category_names``.
+    ``config``: build this model section (a run config's, as ``refinemask eval`` does) instead of
+    the one saved with the weights. ``overrides`` change test-time settings of the config (e.g.
+    ``box_score_thresh``). The label mapping and class names are attached as
+    ``model.label_to_category`` and ``model.category_names``.
     """
     from refinemask.modeling.detector import build_model_from_config
 
-    state, config, info = describe_model_file(path)
-    config_dict = to_dict(config)
+    state, saved, info = describe_model_file(path)
+    config_dict = to_dict(saved if config is None else config)
     config_dict.update(overrides)
     config_dict["backbone_weights"] = None  # the file has them all; never download
     config = from_dict(ModelConfig, config_dict, "model")

@@ -30,10 +30,7 @@ from tqdm import tqdm
 from refinemask.config import (
     Config,
     EvalConfig,
-    ModelConfig,
-    from_dict,
     load_config,
-    to_dict,
 )
 from refinemask.data import collate
 from refinemask.engine import distributed
@@ -146,21 +143,6 @@ def evaluate(
     return metrics, all_results
 
 
-def model_for_config(model_config: ModelConfig, weights: str | Path) -> torch.nn.Module:
-    """The model of ``model_config`` holding ``weights`` (a weights file or a training checkpoint)."""
-    from refinemask.engine.checkpoint import describe_model_file, load_state_checked, model_categories
-    from refinemask.modeling.detector import build_model_from_config
-
-    state, _, info = describe_model_file(weights)
-    config_dict = to_dict(model_config)
-    config_dict["backbone_weights"] = None  # the file has every weight; never download
-    model = build_model_from_config(from_dict(ModelConfig, config_dict, "model"))
-    load_state_checked(model, state, str(weights))
-    model.label_to_category, model.category_names = info["label_to_category"], info["category_names"]
-    model.label_to_category, model.category_names = model_categories(model)  # defaults where the file has none
-    return model
-
-
 def evaluate_config(
     config: Config, weights: str | Path, out: str | Path | None = None, gt_boxes: bool = False
 ) -> dict | None:
@@ -173,6 +155,7 @@ def evaluate_config(
         resolve_num_classes,
         prepare_synthetic_data,
     )
+    from refinemask.engine.checkpoint import load_model
     from refinemask.engine.distributed import configure_threads
 
     context = distributed.init_distributed(config.train.device)
@@ -183,7 +166,7 @@ def evaluate_config(
         distributed.barrier()
     dataset = build_dataset(config, "val")
     resolve_num_classes(config, dataset)
-    model = model_for_config(config.model, weights).to(context.device)
+    model = load_model(weights, context.device, config=config.model)
     label_to_category = dataset.label_to_category
     saved = getattr(model, "label_to_category", None)
     if saved and dict(saved) != dict(label_to_category):

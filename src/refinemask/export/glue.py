@@ -15,7 +15,6 @@ prediction; H x W the input image, h x w it resized and Hp x Wp it padded to a m
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from refinemask.modeling.transform import PIXEL_MEAN, PIXEL_STD, padded_size, rescale_size
 
