@@ -24,6 +24,7 @@ import yaml
 
 from refinemask.config import ModelConfig, from_dict, to_dict
 from refinemask.errors import RefineMaskError
+from refinemask.tensor_files import read_checkpoint, read_weights
 
 FORMAT = "refinemask-v1"
 NOT_A_MODEL_FILE = (
@@ -89,40 +90,6 @@ def write_weights_description(path: Path, model_config: dict, category_names: li
     body = yaml.safe_dump({"model": model_config, "category_names": list(category_names)}, sort_keys=False)
     beside.write_text(header + body)
     return beside
-
-
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata of a ``.safetensors`` weights file."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # noqa: BLE001 - the user's file is not valid safetensors
-        raise RefineMaskError(f"{path}: not a valid .safetensors file ({type(err).__name__})") from None
-    return state, metadata
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """A ``.pth`` training checkpoint, read with ``weights_only=True`` (no code runs)."""
-    path = Path(path)
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        text = str(err).strip().splitlines()
-        # torch says the same for a text file and for a pickle that would run code; name both
-        reason = (
-            "it is not a plain tensor checkpoint (another kind of file, or pickled code or "
-            "objects, which are never loaded)"
-        ) if "weights_only" in str(err) else (
-            text[0][:160] if text else type(err).__name__
-        )
-        raise RefineMaskError(f"{path}: cannot be read as a checkpoint: {reason}") from None
-    if not isinstance(obj, dict):
-        raise RefineMaskError(f"{path}: not a checkpoint (expected a dict, found {type(obj).__name__})")
-    return obj
 
 
 def describe_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:

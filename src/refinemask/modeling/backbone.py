@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 
 from refinemask.errors import RefineMaskError
+from refinemask.tensor_files import load_state_dict_file
 
 RESNETS = {
     "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
@@ -28,32 +28,6 @@ RESNETS = {
     "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V1),
 }
 BACKBONES = tuple(RESNETS) + ("efficientnet_lite0",)
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a ``.safetensors`` or ``.pth`` file, never executing pickled code.
-
-    A ``.pth`` file is read with ``torch.load(weights_only=True)``; a checkpoint dict wrapping
-    the weights under ``state_dict`` or ``model`` is unwrapped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise RefineMaskError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure to read is the user's file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RefineMaskError(f"{path}: not a readable weights file ({first})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise RefineMaskError(f"{path}: does not hold a dict of tensors")
-    return obj
 
 
 def build_backbone(
