@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,20 +58,40 @@ def _choices(annotation) -> tuple | None:
     return None
 
 
+def _choice_error(name: str, annotation, value) -> str | None:
+    """Why ``value`` is not among the choices its annotation declares (None when it is, or when
+    the annotation declares none): a ``Literal``, also inside ``list[...]`` or ``... | None``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        if isinstance(value, (list, dict)) or value not in args:
+            names = [str(a) for a in args]
+            return f"{name}: {value!r} is not one of {', '.join(names)}{suggest(str(value), names)}"
+        return None
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = [_choice_error(name, arg, value) for arg in args if arg is not type(None)]
+        return None if not errors or None in errors else errors[0]
+    if origin is list and args and _choices(args[0]) is not None:
+        if not isinstance(value, list):
+            return f"{name}: expected a list, got {value!r}"
+        return next((error for error in (_choice_error(name, args[0], v) for v in value) if error), None)
+    return None
+
+
 class Checked:
     """Mixin of the config sections: checks every key's declared valid values on construction."""
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None or dataclasses.is_dataclass(value):
+            if dataclasses.is_dataclass(value):
                 continue
-            options = _choices(_hints(type(self))[f.name])
-            if options is not None:
-                for item in value if isinstance(value, list) else [value]:
-                    if item not in options:
-                        names = [str(o) for o in options]
-                        raise RefineMaskError(f"{f.name}: {item!r} is not one of {', '.join(names)}{suggest(str(item), names)}")
+            error = _choice_error(f.name, _hints(type(self))[f.name], value)
+            if error:
+                raise RefineMaskError(error)
+            if value is None:
+                continue
             low = f.metadata.get("at_least")
             if low is not None and value < low:
                 what = "0 (none) or positive" if low == 0 else f"at least {low}"
@@ -170,7 +191,7 @@ def _coerce(value: Any, annotation, where: str):
     ``typing.get_type_hints``); a ``Literal``'s choices are checked by :class:`Checked`."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         errors = []
@@ -413,29 +434,41 @@ def bundled_config_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def _bundled_config(name: str | Path) -> Path | None:
+    """The bundled config called ``name`` (with or without ``.yaml``; no folders), if there is one."""
+    from importlib import resources
+
+    path = Path(name)
+    stem = path.name.removesuffix(".yaml")
+    bundled = resources.files("refinemask") / "configs" / f"{stem}.yaml"
+    return Path(str(bundled)) if str(path) in (path.name, f"{stem}.yaml") and bundled.is_file() else None
+
+
+def _not_found(name: str | Path, what: str) -> RefineMaskError:
+    names = bundled_config_names()
+    stem = Path(name).name.removesuffix(".yaml")
+    return RefineMaskError(f"{what}: {name} is neither a file nor a bundled config{suggest(stem, names)}; bundled: {', '.join(names)}")
+
+
 def resolve_config_path(name: str | Path) -> Path:
     """A config file: ``name`` itself when it exists, else the bundled config of that name."""
     path = Path(name)
     if path.is_file():
         return path
-    from importlib import resources
-
-    stem = path.name.removesuffix(".yaml")
-    bundled = resources.files("refinemask") / "configs" / f"{stem}.yaml"
-    if str(path) in (path.name, f"{stem}.yaml") and bundled.is_file():
-        return Path(str(bundled))
-    names = bundled_config_names()
-    raise RefineMaskError(
-        f"config not found: {name} is neither a file nor a bundled config{suggest(stem, names)}; "
-        f"bundled: {', '.join(names)}"
-    )
+    bundled = _bundled_config(name)
+    if bundled is None:
+        raise _not_found(name, "config not found")
+    return bundled
 
 
-def _merged(base: dict, child: dict) -> dict:
-    """``child`` over ``base``, mapping by mapping (a list or a value replaces the base's)."""
+def _merged(base: dict, child: dict, sections: bool = True) -> dict:
+    """``child`` over ``base``, mapping by mapping (a list or a value replaces the base's; a null
+    inside a section, such as ``data.synthetic: null``, replaces it too)."""
     out = dict(base)
     for name, value in child.items():
-        out[name] = _merged(out[name], value) if isinstance(value, dict) and isinstance(out.get(name), dict) else value
+        if value is None and sections:
+            continue  # an empty section (all its keys commented out) changes nothing
+        out[name] = _merged(out[name], value, False) if isinstance(value, dict) and isinstance(out.get(name), dict) else value
     return out
 
 
@@ -453,7 +486,9 @@ def read_config_file(path: str | Path, _children: tuple[Path, ...] = ()) -> dict
         raise RefineMaskError(f"{path}: inherit must name a config file or a bundled config, got {base!r}")
     # a file named like the bundled config it inherits (a user's edited copy) means the bundled one
     nearby = [p for p in (path.parent / base, path.parent / f"{base}.yaml") if p.is_file() and not p.samefile(path)]
-    base_path = nearby[0] if nearby else resolve_config_path(base)
+    base_path = nearby[0] if nearby else _bundled_config(base)
+    if base_path is None:
+        raise _not_found(base, f"{path}: inherit")
     chain = (*_children, path.resolve())
     if base_path.resolve() in chain:
         raise RefineMaskError(f"{path}: inherit: {base!r} leads back to {base_path.name} (a loop)")

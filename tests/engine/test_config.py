@@ -1,6 +1,8 @@
 """Run configs: YAML + overrides into typed sections, typos named, official schedules bundled."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from refinemask.cli import main
@@ -186,3 +188,32 @@ def test_valid_values_are_checked_however_a_section_is_built():
         TrainConfig(batch_size=0)
     with pytest.raises(RefineMaskError, match="model.mask_logits_init: 'tiny' is not one of official, small"):
         build_model(num_classes=2, backbone="resnet18", mask_logits_init="tiny")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.mask_head=null", "model.mask_head: None is not one of refinemask, simple_refinemask, maskrcnn"),
+    ("model.mask_head=[refinemask]", "model.mask_head: ['refinemask'] is not one of"),
+    ("train.amp=", "train.amp: '' is not one of none, fp16, bf16"),
+    ("data.format=~", "data.format: None is not one of coco, lvis"),
+    ("eval.iou_types=[segm, null]", "eval.iou_types: None is not one of segm, bbox, boundary"),
+])
+def test_a_choice_key_refuses_null_and_lists(override, message):
+    with pytest.raises(RefineMaskError, match=re.escape(message)):
+        load_config("quickstart_refinemask", [override])
+
+
+def test_an_empty_section_in_an_inheriting_file_changes_nothing_and_a_null_key_clears_one(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("inherit: quickstart_maskrcnn\nmodel:\n  # num_classes: 3\ndata:\n  synthetic: null\n")
+    config = load_config(path)
+    assert config.model == load_config("quickstart_maskrcnn").model and config.data.synthetic is None
+
+
+def test_inherit_looks_beside_the_file_and_in_the_bundled_configs_only(tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "base.yaml").write_text("train: {seed: 3}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text("inherit: base.yaml\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    with pytest.raises(RefineMaskError, match=r"child.yaml: inherit: base.yaml is neither a file nor a bundled config"):
+        load_config(tmp_path / "sub" / "child.yaml")
