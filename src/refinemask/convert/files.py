@@ -46,7 +46,7 @@ def read_official_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor],
     Raises :class:`RefineMaskError` (one line) for a missing file, a file that is not a
     PyTorch checkpoint, a pickle carrying code, or a checkpoint of another model.
     """
-    from refinemask.engine.checkpoint import read_checkpoint
+    from refinemask.tensor_files import read_checkpoint
 
     path = Path(path)
     if not path.is_file():
