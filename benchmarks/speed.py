@@ -49,19 +49,25 @@ MASK_HEADS = {
 }
 
 
-def model_options(backbone: str, detections: int, min_size: int, max_size: int, mask_positives: int = 0) -> dict:
-    """``build_model`` settings for a fixed number of detections (no score threshold, no NMS)."""
+def model_options(backbone: str, detections: int, min_size: int, max_size: int, mask_positives: int = 0,
+                  box_rois: int = 512) -> dict:
+    """``build_model`` settings for a fixed number of detections (no score threshold, no NMS).
+
+    ``box_rois`` is the number of proposals sampled per image to train the box head (512 in
+    every official config); only a training step sees it.
+    """
     return dict(
         num_classes=80, backbone=backbone, min_size=[min_size], max_size=max_size, box_score_thresh=0.0,
         detections_per_img=detections, box_nms_thresh=1.0, mask_positives_per_image=mask_positives,
+        box_batch_size_per_image=box_rois,
     )
 
 
 def build_pair(backbone: str, detections: int, min_size: int, max_size: int, device: str = "cpu",
-               mask_positives: int = 0, head: str = "refinemask"):
+               mask_positives: int = 0, head: str = "refinemask", box_rois: int = 512):
     from refinemask import build_model
 
-    options = model_options(backbone, detections, min_size, max_size, mask_positives)
+    options = model_options(backbone, detections, min_size, max_size, mask_positives, box_rois)
     torch.manual_seed(0)
     refine = build_model(**MASK_HEADS[head], **options).eval()
     torch.manual_seed(0)
@@ -370,6 +376,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--mask-positives", type=int, default=0,
                         help="with --train: cap on the RoIs that train the mask heads per image (0 = all, as official)")
+    parser.add_argument("--box-rois", type=int, default=512,
+                        help="with --train: proposals sampled per image to train the box head (512, as official)")
     parser.add_argument("--flops", action="store_true", help="also count multiply-accumulates of each model")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--train", action="store_true",
@@ -390,7 +398,7 @@ def main(argv=None) -> int:
         image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1)).to(args.device)
         for n, head in [(n, head) for n in args.detections for head in args.mask_heads]:
             refine, baseline = build_pair(args.backbone, n, min(height, width), max(height, width), args.device,
-                                          args.mask_positives, head)
+                                          args.mask_positives, head, args.box_rois)
             with torch.no_grad():
                 images, _ = refine.transform([image])
                 features = refine.backbone(images.tensors)

@@ -20,7 +20,7 @@ def test_speed_reports_head_detector_and_training_ratios(tmp_path, capsys):
     speed = _load("speed")
     out = tmp_path / "rows.json"
     speed.main(["--sizes", "64x96", "--detections", "3", "5", "--repeats", "1", "--backbone", "resnet18",
-                "--no-memory", "--train", "--mask-positives", "4", "--flops", "--threads", "1", "--json", str(out)])
+                "--no-memory", "--train", "--mask-positives", "4", "--box-rois", "32", "--flops", "--threads", "1", "--json", str(out)])
     rows = json.loads(out.read_text())
     assert [r["detections"] for r in rows] == [3, 5]
     for row in rows:

@@ -11,8 +11,8 @@ def build_model(*args, **kwargs):
 
 
 def load_model(path, **kwargs):
-    """Load a trained or converted model ready to predict; see :mod:`refinemask.engine.checkpoint`."""
-    from refinemask.engine.checkpoint import load_model as _load
+    """Load a trained or converted model ready to predict; see :mod:`refinemask.model_files`."""
+    from refinemask.model_files import load_model as _load
 
     return _load(path, **kwargs)
 

@@ -99,7 +99,7 @@ def _overlay(image: np.ndarray, masks: np.ndarray, colour=(255, 60, 60)) -> np.n
 def comparison_picture(runs: dict[str, Path], dataset, path: Path, num_images: int = 4, zoom: int = 3,
                        score_thresh: float = 0.5) -> Path | None:
     """Rows of [ground truth | model A | model B], each followed by a zoom on the thinnest object."""
-    from refinemask.engine.checkpoint import load_model
+    from refinemask.model_files import load_model
     from refinemask.engine.inference import detect
 
     if not runs:

@@ -1,7 +1,7 @@
 """Reading files of tensors without ever running pickled code: the one place that opens weights.
 
 Every weights source goes through these three readers: our model files and training
-checkpoints (:mod:`refinemask.engine.checkpoint`), the starting weights of a fine-tuning run
+checkpoints (:mod:`refinemask.model_files`), the starting weights of a fine-tuning run
 (:mod:`refinemask.engine.init_weights`), official mmdetection checkpoints
 (:mod:`refinemask.convert`), and a backbone's classifier weights
 (:mod:`refinemask.modeling.backbone`). ``.pth`` files are read with

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from refinemask.config import load_config
-from refinemask.engine.checkpoint import read_checkpoint
+from refinemask.tensor_files import read_checkpoint
 from refinemask.engine.distributed import init_distributed
 from refinemask.engine.precision import autocast
 from refinemask.engine.train import Trainer

@@ -95,7 +95,7 @@ def test_the_web_page_names_the_users_categories(custom_run):
 
 def test_a_model_without_categories_gets_the_same_default_names_everywhere():
     from refinemask import build_model
-    from refinemask.engine.checkpoint import model_categories
+    from refinemask.model_files import model_categories
 
     model = build_model(num_classes=2, backbone="resnet18")
     assert model_categories(model) == ({1: 1, 2: 2}, ["class_1", "class_2"])

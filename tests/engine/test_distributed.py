@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from refinemask.data.coco import CocoDetection
-from refinemask.engine.checkpoint import read_checkpoint
+from refinemask.tensor_files import read_checkpoint
 from tests.tiny_runs import REPO, single_thread_env, write_config
 
 

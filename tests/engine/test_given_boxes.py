@@ -182,7 +182,7 @@ def test_eval_gt_boxes_scores_perfect_masks_one_and_empty_masks_zero(tmp_path, m
     import json
 
     from refinemask.cli import main
-    from refinemask.engine.checkpoint import save_weights
+    from refinemask.model_files import save_weights
     from tests.tiny_runs import write_config
 
     val, images = _rectangles_dataset(tmp_path / "data")
@@ -221,7 +221,7 @@ def cli_files(tmp_path_factory):
     """Weights of the confident tiny RefineMask model and two images named by their COCO ids."""
     from PIL import Image
 
-    from refinemask.engine.checkpoint import save_weights
+    from refinemask.model_files import save_weights
 
     with scratch_dir(tmp_path_factory, "boxes_cli") as root:
         model = confident_tiny_model("refinemask")

@@ -15,7 +15,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 from refinemask import build_model
 from refinemask.cli import main
-from refinemask.engine.checkpoint import save_weights
+from refinemask.model_files import save_weights
 from refinemask.engine.init_weights import is_class_dependent, load_init_weights, torchvision_weights_file
 from refinemask.engine.training_checkpoints import save_training_checkpoint
 from refinemask.errors import RefineMaskError

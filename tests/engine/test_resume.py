@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from refinemask.config import load_config
-from refinemask.engine.checkpoint import read_checkpoint
+from refinemask.tensor_files import read_checkpoint
 from refinemask.engine.train import train
 from refinemask.engine.training_checkpoints import find_last_checkpoint
 from refinemask.errors import RefineMaskError

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from refinemask import build_model
 from refinemask.cli import main
 from refinemask.config import load_config
-from refinemask.engine.checkpoint import read_checkpoint, save_weights
+from refinemask.model_files import save_weights
+from refinemask.tensor_files import read_checkpoint
 from refinemask.engine.distributed import init_distributed
 from refinemask.engine.predict import Predictor
 from refinemask.engine.train import Trainer, seed_everything, train

@@ -21,7 +21,7 @@ from refinemask.export import (
     paste_masks_numpy,
     preprocess,
 )
-from refinemask.engine.checkpoint import save_weights
+from refinemask.model_files import save_weights
 from refinemask.engine.predict import Predictor
 from refinemask.errors import RefineMaskError
 from refinemask.modeling.ops import paste_masks
@@ -388,13 +388,3 @@ def test_onnx_inference_time_measures_the_whole_and_the_graph(onnx_predictor):
     timing = onnx_inference_time(onnx_predictor, [smooth_image(120, 160, seed=0)], warmup=0, repeats=1)
     assert 0 < timing.graph_seconds_per_image and 0 < timing.seconds_per_image
     assert timing.num_images == 1 and timing.providers == ["CPUExecutionProvider"]
-
-
-def test_the_former_import_path_still_gives_the_runners():
-    # docs before the export package showed `from refinemask.convert.export import OnnxPredictor`
-    from refinemask import export
-    from refinemask.convert import export as former
-
-    assert former.OnnxPredictor is export.OnnxPredictor
-    assert former.OnnxBoxesPredictor is export.OnnxBoxesPredictor
-    assert former.onnx_inference_time is export.onnx_inference_time

@@ -13,7 +13,7 @@ pytest.importorskip("onnxruntime")
 
 from refinemask.cli import main  # noqa: E402
 from refinemask.export import OnnxBoxesPredictor, OnnxPredictor, export_boxes_onnx  # noqa: E402
-from refinemask.engine.checkpoint import save_weights  # noqa: E402
+from refinemask.model_files import save_weights  # noqa: E402
 from refinemask.engine.predict import Predictor  # noqa: E402
 from refinemask.errors import RefineMaskError  # noqa: E402
 from tests.tiny_models import as_tensor, confident_tiny_model, smooth_image  # noqa: E402

@@ -9,7 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from refinemask.engine.checkpoint import save_weights
+from refinemask.model_files import save_weights
 from tests.tiny_models import confident_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]

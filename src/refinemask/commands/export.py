@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         export_onnx,
         threshold_keeping,
     )
-    from refinemask.engine.checkpoint import load_model
+    from refinemask.model_files import load_model
     from refinemask.errors import RefineMaskError
 
     if args.given_boxes and args.mask_head_only:

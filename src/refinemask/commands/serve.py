@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from refinemask.engine.checkpoint import load_model
+    from refinemask.model_files import load_model
     from refinemask.errors import RefineMaskError
     from refinemask.serve import is_loopback, make_server
 

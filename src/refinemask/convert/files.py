@@ -88,7 +88,7 @@ def convert_checkpoint(
             from the number of classes (it decides the test settings and category ids).
         categories: a COCO/LVIS-format json whose ``categories`` give ids and names.
     """
-    from refinemask.engine.checkpoint import load_state_checked, save_weights
+    from refinemask.model_files import load_state_checked, save_weights
     from refinemask.modeling.detector import build_model_from_config
 
     source = Path(source)
@@ -122,7 +122,7 @@ def convert_checkpoint(
 
 def _save_pth(model, path: Path, labels: dict[int, int], names: list[str], extra: dict) -> None:
     """A ``.pth`` of plain values that :func:`refinemask.load_model` reads with weights_only=True."""
-    from refinemask.engine.checkpoint import write_weights_description
+    from refinemask.model_files import write_weights_description
 
     path.parent.mkdir(parents=True, exist_ok=True)
     config = to_dict(model.config)

@@ -3,7 +3,7 @@
 Labels are contiguous (1..C) in category-id order (:func:`categories_from_entries`, which the
 datasets and ``refinemask convert --categories`` use), which is also the order of the official
 models' classifier rows. A model carries its label → category-id mapping and class names (see
-:func:`refinemask.engine.checkpoint.model_categories`), so its predictions can be scored
+:func:`refinemask.model_files.model_categories`), so its predictions can be scored
 against the data set's own annotation files; :func:`default_categories` gives those of the
 data sets the official checkpoints were trained on, and of a model that has none.
 

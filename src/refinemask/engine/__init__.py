@@ -3,7 +3,6 @@
 * :mod:`.train`: the training loop (``refinemask train``), :func:`~.train.train`;
 * :mod:`.evaluate`: run a model over a dataset and score it (``refinemask eval CONFIG``);
 * :mod:`.predict`: :class:`~.predict.Predictor` and ``refinemask predict``;
-* :mod:`.checkpoint`: model files (weights, or a training checkpoint), :func:`~.checkpoint.load_model`;
 * :mod:`.training_checkpoints`: what a run writes to resume exactly (with RNG states);
 * :mod:`.init_weights`: starting a run from another model's weights (``train.init_weights``);
 * :mod:`.data`: datasets and the deterministic training sample stream;
@@ -11,5 +10,8 @@
 * :mod:`.distributed`: ``torchrun`` / DDP setup and gathering;
 * :mod:`.logging`: progress bar, text log, TensorBoard.
 
-Nothing is imported here, so ``import refinemask.engine.checkpoint`` stays light.
+Model files (weights, or a training checkpoint) and :func:`~refinemask.model_files.load_model` are
+:mod:`refinemask.model_files`, beside the engine, because official-checkpoint conversion and
+export write and read them too. Nothing is imported here, so ``import refinemask.engine.predict``
+stays light.
 """

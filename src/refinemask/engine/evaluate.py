@@ -155,7 +155,7 @@ def evaluate_config(
         resolve_num_classes,
         prepare_synthetic_data,
     )
-    from refinemask.engine.checkpoint import load_model
+    from refinemask.model_files import load_model
     from refinemask.engine.distributed import configure_threads
 
     context = distributed.init_distributed(config.train.device)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from refinemask.engine.checkpoint import (
+from refinemask.model_files import (
     FORMAT,
     checkpoint_categories,
     is_torch_file,

@@ -84,14 +84,14 @@ class Predictor:
     ):
         self.device = torch.device(device)
         if isinstance(model_or_path, (str, Path)):
-            from refinemask.engine.checkpoint import load_model
+            from refinemask.model_files import load_model
 
             model = load_model(model_or_path, device=self.device)
         else:
             model = model_or_path.to(self.device).eval()
         self.model = model
         from refinemask.data.images import scaling_options
-        from refinemask.engine.checkpoint import model_categories
+        from refinemask.model_files import model_categories
 
         self.label_to_category, self.category_names = model_categories(model)
         self.scaling = scaling_options(model.config)  # >8-bit images as in training

@@ -44,7 +44,7 @@ import torch
 
 from refinemask.config import Config, load_config, save_config, to_dict
 from refinemask.engine import distributed
-from refinemask.engine.checkpoint import load_state_checked, save_weights
+from refinemask.model_files import load_state_checked, save_weights
 from refinemask.engine.data import (
     EpochBatches,
     TrainingSamples,

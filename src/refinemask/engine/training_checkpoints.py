@@ -2,8 +2,8 @@
 
 ``OUTPUT_DIR/checkpoint_0001000.pth`` ... plus ``OUTPUT_DIR/last_checkpoint`` naming the newest.
 Everything in them is a tensor or a plain value, so
-:func:`~refinemask.engine.checkpoint.read_checkpoint` (``weights_only=True``) reads them back
-(and :func:`~refinemask.engine.checkpoint.load_model` takes one); RNG states are converted to
+:func:`~refinemask.tensor_files.read_checkpoint` (``weights_only=True``) reads them back
+(and :func:`~refinemask.model_files.load_model` takes one); RNG states are converted to
 tensors and lists for that reason.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from refinemask.engine.checkpoint import read_checkpoint
+from refinemask.tensor_files import read_checkpoint
 from refinemask.errors import RefineMaskError
 
 TRAINING_FORMAT = "refinemask-train-v1"

@@ -130,7 +130,7 @@ def export_onnx(
         (torch.from_numpy(batch), torch.from_numpy(size)),
         path, opset, DETECTOR_INPUTS, DETECTOR_OUTPUTS, dynamic,
     )
-    from refinemask.engine.checkpoint import model_categories
+    from refinemask.model_files import model_categories
 
     own_labels, own_names = model_categories(model)
     labels = label_to_category or own_labels
@@ -207,7 +207,7 @@ def export_boxes_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_O
         BoxesGraph(model).eval(), (torch.from_numpy(batch), torch.from_numpy(size), boxes, labels),
         path, opset, BOXES_INPUTS, BOXES_OUTPUTS, dynamic,
     )
-    from refinemask.engine.checkpoint import model_categories
+    from refinemask.model_files import model_categories
 
     labels_map, names = model_categories(model)
     _finish(path, {

@@ -12,7 +12,9 @@ Two formats, both read without executing pickled code:
 
 :func:`load_model` takes either and returns a model in eval mode, ready to predict. Writing
 training checkpoints is :mod:`refinemask.engine.training_checkpoints`; starting a run from
-another model's weights, :mod:`refinemask.engine.init_weights`.
+another model's weights, :mod:`refinemask.engine.init_weights`. This module sits beside the
+packages, not in the engine, because training, official-checkpoint conversion and export all
+write or read these files.
 """
 from __future__ import annotations
 
