@@ -29,6 +29,7 @@ ROWS = (("segm", "AP"), ("segm", "AP75"), ("boundary", "AP"), ("boundary@0.008",
 HEADS = {
     "refinemask": ("quickstart_refinemask", "RefineMask"),
     "simple_refinemask": ("quickstart_simple_refinemask", "RefineMask faster-better"),
+    "refinemask_narrow": ("quickstart_refinemask_narrow", "RefineMask narrow (not official)"),
     "maskrcnn": ("quickstart_maskrcnn", "Mask R-CNN"),
 }
 

@@ -46,6 +46,11 @@ MASK_HEADS = {
         "mask_head": "simple_refinemask", "mask_instance_convs": 1, "mask_semantic_convs": 2,
         "mask_roi_strides": [4, 8, 16, 32, 64],
     },
+    # narrower heads (not official): instance width 128 (stages 128/64/32), semantic width 64
+    "refinemask_narrow": {"mask_head": "refinemask", "mask_instance_channels": 128, "mask_semantic_channels": 64},
+    "simple_refinemask_narrow": {
+        "mask_head": "simple_refinemask", "mask_instance_channels": 128, "mask_semantic_channels": 64,
+    },
 }
 
 

@@ -82,7 +82,7 @@ def test_speed_rows_name_the_refinemask_head_they_compare(tmp_path, capsys):
 def test_the_faster_better_heads_do_less_arithmetic_than_refinemask():
     speed = _load("speed")
     gmac = {}
-    for head in ("refinemask", "simple_refinemask", "simple_refinemask_codetr"):
+    for head in ("refinemask", "simple_refinemask", "simple_refinemask_codetr", "refinemask_narrow"):
         refine, baseline = speed.build_pair("resnet18", 5, 64, 96, head=head)
         features = {k: torch.rand(1, 256, 16 // 2**i, 24 // 2**i) for i, k in enumerate(("0", "1", "2", "3"))}
         features["pool"] = torch.rand(1, 256, 1, 2)
@@ -91,6 +91,8 @@ def test_the_faster_better_heads_do_less_arithmetic_than_refinemask():
         gmac["maskrcnn"] = speed.gmacs(lambda: baseline.roi_heads.predict_masks(features, boxes, labels))
     # Co-DETR's settings (one instance conv, two semantic convs) take less again
     assert gmac["refinemask"] > gmac["simple_refinemask"] > gmac["simple_refinemask_codetr"] > gmac["maskrcnn"] > 0
+    # the narrow widths (128/64 of 256) cut the head to well under half of the full-width one
+    assert gmac["refinemask_narrow"] < gmac["refinemask"] / 3
 
 
 def test_training_batch_masks_fill_their_boxes():

@@ -88,6 +88,12 @@ class ModelConfig(Checked):
     # RefineMask heads' conv depths (official 2 and 4; Co-DETR's SimpleRefineMaskHead: 1 and 2)
     mask_instance_convs: int = 2
     mask_semantic_convs: int = 4
+    # RefineMask heads' widths: the instance convs' (C_0; stage k has C_0/2^k channels) and the
+    # semantic convs' (official conv_out_channels_instance / _semantic: 256). None = fpn_channels.
+    # Narrower heads are faster and not official; docs/benchmarks.md measures them
+    # (the stages halve C_0 three times and keep C_k/2 - 2 channels, hence multiples of 8)
+    mask_instance_channels: int | None = key(None, rule=(lambda c: c >= 16 and c % 8 == 0, "a multiple of 8, at least 16"))
+    mask_semantic_channels: int | None = key(None, at_least=1)
     # FPN strides the 14x14 mask RoI features are pooled from (every mask head; official P2-P5,
     # Co-DETR [4, 8, 16, 32, 64], P6 being our FPN's max-pooled level 'pool')
     mask_roi_strides: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
@@ -103,6 +109,16 @@ class ModelConfig(Checked):
     bar_stage_weights: list[float] | None = None
     boundary_width: int = 2
     semantic_loss_weight: float = 1.0  # refinemask only: simple_refinemask has no semantic loss
+
+    def __post_init__(self):
+        super().__post_init__()
+        # a width other than the FPN's is set by the first conv of its stack (the heads' rule)
+        for part in ("instance", "semantic"):
+            width, depth = getattr(self, f"mask_{part}_channels"), getattr(self, f"mask_{part}_convs")
+            if depth == 0 and width not in (None, self.fpn_channels):
+                raise RefineMaskError(
+                    f"mask_{part}_channels {width} needs mask_{part}_convs of at least 1 (the first conv sets the width)"
+                )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -33,7 +33,8 @@ def official_shapes(
     """Key -> shape of the whole mmdetection detector, in registration order.
 
     With ``simple`` options (``faster_better=True``, and optionally ``num_convs_instance`` and
-    ``num_convs_semantic``), the mask head is the faster-better SimpleRefineMaskHead."""
+    ``num_convs_semantic``), the mask head is the faster-better SimpleRefineMaskHead; either head
+    takes ``instance_channels`` and ``semantic_channels`` (official 256)."""
     shapes: OrderedDict = OrderedDict()
 
     def bn(name, c):
@@ -80,7 +81,7 @@ def official_shapes(
     if mask_head and simple.pop("faster_better", False):
         head_shapes = official_simple_mask_head_shapes(num_classes, last_stage_classes or 1, **simple)
     elif mask_head:
-        head_shapes = official_mask_head_shapes(num_classes, last_stage_classes)
+        head_shapes = official_mask_head_shapes(num_classes, last_stage_classes, **simple)
     else:
         head_shapes = {}
     if head_shapes:

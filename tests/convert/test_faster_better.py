@@ -46,3 +46,20 @@ def test_co_detr_conv_depths_are_read_from_the_keys(tmp_path):
 def test_the_original_head_is_still_read_as_refinemask():
     official = inspect_official(official_state_dict(3, 50, seed=9))
     assert (official.mask_head, official.instance_convs, official.semantic_convs) == ("refinemask", 2, 4)
+
+
+def test_head_widths_other_than_256_are_read_from_the_keys_for_both_heads(tmp_path):
+    # conv_out_channels_instance / _semantic: 256 in every official config, but parameters of both heads
+    for faster_better in (False, True):
+        state = official_state_dict(3, 50, seed=10, faster_better=faster_better, instance_channels=128, semantic_channels=64)
+        official = inspect_official(state)
+        assert (official.instance_channels, official.semantic_channels) == (128, 64)
+        assert "widths 128 instance and 64 semantic" in official.describe()
+        source = tmp_path / f"narrow_{faster_better}.pth"
+        torch.save(official_checkpoint(state), source)
+        result = convert_checkpoint(source, tmp_path / f"narrow_{faster_better}")  # strict load
+        assert (result.config.mask_instance_channels, result.config.mask_semantic_channels) == (128, 64)
+    # the released width keeps the config as it was: None, the FPN's 256
+    official = inspect_official(official_state_dict(3, 50, seed=9))
+    assert (official.instance_channels, official.semantic_channels) == (256, 256)
+    assert "widths" not in official.describe()

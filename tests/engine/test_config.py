@@ -102,6 +102,19 @@ def test_each_faster_better_config_differs_from_its_refinemask_config_only_in_th
     assert ours == original
 
 
+@pytest.mark.parametrize("name, widths", [("coco_r50_refinemask_narrow_1x", (128, 64)),
+                                           ("quickstart_refinemask_narrow", (64, 32))])
+def test_each_narrow_config_differs_from_its_refinemask_config_only_in_the_head_widths(name, widths):
+    ours = to_dict(load_config(name))
+    original = to_dict(load_config(name.replace("_narrow", "")))
+    assert (ours["model"].pop("mask_instance_channels"), ours["model"].pop("mask_semantic_channels")) == widths
+    assert (original["model"].pop("mask_instance_channels"), original["model"].pop("mask_semantic_channels")) == (None, None)
+    assert ours["train"].pop("output_dir") != original["train"].pop("output_dir")
+    assert ours == original
+    # the same proportions of the FPN's width: half for the instance convs, a quarter for the semantic
+    assert widths == (ours["model"]["fpn_channels"] // 2, ours["model"]["fpn_channels"] // 4)
+
+
 @pytest.mark.parametrize("name", OFFICIAL + ["coco_r50_simple_refinemask_1x"])
 def test_official_schedules_share_the_spec_solver(name):
     config = load_config(name)
@@ -188,6 +201,10 @@ def test_valid_values_are_checked_however_a_section_is_built():
         TrainConfig(batch_size=0)
     with pytest.raises(RefineMaskError, match="model.mask_logits_init: 'tiny' is not one of official, small"):
         build_model(num_classes=2, backbone="resnet18", mask_logits_init="tiny")
+    with pytest.raises(RefineMaskError, match="mask_instance_channels must be a multiple of 8, at least 16, got 20"):
+        ModelConfig(mask_instance_channels=20)
+    with pytest.raises(RefineMaskError, match="mask_semantic_channels 64 needs mask_semantic_convs of at least 1"):
+        ModelConfig(mask_semantic_channels=64, mask_semantic_convs=0)
 
 
 @pytest.mark.parametrize("override, message", [

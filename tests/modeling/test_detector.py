@@ -242,3 +242,21 @@ def test_co_detr_settings_pool_mask_rois_from_p2_to_p6():
 def test_mask_roi_strides_outside_the_fpn_are_a_clear_error():
     with pytest.raises(RefineMaskError, match="mask_roi_strides"):
         tiny_model(mask_roi_strides=[4, 8, 128])
+
+
+@pytest.mark.parametrize("mask_head", ["refinemask", "simple_refinemask"])
+def test_narrow_heads_train_and_come_back_from_their_weights_file(mask_head, tmp_path):
+    from refinemask import load_model
+    from refinemask.model_files import save_weights
+
+    model = tiny_model(mask_head, mask_instance_channels=32, mask_semantic_channels=16)
+    assert model.roi_heads.mask_head.instance_convs[0].conv.weight.shape[:2] == (32, 256)
+    assert model.roi_heads.mask_head.semantic_convs[-1].conv.weight.shape[:2] == (16, 16)
+    model.train()
+    image, target = image_and_target(128, 128, n=3, seed=5)
+    losses = model([image], [target])
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    loaded = load_model(save_weights(model.eval(), tmp_path / "narrow.safetensors"))
+    assert (loaded.config.mask_instance_channels, loaded.config.mask_semantic_channels) == (32, 16)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))

@@ -115,3 +115,37 @@ def test_zero_rois_give_empty_stage_outputs():
         stages, semantic = head(torch.zeros(0, 256, 14, 14), torch.randn(1, 256, 8, 8), torch.zeros(0, 5), torch.zeros(0, dtype=torch.long))
     assert [tuple(s.shape) for s in stages] == [(0, 1, 14, 14), (0, 1, 28, 28), (0, 1, 56, 56), (0, 1, 112, 112)]
     assert semantic.shape == (1, 1, 8, 8)
+
+
+NARROW = dict(instance_channels=64, semantic_channels=32)  # conv_out_channels_instance / _semantic
+
+
+def test_narrow_widths_give_the_official_layout_of_those_widths():
+    head = RefineMaskHead(stage_num_classes=(8,) * 4, **NARROW)
+    got = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    expected = official_mask_head_shapes(8, None, **NARROW)
+    assert list(got) == list(expected) and got == expected
+    # the first conv of each stack changes the width, the stages halve the instance width
+    assert got["instance_convs.0.conv.weight"] == (64, 256, 3, 3) and got["semantic_convs.3.conv.weight"] == (32, 32, 3, 3)
+    assert got["stages.2.semantic_transform_in.weight"] == (16, 32, 1, 1) and got["final_instance_logits.weight"] == (8, 8, 1, 1)
+
+
+def test_narrow_heads_match_the_spec_recomputation():
+    g = torch.Generator().manual_seed(3)
+    sd = {k: torch.randn(s, generator=g) * 0.05 for k, s in official_mask_head_shapes(8, None, **NARROW).items()}
+    head = RefineMaskHead(stage_num_classes=(8,) * 4, **NARROW)
+    head.load_state_dict(sd)
+    feats, p2, rois, labels = _inputs(8, seed=3)
+    with torch.no_grad():
+        ours, semantic = head(feats, p2, rois, labels)
+        theirs, semantic_ref = ref.head_forward(sd, feats, p2, rois, labels)
+    assert (semantic - semantic_ref).abs().max() < SPEC_ATOL
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape and (a - b).abs().max() < SPEC_ATOL
+
+
+def test_a_width_without_a_conv_to_reach_it_is_refused():
+    with pytest.raises(ValueError, match="instance width 64 needs at least one instance conv"):
+        RefineMaskHead(stage_num_classes=(8,) * 4, num_convs_instance=0, instance_channels=64)
+    # the FPN's own width needs no conv (the stages then read the RoI features directly)
+    RefineMaskHead(stage_num_classes=(8,) * 4, num_convs_instance=0, instance_channels=256)

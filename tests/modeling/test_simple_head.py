@@ -145,3 +145,20 @@ def test_bar_loss_with_the_faster_better_weights_matches_the_official_formulatio
     targets = [(torch.rand(5, s, s, generator=g) > 0.5).float() for s in (14, 28, 56, 112)]
     weights = (0.5, 0.75, 0.75, 1.0)
     assert torch.allclose(bar_loss(logits, targets, weights), ref.bar_loss(logits, targets, weights), atol=1e-6)
+
+
+def test_narrow_widths_give_the_official_layout_and_match_the_spec_recomputation():
+    narrow = dict(instance_channels=64, semantic_channels=32, **CO_DETR)
+    shapes = official_simple_mask_head_shapes(80, **narrow)
+    head = make_head(**narrow)
+    got = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    assert list(got) == list(shapes) and got == shapes
+    assert got["stage_instance_logits.3.weight"] == (1, 8, 1, 1) and got["stages.0.semantic_transform_in.weight"] == (64, 32, 1, 1)
+    sd = _weights(shapes, seed=4)
+    head.load_state_dict(sd)
+    feats, p2, rois, labels = _inputs(80, seed=4)
+    with torch.no_grad():
+        ours = head(feats, p2, rois, labels)
+        theirs = simple_ref.head_forward(sd, feats, p2, rois, labels, **CO_DETR)
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape and (a - b).abs().max() < 1e-5

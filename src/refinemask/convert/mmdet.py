@@ -99,11 +99,16 @@ class OfficialModel:
     mask_head: str = "refinemask"  # refinemask | simple_refinemask (faster-better)
     instance_convs: int = 2
     semantic_convs: int = 4
+    # conv_out_channels_instance / _semantic: 256 in every official config
+    instance_channels: int = 256
+    semantic_channels: int = 256
 
     def describe(self) -> str:
         head = ", class-agnostic last stage" if self.class_agnostic_last_stage else ""
         if (self.instance_convs, self.semantic_convs) != (2, 4):
             head += f", {self.instance_convs} instance and {self.semantic_convs} semantic convs"
+        if (self.instance_channels, self.semantic_channels) != (256, 256):
+            head += f", widths {self.instance_channels} instance and {self.semantic_channels} semantic"
         name = {"coco": "COCO", "lvis": "LVIS v1", "cityscapes": "Cityscapes"}.get(self.dataset, "custom data set")
         kind = "RefineMask" if self.mask_head == "refinemask" else "RefineMask faster-better (SimpleRefineMaskHead)"
         return f"{kind} R{self.depth}-FPN, {name} ({self.num_classes} classes{head})"
@@ -160,8 +165,14 @@ def inspect_official(state: dict[str, torch.Tensor], source: str = "checkpoint")
             f"{source}: a ResNet backbone with {blocks} bottleneck blocks per stage; "
             "only ResNet-50 (3, 4, 6, 3) and ResNet-101 (3, 4, 23, 3) are supported"
         )
+    # the widths: stage 0 fuses at the instance width and reads the semantic convs' output
+    transform_in = state.get("roi_head.mask_head.stages.0.semantic_transform_in.weight")
+    if transform_in is None or transform_in.dim() != 4:
+        raise RefineMaskError(f"{source}: missing 'roi_head.mask_head.stages.0.semantic_transform_in.weight'; "
+                              "not an official RefineMask checkpoint")
     dataset = {80: "coco", LVIS_NUM_CATEGORIES: "lvis", 8: "cityscapes"}.get(num_classes, "custom")
-    return OfficialModel(num_classes, RESNET_DEPTHS[blocks], final == 1, dataset, head, convs["instance"], convs["semantic"])
+    return OfficialModel(num_classes, RESNET_DEPTHS[blocks], final == 1, dataset, head, convs["instance"], convs["semantic"],
+                         int(transform_in.shape[0]), int(transform_in.shape[1]))
 
 
 # -- mapping ----------------------------------------------------------------------------------
@@ -229,6 +240,9 @@ def model_config(official: OfficialModel) -> ModelConfig:
             "class_agnostic_last_stage": official.class_agnostic_last_stage,
             "mask_instance_convs": official.instance_convs,
             "mask_semantic_convs": official.semantic_convs,
+            # None: the FPN's 256, as in the released models (their configs stay as they were)
+            "mask_instance_channels": None if official.instance_channels == 256 else official.instance_channels,
+            "mask_semantic_channels": None if official.semantic_channels == 256 else official.semantic_channels,
             **DATASET_SETTINGS[official.dataset],
             **MMDET_TEST_BEHAVIOUR,
         },

@@ -114,6 +114,8 @@ class RefineMaskRCNN(GeneralizedRCNN):
             roi_heads.mask_head = head_class(
                 stage_num_classes=(cfg.num_classes,) * 3 + (last,),
                 in_channels=backbone.out_channels,
+                instance_channels=cfg.mask_instance_channels,
+                semantic_channels=cfg.mask_semantic_channels,
                 num_convs_instance=cfg.mask_instance_convs,
                 num_convs_semantic=cfg.mask_semantic_convs,
                 dilations=tuple(cfg.dilations),

@@ -1,7 +1,8 @@
 """The RefineMask mask head: semantic head, instance convs and semantic fusion stages (docs/design.md §2).
 
 Shapes: N RoIs; B images; S_k the side of stage k's input (14, 28, 56); C_k its channels
-(256, 128, 64); h, w the size of the stride-4 feature map P2.
+(256, 128, 64 in the official models: C_0 is the instance width); h, w the size of the stride-4
+feature map P2.
 
 Attribute names follow the official ``RefineMaskHead`` so that its ``state_dict`` has exactly
 the official keys (docs/design.md §7.1, without the ``roi_head.mask_head.`` prefix). That is
@@ -30,6 +31,18 @@ class ConvReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         return F.relu(x) if self.relu else x
+
+
+def conv_stack(in_channels: int, width: int | None, depth: int, name: str) -> nn.ModuleList:
+    """``depth`` 3×3 conv+ReLU layers, ``in_channels`` -> ``width`` (None: ``in_channels``) -> ... -> ``width``.
+
+    The official heads' ``instance_convs`` / ``semantic_convs``: the first conv changes the width
+    (``conv_in_channels_*`` -> ``conv_out_channels_*``), the others keep it.
+    """
+    width = width or in_channels
+    if depth == 0 and width != in_channels:
+        raise ValueError(f"{name} width {width} needs at least one {name} conv to reach it from {in_channels}")
+    return nn.ModuleList([ConvReLU(in_channels if i == 0 else width, width, 3) for i in range(depth)])
 
 
 def _plain_conv(in_ch: int, out_ch: int) -> nn.Conv2d:
@@ -99,7 +112,7 @@ class SemanticFusionStage(nn.Module):
         self.fuse_transform_out = _plain_conv(c, c // 2 - 2)
 
     def transform_semantic(self, semantic_feat: torch.Tensor) -> torch.Tensor:
-        """``semantic_transform_in`` + ReLU over the whole P2-resolution map: (B,256,h,w) -> (B,C_k,h,w)."""
+        """``semantic_transform_in`` + ReLU over the whole P2-resolution map: (B,C_s,h,w) -> (B,C_k,h,w), C_s the semantic width."""
         return F.relu(self.semantic_transform_in(semantic_feat))
 
     def forward(
@@ -151,7 +164,11 @@ class RefineMaskHead(nn.Module):
     Args:
         stage_num_classes: classes of each stage's classifier; [C]*4 for COCO/Cityscapes,
             [C, C, C, 1] for a class-agnostic last stage (the LVIS setting).
-        in_channels: channels of the RoI features and of P2.
+        in_channels: channels of the RoI features and of P2 (the FPN's width).
+        instance_channels: C_0, the instance convs' width; stage k has C_0 / 2^k channels
+            (official ``conv_out_channels_instance``, 256). None: ``in_channels``.
+        semantic_channels: the semantic convs' width (official ``conv_out_channels_semantic``,
+            256). None: ``in_channels``.
         num_convs_instance / num_convs_semantic: 3×3 conv+ReLU layers before the stages.
         dilations: the dilated branches of each fusion stage.
         stage_sizes: supervision size of each stage (the first is the RoI feature size).
@@ -161,6 +178,8 @@ class RefineMaskHead(nn.Module):
         self,
         stage_num_classes: tuple[int, ...] = (80, 80, 80, 80),
         in_channels: int = 256,
+        instance_channels: int | None = None,
+        semantic_channels: int | None = None,
         num_convs_instance: int = 2,
         num_convs_semantic: int = 4,
         dilations: tuple[int, ...] = (1, 3, 5),
@@ -173,20 +192,17 @@ class RefineMaskHead(nn.Module):
         self.stage_num_classes = tuple(stage_num_classes)
         self.stage_sizes = tuple(stage_sizes)
         self.semantic_stride = semantic_stride
-        self.instance_convs = nn.ModuleList(
-            [ConvReLU(in_channels, in_channels, 3) for _ in range(num_convs_instance)]
-        )
-        self.semantic_convs = nn.ModuleList(
-            [ConvReLU(in_channels, in_channels, 3) for _ in range(num_convs_semantic)]
-        )
+        self.instance_convs = conv_stack(in_channels, instance_channels, num_convs_instance, "instance")
+        self.semantic_convs = conv_stack(in_channels, semantic_channels, num_convs_semantic, "semantic")
+        instance_channels, semantic_channels = instance_channels or in_channels, semantic_channels or in_channels
         stages = []
-        channels = in_channels
+        channels = instance_channels
         for num_classes, size in zip(stage_num_classes[:-1], stage_sizes[:-1]):
-            stages.append(SemanticFusionStage(channels, in_channels, num_classes, size, dilations, semantic_stride))
+            stages.append(SemanticFusionStage(channels, semantic_channels, num_classes, size, dilations, semantic_stride))
             channels //= 2
         self.stages = nn.ModuleList(stages)
         self.final_instance_logits = _plain_conv(channels, stage_num_classes[-1])
-        self.semantic_logits = _plain_conv(in_channels, 1)
+        self.semantic_logits = _plain_conv(semantic_channels, 1)
 
     @property
     def class_agnostic_last_stage(self) -> bool:
@@ -196,7 +212,7 @@ class RefineMaskHead(nn.Module):
         """The per-image part of the head, independent of the RoIs.
 
         Args:
-            p2: (B, 256, h, w), the stride-4 FPN map.
+            p2: (B, F, h, w), the stride-4 FPN map (F = in_channels, 256 in the official models).
 
         Returns:
             semantic logits (B, 1, h, w), each stage's transformed semantic map (B, C_k, h, w),
@@ -219,7 +235,7 @@ class RefineMaskHead(nn.Module):
         """The per-RoI part of the head.
 
         Args:
-            instance_feats: (N, 256, 14, 14) RoI features.
+            instance_feats: (N, F, 14, 14) RoI features.
             semantic: the output of :meth:`semantic_forward`.
             rois: (N, 5) [batch_index, x1, y1, x2, y2] in input-image pixels.
             labels: (N,) 0-based class index of each RoI.

@@ -1,7 +1,8 @@
 """The faster-better RefineMask head (official ``SimpleRefineMaskHead``; docs/design.md §2.6).
 
 Shapes: N RoIs; B images; S_k the side of stage k's input (14, 28, 56); C_k its channels
-(256, 128, 64); h, w the size of the stride-4 feature map P2.
+(256, 128, 64 in the official models: C_0 is the instance width); h, w the size of the stride-4
+feature map P2.
 
 The official repository added this head after the released checkpoints (commit ``bf81cac``,
 config ``coco/r50-refinemask-1x-faster-better``); Co-DETR's instance-segmentation configs re-use
@@ -47,7 +48,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from refinemask.modeling.ops import upsample_logits
-from refinemask.modeling.refinemask_head import ConvReLU, MultiBranchFusion, _plain_conv, select_class_logits
+from refinemask.modeling.refinemask_head import MultiBranchFusion, _plain_conv, conv_stack, select_class_logits
 
 
 def point_roi_align(features: torch.Tensor, rois: torch.Tensor, size: int, stride: int) -> torch.Tensor:
@@ -89,7 +90,7 @@ class SimpleFusionStage(nn.Module):
 
     Args:
         in_channels: C_k.
-        semantic_channels: channels of the semantic features (256).
+        semantic_channels: C_s, the semantic convs' width (official 256).
         size: S_k, the side of the stage's input and of its semantic pooling.
         upsample: False for the last fusion stage, whose output stays at S_k (the last logits
             are computed there and upsampled instead).
@@ -114,7 +115,7 @@ class SimpleFusionStage(nn.Module):
         self.fuse_transform_out = _plain_conv(c, c // 2 - 1)
 
     def transform_semantic(self, semantic_feat: torch.Tensor) -> torch.Tensor:
-        """``semantic_transform_in`` + ReLU over the whole P2-resolution map: (B,256,h,w) -> (B,C_k,h,w)."""
+        """``semantic_transform_in`` + ReLU over the whole P2-resolution map: (B,C_s,h,w) -> (B,C_k,h,w), C_s the semantic width."""
         return F.relu(self.semantic_transform_in(semantic_feat))
 
     def forward(
@@ -153,7 +154,11 @@ class SimpleRefineMaskHead(nn.Module):
 
     Args:
         stage_num_classes: classes of each stage's classifier; official [C, C, C, 1].
-        in_channels: channels of the RoI features and of P2.
+        in_channels: channels of the RoI features and of P2 (the FPN's width).
+        instance_channels: C_0, the instance convs' width; stage k has C_0 / 2^k channels
+            (official ``conv_out_channels_instance``, 256). None: ``in_channels``.
+        semantic_channels: the semantic convs' width (official ``conv_out_channels_semantic``,
+            256). None: ``in_channels``.
         num_convs_instance / num_convs_semantic: 3×3 conv+ReLU layers before the stages
             (official 2 and 4; Co-DETR 1 and 2).
         dilations: the dilated branches of each fusion stage.
@@ -164,6 +169,8 @@ class SimpleRefineMaskHead(nn.Module):
         self,
         stage_num_classes: tuple[int, ...] = (80, 80, 80, 1),
         in_channels: int = 256,
+        instance_channels: int | None = None,
+        semantic_channels: int | None = None,
         num_convs_instance: int = 2,
         num_convs_semantic: int = 4,
         dilations: tuple[int, ...] = (1, 3, 5),
@@ -176,17 +183,14 @@ class SimpleRefineMaskHead(nn.Module):
         self.stage_num_classes = tuple(stage_num_classes)
         self.stage_sizes = tuple(stage_sizes)
         self.semantic_stride = semantic_stride
-        self.instance_convs = nn.ModuleList(
-            [ConvReLU(in_channels, in_channels, 3) for _ in range(num_convs_instance)]
-        )
-        self.semantic_convs = nn.ModuleList(
-            [ConvReLU(in_channels, in_channels, 3) for _ in range(num_convs_semantic)]
-        )
-        stages, channels = [], [in_channels]
+        self.instance_convs = conv_stack(in_channels, instance_channels, num_convs_instance, "instance")
+        self.semantic_convs = conv_stack(in_channels, semantic_channels, num_convs_semantic, "semantic")
+        instance_channels, semantic_channels = instance_channels or in_channels, semantic_channels or in_channels
+        stages, channels = [], [instance_channels]
         fusion_sizes = stage_sizes[:-1]
         for k, size in enumerate(fusion_sizes):
             last = k == len(fusion_sizes) - 1
-            stages.append(SimpleFusionStage(channels[-1], in_channels, size, dilations, semantic_stride, upsample=not last))
+            stages.append(SimpleFusionStage(channels[-1], semantic_channels, size, dilations, semantic_stride, upsample=not last))
             channels.append(channels[-1] // 2)
         self.stages = nn.ModuleList(stages)
         self.stage_instance_logits = nn.ModuleList(
@@ -201,7 +205,7 @@ class SimpleRefineMaskHead(nn.Module):
         """The per-image part of the head, independent of the RoIs.
 
         Args:
-            p2: (B, 256, h, w), the stride-4 FPN map.
+            p2: (B, F, h, w), the stride-4 FPN map (F = in_channels, 256 in the official models).
 
         Returns:
             None (where :class:`RefineMaskHead` returns its semantic logits: this head has
@@ -223,7 +227,7 @@ class SimpleRefineMaskHead(nn.Module):
         """The per-RoI part of the head.
 
         Args:
-            instance_feats: (N, 256, 14, 14) RoI features.
+            instance_feats: (N, F, 14, 14) RoI features.
             semantic: the output of :meth:`semantic_forward`.
             rois: (N, 5) [batch_index, x1, y1, x2, y2] in input-image pixels.
             labels: (N,) 0-based class index of each RoI.
