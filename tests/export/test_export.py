@@ -345,8 +345,9 @@ def test_export_command_says_a_check_over_no_detection_verified_nothing(tmp_path
     blank = tmp_path / "blank.png"
     Image.fromarray(np.zeros((128, 171, 3), dtype=np.uint8)).save(blank)
     assert len(Predictor(model, score_thresh=threshold)(str(blank))["scores"]) == 0
-    code = main(["export", str(tmp_path / "model.onnx"), "--weights", str(weights), "--score-thresh", str(threshold),
-                 "--verify", str(blank)])
+    # OUT.onnx last, after --verify's images: the command takes it as the output, not as an image
+    code = main(["export", "--weights", str(weights), "--score-thresh", str(threshold),
+                 "--verify", str(blank), str(tmp_path / "model.onnx")])
     out = capsys.readouterr().out
     assert code == 1
     assert "not verified: PyTorch and onnxruntime found 0 detection(s) to compare on 1 image(s)" in out

@@ -93,3 +93,16 @@ def test_given_boxes_runner_says_in_one_line_that_a_corrupt_file_cannot_load(tmp
 def test_given_boxes_and_mask_head_only_are_refused_together(tmp_path, capsys):
     assert main(["export", "--weights", str(tmp_path / "w.safetensors"), "--given-boxes", "--mask-head-only", str(tmp_path / "x.onnx")]) == 2
     assert "choose one" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("words, message", [
+    (["--given-boxes", "--score-thresh", "0.3", "x.onnx"], "--given-boxes takes no threshold or cap"),
+    (["--mask-head-only", "--detections", "10", "x.onnx"], "--mask-head-only takes no threshold or cap"),
+    (["--verify", "a.png"], "OUT.onnx is required"),
+    (["--verify", "x.onnx"], "--verify needs at least one image before OUT.onnx"),
+])
+def test_export_arguments_that_would_be_ignored_or_misread_are_one_line_errors(tmp_path, capsys, words, message):
+    # refused before the weights are read (there are none here)
+    assert main(["export", "--weights", str(tmp_path / "w.safetensors"), *words]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

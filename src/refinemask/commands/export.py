@@ -42,7 +42,9 @@ the detector's graph (default):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("out", metavar="OUT.onnx", type=Path, help="output file (.onnx is added when missing)")
+    # optional to argparse only so that `--verify a.png b.png OUT.onnx` (which --verify swallows
+    # whole) can be sorted out in run(); a missing OUT.onnx is still an error there
+    parser.add_argument("out", metavar="OUT.onnx", type=Path, nargs="?", help="output file (.onnx is added when missing)")
     parser.add_argument(
         "--weights", required=True, metavar="W",
         help="model file: a .safetensors model (training, convert) or a checkpoint_*.pth",
@@ -87,8 +89,19 @@ def run(args: argparse.Namespace) -> int:
     from refinemask.model_files import load_model
     from refinemask.errors import RefineMaskError
 
+    if args.out is None:
+        if args.verify and args.verify[-1].lower().endswith(".onnx"):
+            args.out = Path(args.verify.pop())  # `--verify IMAGE ... OUT.onnx`: the last word is the output
+        if args.out is None:
+            raise RefineMaskError("OUT.onnx is required: refinemask export --weights W OUT.onnx [--verify IMAGE ...]")
+        if args.verify == []:
+            raise RefineMaskError("--verify needs at least one image before OUT.onnx")
     if args.given_boxes and args.mask_head_only:
         raise RefineMaskError("--given-boxes and --mask-head-only are two different graphs: choose one")
+    if (args.given_boxes or args.mask_head_only) and (args.detections is not None or args.score_thresh is not None):
+        # neither graph detects anything: the boxes come in, every box gets a mask
+        graph = "--given-boxes" if args.given_boxes else "--mask-head-only"
+        raise RefineMaskError(f"--detections and --score-thresh shape the detector's graph; {graph} takes no threshold or cap")
     opset = DEFAULT_OPSET if args.opset is None else args.opset
     if opset < 16:
         raise RefineMaskError(f"--opset {opset}: RoIAlign with aligned=True needs opset 16 or newer")
