@@ -239,6 +239,21 @@ def test_a_pil_image_of_16_bits_is_scaled_as_asked() -> None:
     assert torch.allclose(full, torch.full((3, 4, 4), 700 / 65535))
 
 
+def test_16_bit_arrays_and_tensors_are_scaled_as_the_same_data_in_a_file(tmp_path) -> None:
+    # a faint 16-bit frame (values 0-235) as tifffile or OpenCV would hand it over
+    frame = np.random.default_rng(4).integers(0, 236, size=(12, 10)).astype(np.uint16)
+    path = tmp_path / "faint.png"
+    Image.fromarray(frame).save(path)
+    for scaling in ("percentiles", "minmax", "full"):
+        options = scaling_options({"high_bit_scaling": scaling})
+        from_file = as_image_tensor(path, **options)
+        assert torch.equal(as_image_tensor(frame, **options), from_file), scaling
+        # three channels share one scale; percentiles of three copies differ by less than a grey level
+        rgb = torch.from_numpy(np.repeat(frame[:, :, None], 3, axis=2).astype(np.int32)).permute(2, 0, 1)
+        assert torch.allclose(as_image_tensor(rgb, **options), from_file, atol=1 / 235), scaling
+    assert float(as_image_tensor(frame).max()) == 1.0  # percentiles: not near black, as /65535 would be
+
+
 @pytest.mark.parametrize(
     ("image", "message"),
     [(np.zeros((4, 4, 2), dtype=np.uint8), "numpy image must be"),

@@ -251,10 +251,12 @@ def as_rgb_array(
 ) -> np.ndarray:
     """(H, W, 3) float32 RGB in [0, 1] from any image a user hands to a predictor.
 
-    Accepts a file path, a PIL image (both scaled as the module docstring says), an (H, W, 3),
-    (H, W, 4) or (H, W) numpy array, or a (3, H, W) tensor: uint8 arrays and tensors are divided
-    by 255, others are taken as floats in [0, 1]. The PyTorch predictor, ``refinemask serve``
-    and the ONNX runners all convert through here, so that one image gives one input everywhere.
+    Accepts a file path, a PIL image, an (H, W, 3), (H, W, 4) or (H, W) numpy array, or a
+    (3, H, W) tensor. uint8 arrays and tensors are divided by 255; other integer types (a
+    16-bit camera frame read with tifffile or OpenCV) are scaled as ``scaling`` says, like a
+    16-bit file; floats are taken as they are, in [0, 1]. The PyTorch predictor,
+    ``refinemask serve`` and the ONNX runners all convert through here, so that one image gives
+    one input everywhere.
     """
     if isinstance(image, (str, Path)):
         return _file_to_array(image, max_pixels, scaling, percentiles)
@@ -262,13 +264,20 @@ def as_rgb_array(
         return image_to_array(image, scaling, percentiles)
     if isinstance(image, np.ndarray):
         array = image
+        if array.ndim == 2 and np.issubdtype(array.dtype, np.integer) and array.dtype != np.uint8:
+            # scaled as one channel, as a 16-bit grey file is (three copies would move the percentiles)
+            return np.repeat(_integer_to_unit(array, scaling, percentiles)[:, :, None], 3, axis=2)
         if array.ndim == 2:
             array = np.repeat(array[:, :, None], 3, axis=2)
         if array.ndim != 3 or array.shape[2] not in (3, 4):
             raise RefineMaskError(f"a numpy image must be (H, W, 3) RGB, got shape {array.shape}")
         array = array[:, :, :3]  # an alpha channel is dropped, as for files
         # astype copies: the caller's array may be read-only, and is never written through
-        return array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
+        if array.dtype == np.uint8:
+            return array.astype(np.float32) / 255.0
+        if np.issubdtype(array.dtype, np.integer):
+            return _integer_to_unit(array, scaling, percentiles)
+        return array.astype(np.float32)
     return as_image_tensor(image).detach().cpu().permute(1, 2, 0).numpy()
 
 
@@ -287,12 +296,25 @@ def as_image_tensor(
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] != 3:
             raise RefineMaskError(f"a tensor image must be (3, H, W) RGB, got shape {tuple(image.shape)}")
-        return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        if image.dtype == torch.uint8:
+            return image.float() / 255.0
+        if not image.dtype.is_floating_point and image.dtype != torch.bool:  # 16-bit and wider integers
+            array = image.detach().cpu().permute(1, 2, 0).numpy()
+            return _channels_first(_integer_to_unit(array, scaling, percentiles)).to(image.device)
+        return image.float()
     if not isinstance(image, (str, Path, Image.Image, np.ndarray)):
         raise RefineMaskError(
             f"cannot read an image from a {type(image).__name__}; give a path, a PIL image, a numpy array or a tensor"
         )
     return _channels_first(as_rgb_array(image, scaling, percentiles, max_pixels))
+
+
+def _integer_to_unit(array: np.ndarray, scaling: str, percentiles: tuple[float, float]) -> np.ndarray:
+    """float32 in [0, 1], the shape of ``array``, from integers of more than 8 bits, as a 16-bit file is scaled."""
+    values = np.clip(array.astype(np.float64), 0.0, None)
+    peak = float(values.max()) if values.size else 0.0
+    top = 65535.0 if array.dtype == np.uint16 or peak <= 65535.0 else peak  # mode "I"'s rule in image_to_array
+    return scale_high_bit(values, top, scaling, tuple(percentiles))
 
 
 def _file_to_array(
