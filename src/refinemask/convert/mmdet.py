@@ -171,8 +171,10 @@ def inspect_official(state: dict[str, torch.Tensor], source: str = "checkpoint")
         raise RefineMaskError(f"{source}: missing 'roi_head.mask_head.stages.0.semantic_transform_in.weight'; "
                               "not an official RefineMask checkpoint")
     dataset = {80: "coco", LVIS_NUM_CATEGORIES: "lvis", 8: "cityscapes"}.get(num_classes, "custom")
-    return OfficialModel(num_classes, RESNET_DEPTHS[blocks], final == 1, dataset, head, convs["instance"], convs["semantic"],
-                         int(transform_in.shape[0]), int(transform_in.shape[1]))
+    return OfficialModel(
+        num_classes, RESNET_DEPTHS[blocks], final == 1, dataset, head, convs["instance"], convs["semantic"],
+        int(transform_in.shape[0]), int(transform_in.shape[1]),
+    )
 
 
 # -- mapping ----------------------------------------------------------------------------------
