@@ -52,7 +52,10 @@ class DemoServer(ThreadingHTTPServer):
     Use :func:`make_server` to build one.
     """
 
-    daemon_threads = True
+    # request threads are joined by server_close(): a daemon thread still finishing a request
+    # while the interpreter shuts down after Ctrl-C could abort the process (SIGABRT, "terminate
+    # called without an active exception"; seen under load in the serve command's test)
+    daemon_threads = False
 
     def __init__(self, address, model, example: Path | None, max_upload_bytes: int, max_pixels: int, quiet: bool):
         super().__init__(address, DemoHandler)
