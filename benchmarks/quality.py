@@ -25,14 +25,13 @@ import numpy as np
 import torch
 
 ROWS = (("segm", "AP"), ("segm", "AP75"), ("boundary", "AP"), ("boundary@0.008", "AP"))
-# --heads name -> (bundled config, name in the table, overrides of that config)
-NARROW = ("model.mask_instance_channels=64", "model.mask_semantic_channels=32")  # as quickstart_refinemask_narrow
+# --heads name -> (bundled config, name in the table)
 HEADS = {
-    "refinemask": ("quickstart_refinemask", "RefineMask", ()),
-    "simple_refinemask": ("quickstart_simple_refinemask", "RefineMask faster-better", ()),
-    "refinemask_narrow": ("quickstart_refinemask_narrow", "RefineMask narrow (not official)", ()),
-    "simple_refinemask_narrow": ("quickstart_simple_refinemask", "faster-better narrow (not official)", NARROW),
-    "maskrcnn": ("quickstart_maskrcnn", "Mask R-CNN", ()),
+    "refinemask": ("quickstart_refinemask", "RefineMask"),
+    "simple_refinemask": ("quickstart_simple_refinemask", "RefineMask faster-better"),
+    "refinemask_narrow": ("quickstart_refinemask_narrow", "RefineMask narrow (not official)"),
+    "simple_refinemask_narrow": ("quickstart_simple_refinemask_narrow", "faster-better narrow (not official)"),
+    "maskrcnn": ("quickstart_maskrcnn", "Mask R-CNN"),
 }
 
 
@@ -67,8 +66,7 @@ def ceilings(dataset, dilations) -> dict[str, dict]:
     return out
 
 
-def train_and_score(key: str, config_name: str, out: Path, iters: int, seed: int, data: list[str],
-                    overrides: tuple[str, ...] = ()) -> dict:
+def train_and_score(key: str, config_name: str, out: Path, iters: int, seed: int, data: list[str]) -> dict:
     from refinemask.config import load_config
     from refinemask.demo_report import evaluate_run
     from refinemask.engine.train import train
@@ -78,7 +76,7 @@ def train_and_score(key: str, config_name: str, out: Path, iters: int, seed: int
         [
             f"train.output_dir={out / f'{key}_seed{seed}'}", *data,
             f"train.seed={seed}", f"solver.max_iters={iters}", "train.eval_at_end=false",
-            "train.progress_bar=false", f"train.checkpoint_every={max(iters, 1)}", *overrides,
+            "train.progress_bar=false", f"train.checkpoint_every={max(iters, 1)}",
         ],
     )
     weights = train(config)
@@ -117,8 +115,8 @@ def main(argv=None) -> int:
     if not args.ceilings_only:
         for seed in args.seeds:
             for key in args.heads:
-                config_name, display, overrides = HEADS[key]
-                metrics = train_and_score(key, config_name, out, args.iters, seed, data, overrides)
+                config_name, display = HEADS[key]
+                metrics = train_and_score(key, config_name, out, args.iters, seed, data)
                 table.setdefault(display, []).append(metrics)
                 gt_rows = {k[len(GT_BOXES):]: v for k, v in metrics.items() if k.startswith(GT_BOXES)}
                 table.setdefault(f"{display} on GT boxes", []).append(gt_rows)

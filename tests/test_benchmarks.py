@@ -105,12 +105,12 @@ def test_training_batch_masks_fill_their_boxes():
             assert xs.min() >= box[0] - 1 and xs.max() <= box[2] and ys.min() >= box[1] - 1 and ys.max() <= box[3]
 
 
-def test_every_quality_head_is_a_bundled_config_with_its_overrides():
+def test_every_quality_head_is_a_bundled_config_of_that_head():
     from refinemask.config import load_config
 
     heads = _load("quality").HEADS
-    for key, (config_name, _, overrides) in heads.items():
-        model = load_config(config_name, list(overrides)).model
+    for key, (config_name, _) in heads.items():
+        model = load_config(config_name).model
         assert model.mask_head == key.replace("_narrow", "")
         narrow = (model.mask_instance_channels, model.mask_semantic_channels)
         assert narrow == ((64, 32) if key.endswith("_narrow") else (None, None)), key

@@ -103,7 +103,9 @@ def test_each_faster_better_config_differs_from_its_refinemask_config_only_in_th
 
 
 @pytest.mark.parametrize("name, widths", [("coco_r50_refinemask_narrow_1x", (128, 64)),
-                                           ("quickstart_refinemask_narrow", (64, 32))])
+                                           ("quickstart_refinemask_narrow", (64, 32)),
+                                           ("coco_r50_simple_refinemask_narrow_1x", (128, 64)),
+                                           ("quickstart_simple_refinemask_narrow", (64, 32))])
 def test_each_narrow_config_differs_from_its_refinemask_config_only_in_the_head_widths(name, widths):
     ours = to_dict(load_config(name))
     original = to_dict(load_config(name.replace("_narrow", "")))
