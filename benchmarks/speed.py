@@ -48,9 +48,7 @@ MASK_HEADS = {
     },
     # narrower heads (not official): instance width 128 (stages 128/64/32), semantic width 64
     "refinemask_narrow": {"mask_head": "refinemask", "mask_instance_channels": 128, "mask_semantic_channels": 64},
-    "simple_refinemask_narrow": {
-        "mask_head": "simple_refinemask", "mask_instance_channels": 128, "mask_semantic_channels": 64,
-    },
+    "simple_refinemask_narrow": {"mask_head": "simple_refinemask", "mask_instance_channels": 128, "mask_semantic_channels": 64},
 }
 
 
