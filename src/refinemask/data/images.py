@@ -209,18 +209,13 @@ def image_to_array(
     ``scaling`` and ``percentiles`` say how images of more than 8 bits are scaled (module docstring).
     """
     mode = image.mode
-    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if mode == "F":
-            values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-        values = np.clip(values, 0.0, None)
+    if mode in _SIXTEEN_BIT_MODES or mode == "I":
+        gray = _integer_to_unit(np.asarray(image), scaling, percentiles)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        values = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
         peak = float(values.max()) if values.size else 0.0
-        if mode in _SIXTEEN_BIT_MODES:
-            top = 65535.0
-        elif mode == "I":  # how older Pillow opened 16-bit PNGs: keep the 16-bit scale when the data fits
-            top = 65535.0 if peak <= 65535.0 else peak
-        else:  # float data in [0, 1] is taken as it is
-            top = 1.0 if peak <= 1.0 else peak
+        top = 1.0 if peak <= 1.0 else peak  # float data in [0, 1] is taken as it is
         gray = scale_high_bit(values, top, scaling, tuple(percentiles))
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode in ("P", "PA") and "transparency" in image.info:
@@ -310,10 +305,15 @@ def as_image_tensor(
 
 
 def _integer_to_unit(array: np.ndarray, scaling: str, percentiles: tuple[float, float]) -> np.ndarray:
-    """float32 in [0, 1], the shape of ``array``, from integers of more than 8 bits, as a 16-bit file is scaled."""
+    """float32 in [0, 1], the shape of ``array``, from integers of more than 8 bits (16-bit and 32-bit
+    files, arrays and tensors alike).
+
+    ``full`` scaling divides by 65535 when the data fits 16 bits (32-bit images holding 16-bit
+    data, as older Pillow opened 16-bit PNGs), else by the image's maximum.
+    """
     values = np.clip(array.astype(np.float64), 0.0, None)
     peak = float(values.max()) if values.size else 0.0
-    top = 65535.0 if array.dtype == np.uint16 or peak <= 65535.0 else peak  # mode "I"'s rule in image_to_array
+    top = 65535.0 if peak <= 65535.0 else peak
     return scale_high_bit(values, top, scaling, tuple(percentiles))
 
 
