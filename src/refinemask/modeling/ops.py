@@ -106,6 +106,40 @@ def boxes_to_rois(boxes: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(rois, dim=0)
 
 
+def roi_align_exact_coords(
+    features: torch.Tensor,
+    rois: torch.Tensor,
+    output_size: int,
+    spatial_scale: float,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+) -> torch.Tensor:
+    """torchvision's ``roi_align`` with the RoI coordinates and the sampling grid in float32 or wider.
+
+    Under autocast the features are fp16/bf16. RoIs in that dtype would be rounded before any
+    sampling (bf16 keeps 8 significant bits: 2 px steps from 256 px, 8 px from 1024 px), so the
+    pooled windows would no longer be the boxes the mask targets are cut from (those stay
+    float32). Here the bilinear sampling runs in the coordinates' precision, as torchvision's own
+    autocast kernel does (it casts the features up, not the boxes down), whatever device or
+    autocast state; only the result takes the features' dtype.
+
+    Args:
+        features: (B, C, h, w) in any floating dtype.
+        rois: (N, 5) [batch_index, x1, y1, x2, y2] in input-image pixels.
+
+    Returns:
+        (N, C, output_size, output_size) in the features' dtype.
+    """
+    wide = torch.promote_types(rois.dtype, torch.float32)
+    # dtype checks in Python, not casts that are no-ops: an fp32 trace stays free of Cast nodes
+    if rois.dtype != wide:
+        rois = rois.to(wide)
+    source = features if features.dtype == wide else features.to(wide)
+    pooled = roi_align(source, rois, output_size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio,
+                       aligned=aligned)
+    return pooled if pooled.dtype == features.dtype else pooled.to(features.dtype)
+
+
 def multilevel_roi_align(
     features: list[torch.Tensor],
     rois: torch.Tensor,
@@ -134,6 +168,8 @@ def multilevel_roi_align(
         (N, C, output_size, output_size).
     """
     num_levels = len(features)
+    # the level rule reads box areas: in fp16 w·h overflows above about 256×256 (such a box would
+    # go to P5), in bf16 it is rounded; coordinates stay float32 or wider (see roi_align_exact_coords)
     levels = map_roi_levels(rois[:, 1:], finest_scale, num_levels)
     out = features[0].new_zeros((rois.shape[0], features[0].shape[1], output_size, output_size))
     for level, (feature, stride) in enumerate(zip(features, strides)):
@@ -142,9 +178,7 @@ def multilevel_roi_align(
         # are empty depends on the image
         if index.numel() == 0 and not torch.jit.is_tracing():
             continue
-        pooled = roi_align(
-            feature, rois[index], output_size, spatial_scale=1.0 / stride, sampling_ratio=sampling_ratio, aligned=aligned
-        )
+        pooled = roi_align_exact_coords(feature, rois[index], output_size, 1.0 / stride, sampling_ratio, aligned)
         out.index_copy_(0, index, pooled.to(out.dtype))
     return out
 

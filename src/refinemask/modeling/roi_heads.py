@@ -44,7 +44,7 @@ class MultiLevelRoIPool(nn.Module):
         self.aligned = aligned
 
     def forward(self, features: dict, boxes: list[torch.Tensor], image_shapes=None) -> torch.Tensor:
-        rois = boxes_to_rois(boxes).to(features[self.featmap_names[0]])
+        rois = boxes_to_rois(boxes).to(features[self.featmap_names[0]].device)
         return self.pool_rois(features, rois)
 
     def pool_rois(self, features: dict, rois: torch.Tensor) -> torch.Tensor:
@@ -217,7 +217,7 @@ class MaskRoIHeads(RoIHeads):
         return positive[torch.randperm(positive.numel(), device=positive.device)[:cap]]
 
     def mask_loss(self, features, boxes, labels, gt_index, targets, image_shapes) -> dict[str, torch.Tensor]:
-        rois = boxes_to_rois(boxes).to(features["0"])
+        rois = boxes_to_rois(boxes).to(features["0"].device)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
         pooled = self.mask_roi_pool.pool_rois(features, rois)
         sizes = self.mask_head.stage_sizes if self.is_refinemask else (28,)
@@ -261,7 +261,7 @@ class MaskRoIHeads(RoIHeads):
         to show what the refinement adds.
         """
         counts = [len(b) for b in boxes]
-        rois = boxes_to_rois(boxes).to(features["0"])
+        rois = boxes_to_rois(boxes).to(features["0"].device)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
         semantic = None
         if self.is_refinemask:

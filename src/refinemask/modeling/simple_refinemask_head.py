@@ -45,9 +45,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
-from refinemask.modeling.ops import upsample_logits
+from refinemask.modeling.ops import roi_align_exact_coords, upsample_logits
 from refinemask.modeling.refinemask_head import MultiBranchFusion, _plain_conv, conv_stack, select_class_logits
 
 
@@ -70,7 +69,7 @@ def point_roi_align(features: torch.Tensor, rois: torch.Tensor, size: int, strid
     """
     padded = F.pad(features, (1, 1, 1, 1))
     shift = torch.tensor([0.0, stride, stride, stride, stride], dtype=rois.dtype, device=rois.device)
-    return roi_align(padded, rois + shift, size, spatial_scale=1.0 / stride, sampling_ratio=1, aligned=True)
+    return roi_align_exact_coords(padded, rois + shift, size, 1.0 / stride, sampling_ratio=1, aligned=True)
 
 
 class MultiBranchFusionAvg(MultiBranchFusion):
