@@ -78,9 +78,18 @@ class DetectionTransform(nn.Module):
         for i, image in enumerate(images):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"image {i}: expected a 3×H×W tensor, got shape {tuple(image.shape)}")
+            if not image.is_floating_point():
+                # torchvision's contract, and its error type: a uint8 image scaled as 0-1 would be
+                # normalised from 0-65025 and give confident garbage
+                raise TypeError(
+                    f"image {i}: expected a floating-point tensor with values in 0-1, got {image.dtype}; "
+                    "convert it with image.float() / 255 (refinemask.Predictor takes uint8 arrays and files as they are)"
+                )
             h, w = image.shape[-2:]
             nh, nw = rescale_size(h, w, short, self.max_size)
-            x = (image.float() * 255.0 - self.pixel_mean) / self.pixel_std
+            # in the model's dtype (its statistics buffers follow .double()/.half()); autocast
+            # casts later, per op
+            x = (image.to(self.pixel_mean.dtype) * 255.0 - self.pixel_mean) / self.pixel_std
             if (nh, nw) != (h, w):
                 x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
             resized.append(x)
@@ -90,9 +99,9 @@ class DetectionTransform(nn.Module):
         ph = max(s[0] for s in sizes)
         pw = max(s[1] for s in sizes)
         ph, pw = padded_size(ph, pw, self.size_divisible)
-        batch = resized[0].new_zeros((len(resized), 3, ph, pw))
-        for x, b in zip(resized, batch):
-            b[:, : x.shape[1], : x.shape[2]].copy_(x)
+        # zero padding out of place, so that an image that requires grad (saliency, attribution)
+        # gets gradients back through the whole detector
+        batch = torch.stack([F.pad(x, (0, pw - x.shape[-1], 0, ph - x.shape[-2])) for x in resized])
         return ImageList(batch, [(int(h), int(w)) for h, w in sizes]), targets
 
     def postprocess(self, results: list[dict], image_sizes, original_sizes, original_boxes=None) -> list[dict]:
