@@ -121,6 +121,14 @@ class CocoDetection(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, Target]:
+        image = self.load_image(index)
+        target = self.load_target(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def load_image(self, index: int) -> tv_tensors.Image:
+        """The image of ``index``, checked against the json's size."""
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         path = self.image_dir / info["file_name"]
@@ -134,21 +142,21 @@ class CocoDetection(torch.utils.data.Dataset):
                 f"orientation) but {self.ann_file.name} says {info['width']}x{info['height']}; "
                 "fix width/height in the json or the file"
             )
-        image = tv_tensors.Image(image)
-        target = self.load_target(index)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+        return tv_tensors.Image(image)
 
-    def load_target(self, index: int) -> Target:
-        """The target of ``index`` without reading the image (see the module docstring)."""
+    def load_target(self, index: int, masks: bool = True) -> Target:
+        """The target of ``index`` without reading the image (see the module docstring).
+
+        ``masks=False`` leaves out ``masks`` (no decoding), for what needs boxes and labels only:
+        evaluation scores against :attr:`coco`, not against these bitmaps.
+        """
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         height, width = info["height"], info["width"]
         annotations = [a for a in self.coco.imgToAnns.get(image_id, []) if not a["iscrowd"]]
 
         boxes = torch.zeros((len(annotations), 4), dtype=torch.float32)
-        masks = torch.zeros((len(annotations), height, width), dtype=torch.uint8)
+        bitmaps = torch.zeros((len(annotations), height, width) if masks else (0,), dtype=torch.uint8)
         labels = torch.zeros((len(annotations),), dtype=torch.int64)
         polygons: list[list[np.ndarray] | None] = []
         for n, annotation in enumerate(annotations):
@@ -156,8 +164,8 @@ class CocoDetection(torch.utils.data.Dataset):
             boxes[n] = torch.tensor([x, y, x + w, y + h])
             labels[n] = self.category_to_label[annotation["category_id"]]
             segmentation = annotation["segmentation"]
-            rle = segmentation_to_rle(segmentation, height, width)
-            masks[n] = torch.from_numpy(mask_utils.decode(rle))
+            if masks:
+                bitmaps[n] = torch.from_numpy(mask_utils.decode(segmentation_to_rle(segmentation, height, width)))
             if self.keep_polygons and isinstance(segmentation, list):
                 polygons.append([np.asarray(p, dtype=np.float32) for p in segmentation])
             else:
@@ -165,13 +173,16 @@ class CocoDetection(torch.utils.data.Dataset):
         # boxes may overshoot by the validation tolerance: keep them on the image
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        return {
+        target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
             "labels": labels,
-            "masks": tv_tensors.Mask(masks),
+            "masks": tv_tensors.Mask(bitmaps),
             "polygons": polygons,
             "image_id": image_id,
         }
+        if not masks:
+            del target["masks"]
+        return target
 
     def aspect_ratios(self) -> list[float]:
         """Width / height of every index, from the json (no image is opened)."""

@@ -29,7 +29,7 @@ from refinemask.data.samplers import (
     aspect_ratio_groups,
     repeat_factors,
 )
-from refinemask.data.transforms import horizontal_flip
+from refinemask.data.transforms import drop_polygon_bitmaps, horizontal_flip
 from refinemask.errors import RefineMaskError
 
 logger = logging.getLogger("refinemask.run")
@@ -195,7 +195,7 @@ class TrainingSamples(torch.utils.data.Dataset):
         generator = torch.Generator().manual_seed(seed)
         if self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob:
             image, target = horizontal_flip(image, target)
-        return image, target
+        return image, drop_polygon_bitmaps(target)
 
 
 class EpochBatches:
@@ -237,5 +237,7 @@ def epoch_loader(samples: TrainingSamples, batches: list[list[SampleKey]], num_w
         collate_fn=collate,
         num_workers=num_workers,
         persistent_workers=False,
+        # page-locked batches, so that the trainer's non_blocking copies to a GPU overlap
+        pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(seed),
     )

@@ -353,6 +353,7 @@ class Trainer:
             self.val_dataset.label_to_category,
             lvis=self.config.data.format == "lvis",
             progress=self.config.train.progress_bar,
+            num_workers=self.config.data.num_workers,
         )
         self.model.train()
         logger.info("evaluation at iteration %d:\n%s", self.iteration, format_metrics_table(metrics))

@@ -23,7 +23,7 @@ from refinemask.modeling.ops import assemble_stage_logits, boxes_to_rois, multil
 from refinemask.modeling.refinemask_head import RefineMaskHead
 from refinemask.modeling.rpn import Float32BoxCoder
 from refinemask.modeling.simple_refinemask_head import SimpleRefineMaskHead
-from refinemask.modeling.targets import semantic_target, stage_mask_targets
+from refinemask.modeling.targets import instance_union, semantic_target, stage_mask_targets
 
 
 class MultiLevelRoIPool(nn.Module):
@@ -246,7 +246,7 @@ class MaskRoIHeads(RoIHeads):
         if semantic_logits is None:  # the faster-better head: BAR loss only (docs/design.md §4.4)
             return {"loss_instance": loss_instance}
         padded = (p2.shape[-2] * self.mask_head.semantic_stride, p2.shape[-1] * self.mask_head.semantic_stride)
-        sem_target = semantic_target([t["masks"] for t in targets], padded, tuple(p2.shape[-2:]))
+        sem_target = semantic_target([instance_union(t) for t in targets], padded, tuple(p2.shape[-2:]))
         return {
             "loss_instance": loss_instance,
             "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic_logits, sem_target),

@@ -129,14 +129,9 @@ def _resize_target(target: dict, old: tuple[int, int], new: tuple[int, int]) -> 
     sx, sy = nw / w, nh / h
     boxes = target["boxes"] * torch.as_tensor([sx, sy, sx, sy], dtype=torch.float32, device=target["boxes"].device)
     target["boxes"] = boxes
-    if "masks" in target:
-        masks = target["masks"]
-        if masks.shape[0]:
-            # nearest, as mmcv rescales bitmap masks
-            masks = F.interpolate(masks[:, None].float(), size=(nh, nw), mode="nearest")[:, 0].to(masks.dtype)
-        else:
-            masks = masks.new_zeros((0, nh, nw))
-        target["masks"] = masks
+    for key in ("masks", "semantic"):
+        if key in target:
+            target[key] = _resize_bitmaps(target[key], (nh, nw))
     if target.get("polygons") is not None:
         scaled = []
         for polys in target["polygons"]:
@@ -152,3 +147,13 @@ def _resize_target(target: dict, old: tuple[int, int], new: tuple[int, int]) -> 
             scaled.append(out)
         target["polygons"] = scaled
     return target
+
+
+def _resize_bitmaps(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(G, H, W) or (H, W) bitmaps resized nearest, as mmcv rescales bitmap masks, in their own dtype
+    (uint8 stays uint8: no float copy of G full-size maps on the device)."""
+    if masks.numel() == 0:
+        return masks.new_zeros((*masks.shape[:-2], *size))
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).as_subclass(torch.Tensor)
+    resized = F.interpolate(flat.to(torch.uint8) if flat.dtype == torch.bool else flat, size=size, mode="nearest")
+    return resized.to(masks.dtype).reshape(*masks.shape[:-2], *size)
