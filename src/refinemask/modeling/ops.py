@@ -6,12 +6,58 @@ B images; C channels; H, W an image's height and width in pixels.
 These functions hold no parameters, so the model, the loss, the trainer, the benchmarks and the
 ONNX export all share one implementation, and each can be tested alone against hand-computed
 cases (tests/modeling/test_ops.py).
+
+Every RoIAlign and bilinear resize of the model goes through :func:`roi_align` and
+:func:`resize_bilinear`: torchvision's and PyTorch's kernels, except with deterministic
+algorithms on CUDA (``train.deterministic=true``), where their backward has no deterministic
+kernel and :mod:`refinemask.modeling.separable_ops` computes the same values as products with
+weight matrices instead.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
+import torchvision
+
+from refinemask.modeling.separable_ops import resize_by_matrices, separable_roi_align
+
+
+def deterministic_kernels_needed(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s RoIAlign and resizes take :mod:`~refinemask.modeling.separable_ops`.
+
+    On CUDA with ``torch.use_deterministic_algorithms(True)``: there torchvision's ``roi_align``
+    falls back to a Python version whose backward, with adaptive sampling, needs K×C×P×Q×H×W
+    values (out of memory at 256 px), and the bilinear ``F.interpolate`` backward has no
+    deterministic kernel at all. Never while tracing (the export keeps the standard operators).
+    """
+    return tensor.is_cuda and torch.are_deterministic_algorithms_enabled() and not torch.jit.is_tracing()
+
+
+def roi_align(
+    input: torch.Tensor,
+    rois: torch.Tensor,
+    output_size: int,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+) -> torch.Tensor:
+    """torchvision's ``roi_align`` (same arguments; (K, 5) rois), deterministic on CUDA when asked.
+
+    Returns:
+        (K, C, output_size, output_size).
+    """
+    if deterministic_kernels_needed(input):
+        return separable_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    return torchvision.ops.roi_align(
+        input, rois, output_size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio, aligned=aligned
+    )
+
+
+def resize_bilinear(x: torch.Tensor, size: int, align_corners: bool) -> torch.Tensor:
+    """Bilinear resize of (N, C, h, w) maps to (N, C, size, size), deterministic on CUDA when asked."""
+    if deterministic_kernels_needed(x):
+        return resize_by_matrices(x, (size, size), align_corners)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=align_corners)
 
 
 def boundary_band(masks: torch.Tensor, width: int) -> torch.Tensor:
@@ -52,7 +98,7 @@ def upsample_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
 
     align_corners=True here to match the official assembly and BAR loss, which differ from the
     SFM feature upsampling (align_corners=False)."""
-    return F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=True)
+    return resize_bilinear(logits, size, align_corners=True)
 
 
 def assemble_stage_logits(stage_logits: list[torch.Tensor]) -> torch.Tensor:

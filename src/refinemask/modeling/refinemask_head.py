@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
+
+from refinemask.modeling.ops import resize_bilinear, roi_align
 
 
 class ConvReLU(nn.Module):
@@ -150,11 +151,11 @@ class SemanticFusionStage(nn.Module):
         fused = F.relu(self.fuse_conv[1](fused))
         fused = F.relu(self.fuse_transform_out(fused))
         # feature upsampling uses align_corners=False (nn.Upsample's default in the official code)
-        fused = F.interpolate(fused, scale_factor=2, mode="bilinear", align_corners=False)
-        # the masks are re-appended with align_corners=True, as in the official code
         up = 2 * size
+        fused = resize_bilinear(fused, up, align_corners=False)
+        # the masks are re-appended with align_corners=True, as in the official code
         masks = torch.cat([instance_mask, semantic_mask], dim=1)
-        masks = F.interpolate(masks, size=(up, up), mode="bilinear", align_corners=True)
+        masks = resize_bilinear(masks, up, align_corners=True)
         return logits, torch.cat([fused, masks], dim=1)
 
 

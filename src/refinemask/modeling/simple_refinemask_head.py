@@ -45,9 +45,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
-from refinemask.modeling.ops import upsample_logits
+from refinemask.modeling.ops import resize_bilinear, roi_align, upsample_logits
 from refinemask.modeling.refinemask_head import MultiBranchFusion, _plain_conv, conv_stack, select_class_logits
 
 
@@ -141,7 +140,7 @@ class SimpleFusionStage(nn.Module):
         # the mask is appended before upsampling here ("same as paper", says the official code)
         fused = torch.cat([fused, instance_mask], dim=1)
         if self.upsample:
-            fused = F.interpolate(fused, scale_factor=2, mode="bilinear", align_corners=False)
+            fused = resize_bilinear(fused, 2 * self.size, align_corners=False)  # a Python int: traceable
         return fused
 
 

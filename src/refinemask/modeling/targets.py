@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
-from torchvision.ops import roi_align
+
+from refinemask.modeling.ops import roi_align  # deterministic on CUDA with train.deterministic
 
 
 def rasterize_polygons_in_boxes(
