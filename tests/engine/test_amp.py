@@ -126,16 +126,17 @@ def test_full_precision_checkpoints_hold_no_scaler(trained_run):
 def _record_roi_align_inputs(monkeypatch) -> list[tuple[torch.dtype, torch.Tensor]]:
     """Every RoIAlign call of the model (box and mask pooling, the fusion stages' semantic pooling,
     the faster-better head's point sampling): the dtype its features were sampled in, and its RoIs."""
-    from refinemask.modeling import ops
+    import torchvision
 
     calls = []
-    original = ops.roi_align
+    original = torchvision.ops.roi_align
 
     def recording(features, rois, *args, **kwargs):
         calls.append((features.dtype, rois.detach().clone()))
         return original(features, rois, *args, **kwargs)
 
-    monkeypatch.setattr(ops, "roi_align", recording)
+    # the kernel every RoIAlign of ours calls (refinemask.modeling.ops.roi_align looks it up per call)
+    monkeypatch.setattr(torchvision.ops, "roi_align", recording)
     return calls
 
 

@@ -125,10 +125,13 @@ def leave_out_bad_images(dataset: CocoDetection, strict: bool, high_bit_scaling:
     import time
 
     from refinemask.data.scan import scan_image_files
+    from refinemask.engine.distributed import computed_on_main
 
     started = time.perf_counter()
     subset = {"images": [dataset.coco.imgs[i] for i in dataset.ids]}
-    scan = scan_image_files(subset, dataset.image_dir, dataset.ann_file)
+    # rank 0 reads the files, the other ranks wait for its result: N ranks reading every file
+    # would be N times the I/O, and the fastest nodes would time out waiting for the slowest
+    scan = computed_on_main(lambda: scan_image_files(subset, dataset.image_dir, dataset.ann_file))
     logger.info(
         "scanned the %d image files of %s in %.1f s%s: %d with problems",
         scan.num_images, dataset.ann_file.name, time.perf_counter() - started,

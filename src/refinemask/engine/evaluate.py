@@ -156,10 +156,10 @@ def evaluate(
         gt_boxes=gt_boxes,
         num_workers=num_workers,
     )
-    gathered = distributed.all_gather_objects((results, image_ids))
+    gathered = distributed.gather_objects((results, image_ids))  # on rank 0 only: LVIS's results are large
     metrics: dict | None = None
     all_results: list[dict] = []
-    if context.is_main:
+    if gathered is not None:
         all_ids: list[int] = []
         for rank_results, rank_ids in gathered:
             all_results.extend(rank_results)

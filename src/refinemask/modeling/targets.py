@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
-from refinemask.modeling.ops import roi_align_exact_coords
+from refinemask.modeling.ops import roi_align
 
 
 def rasterize_polygons_in_boxes(
@@ -138,7 +138,7 @@ def resample_masks_in_boxes(masks: torch.Tensor, boxes: torch.Tensor, gt_index: 
     if boxes.shape[0] == 0:
         return masks.new_zeros((0, size, size), dtype=torch.float32)
     rois = torch.cat([gt_index.to(boxes.dtype)[:, None], boxes], dim=1)
-    sampled = roi_align_exact_coords(masks[:, None].float(), rois, size, 1.0, sampling_ratio=0, aligned=True)
+    sampled = roi_align(masks[:, None].float(), rois, size, 1.0, sampling_ratio=0, aligned=True)
     return (sampled[:, 0] >= 0.5).float()
 
 
