@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import random
 import time
@@ -284,8 +285,10 @@ class Trainer:
         device = self.context.device
         accumulation = train.grad_accum_steps
         forward = self.ddp if self.ddp is not None else self.model
-        losses: dict[str, float] = defaultdict(float)
-        finite = True
+        # the micro-batches' losses summed on the device, read back once per step: each float() or
+        # bool() of a CUDA tensor waits for the GPU (there were seven per micro-batch)
+        names: list[str] = []
+        summed: torch.Tensor | None = None
         self.optimizer.zero_grad(set_to_none=True)
         for micro in range(accumulation):
             images, targets = next(stream)
@@ -298,11 +301,13 @@ class Trainer:
                 with autocast(train.amp, device):
                     loss_dict = forward(images, targets)
                 loss = sum(loss_dict.values())
-                finite = finite and bool(torch.isfinite(loss.detach()))
-                loss = loss / accumulation
-                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            for name, value in loss_dict.items():
-                losses[name] += float(value.detach()) / accumulation
+                (self.scaler.scale(loss / accumulation) if self.scaler is not None else loss / accumulation).backward()
+            names = list(loss_dict)
+            values = torch.stack([v.detach().float() for v in loss_dict.values()]) / accumulation
+            summed = values if summed is None else summed + values
+        host = summed.tolist() if summed is not None else []
+        losses = dict(zip(names, host))
+        finite = all(math.isfinite(v) for v in host)
         self.out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
         # every rank must take the same decisions, from one reduction per step: a stop request is
         # read here once (a signal may arrive on one rank at any moment; one seen after this point
