@@ -435,6 +435,8 @@ class Trainer:
                     if self.stopping:
                         if saved_at != self.iteration:
                             self.save_checkpoint()
+                        if self.iteration >= self.total_iters and self.context.is_main:  # stopped as it ended
+                            self._save_final(final_path)
                         distributed.barrier()  # no rank leaves (and lets torchrun end the job) mid-write
                         logger.warning(
                             "stopped at iteration %d; continue with: refinemask train CONFIG --resume "
