@@ -13,13 +13,16 @@ On one CUDA device, in about five minutes (at most eight), it:
      each, 512 sampled RoIs, every positive training the mask head; proposals include jittered
      copies of the GT boxes, as a trained RPN's do, so the sampler finds its positives): time
      and peak memory per head;
-  4. checks that a run stopped half-way and resumed with ``train.deterministic=true`` ends
-     with the same weights as an uninterrupted run (and, to tell the two apart, whether two
-     uninterrupted runs agree at all);
+  4. checks what ``train.deterministic=true`` promises (docs/design.md, "Deterministic
+     training"): two uninterrupted runs end with bitwise equal weights, so does a run stopped
+     half-way and resumed, PyTorch warned of no operation without a deterministic kernel, and
+     the RoIAlign and resizes ran as weight products (:mod:`refinemask.modeling.separable_ops`);
 
 then prints one table and writes the same figures to ``OUT/gpu.json``; the exit status is 1 when
 a check failed (bf16 on a GPU without it is skipped, not failed). Without a CUDA device it
-says so in one line and exits with status 0.
+says so in one line and exits with status 0. A part whose Python packages (beyond torch and
+torchvision) are missing, as on a cluster image without network, says which in one line and
+is skipped; the other parts run (:data:`NEEDS`).
 
     python benchmarks/gpu.py                          # on a machine with a GPU
     python benchmarks/gpu.py --out gpu-run --iters 300
@@ -48,6 +51,66 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PRECISIONS = ("none", "fp16", "bf16")
 PRECISION_NAMES = {"none": "fp32", "fp16": "fp16", "bf16": "bf16"}
+
+
+# the packages beyond torch and torchvision each part imports (through refinemask or the other
+# benchmarks), by import name; a part with one missing is skipped with one line
+NEEDS = {
+    "train": ("numpy", "PIL", "yaml", "pycocotools", "faster_coco_eval", "safetensors", "tqdm"),
+    "inference": ("numpy", "PIL", "yaml", "pycocotools"),
+    "coco_train_step": ("numpy", "PIL", "yaml", "pycocotools"),
+    "resume": ("numpy", "PIL", "yaml", "pycocotools", "safetensors", "tqdm"),
+}
+PIP_NAMES = {"PIL": "pillow", "yaml": "pyyaml", "faster_coco_eval": "faster-coco-eval"}
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_note(modules) -> str:
+    names = sorted(set(modules))
+    return f"needs {', '.join(names)}, not installed (pip install {' '.join(PIP_NAMES.get(m, m) for m in names)})"
+
+
+def run_section(report: dict, out: Path, device: torch.device, part: str, title: str, measure, variants) -> None:
+    """Measure each variant into ``report["rows"]``.
+
+    Missing packages skip the part with one line (before it starts, from :data:`NEEDS`, or when
+    an import fails inside it). Any other exception fails that row only (the GPU time is lent
+    briefly, so one failure must not lose the other figures); its traceback goes to OUT/errors.txt.
+    """
+    started = time.perf_counter()
+    absent = [m for m in NEEDS.get(part, ()) if not installed(m)]
+    if absent:
+        print(f"{title}: skipped, {missing_note(absent)}", flush=True)
+        report["rows"].extend({"part": part, "variant": PRECISION_NAMES.get(v, str(v)), "ok": None,
+                               "error": missing_note(absent)} for v in variants)
+        return
+    print(f"{title} ...", end=" ", flush=True)
+    skipped = None
+    for variant in variants:
+        name = PRECISION_NAMES.get(variant, str(variant))
+        try:
+            row = measure(variant)
+        except ModuleNotFoundError as err:  # a package NEEDS does not list: skipped all the same
+            skipped = missing_note([err.name or str(err)])
+            row = {"part": part, "variant": name, "ok": None, "error": skipped}
+        except Exception as err:  # noqa: BLE001 - reported in the table and errors.txt
+            with open(out / "errors.txt", "a", encoding="utf-8") as log:
+                log.write(f"--- {part} {variant}\n{traceback.format_exc()}\n")
+            row = {"part": part, "variant": name, "ok": False,
+                   "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} (see errors.txt)"}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        report["rows"].append(row)
+    print(f"skipped, {skipped}" if skipped else f"{time.perf_counter() - started:.0f} s", flush=True)
 
 
 class Sizes:
@@ -208,7 +271,10 @@ def train_precision(amp: str, sizes: Sizes, out: Path, device: torch.device) -> 
 def mask_heads() -> tuple[list[str], str | None]:
     """The mask heads to measure (RefineMask, any further head, Mask R-CNN) and a note if the
     faster-better head is not in this version."""
-    from refinemask.modeling.detector import MASK_HEADS
+    try:
+        from refinemask.modeling.detector import MASK_HEADS
+    except ImportError:  # a package is missing: the parts that build models say which, and are skipped
+        return ["refinemask", "maskrcnn"], None
 
     others = [h for h in MASK_HEADS if h not in ("refinemask", "maskrcnn")]
     note = None
@@ -344,9 +410,17 @@ def coco_train_step(head: str, sizes: Sizes, device: torch.device) -> dict:
 
 
 def deterministic_resume(sizes: Sizes, out: Path, device: torch.device) -> dict:
-    """Uninterrupted twice, and stopped half-way + resumed once; compare the final weights."""
+    """Uninterrupted twice, and stopped half-way + resumed once; compare the final weights.
+
+    Checks what docs/design.md promises of ``train.deterministic=true``: all three runs end with
+    bitwise equal weights, no operation without a deterministic kernel ran (PyTorch warns of
+    each, the trainer running with ``warn_only=True``), and the RoIAlign and resizes of the model
+    ran as weight products (:mod:`refinemask.modeling.separable_ops`), not as the kernels whose
+    backward is not deterministic on CUDA.
+    """
     from safetensors.torch import load_file
 
+    import refinemask.modeling.ops as model_ops
     from refinemask.config import load_config
     from refinemask.engine.stopping import TrainingStopped
 
@@ -366,19 +440,33 @@ def deterministic_resume(sizes: Sizes, out: Path, device: torch.device) -> dict:
         if trainer.iteration + 1 >= sizes.resume_iters:  # the step about to run is the last
             stop.request()
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        finals = []
-        for name in ("resume_whole_a", "resume_whole_b"):
-            trainer, _ = run_trainer(config(name))
+    weight_products = [0]
+    originals = model_ops.separable_roi_align, model_ops.resize_by_matrices
+
+    def counted(function):
+        def call(*args, **kwargs):
+            weight_products[0] += 1
+            return function(*args, **kwargs)
+        return call
+
+    model_ops.separable_roi_align, model_ops.resize_by_matrices = (counted(f) for f in originals)
+    reset_peak(device)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            finals = []
+            for name in ("resume_whole_a", "resume_whole_b"):
+                trainer, _ = run_trainer(config(name))
+                finals.append(load_file(str(trainer.output_dir / "model_final.safetensors")))
+            with contextlib.suppress(TrainingStopped):
+                run_trainer(config("resume_stopped"), before_step=stop_half_way)
+            started_at: list[int] = []
+            trainer, _ = run_trainer(config("resume_stopped", resume=True),
+                                     on_step=lambda t, stop, losses: started_at.append(t.iteration))
             finals.append(load_file(str(trainer.output_dir / "model_final.safetensors")))
-        with contextlib.suppress(TrainingStopped):
-            run_trainer(config("resume_stopped"), before_step=stop_half_way)
-        started_at: list[int] = []
-        trainer, _ = run_trainer(config("resume_stopped", resume=True),
-                                 on_step=lambda t, stop, losses: started_at.append(t.iteration))
-        finals.append(load_file(str(trainer.output_dir / "model_final.safetensors")))
-    torch.use_deterministic_algorithms(False)  # the trainer turned it on for the whole process
+    finally:
+        torch.use_deterministic_algorithms(False)  # the trainer turned it on for the whole process
+        model_ops.separable_roi_align, model_ops.resize_by_matrices = originals
 
     def max_difference(a: dict, b: dict) -> float:
         return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
@@ -394,9 +482,17 @@ def deterministic_resume(sizes: Sizes, out: Path, device: torch.device) -> dict:
            "repeat_equal": all(torch.equal(whole[k], repeat[k]) for k in whole),
            "resumed_max_abs_diff": max_difference(whole, resumed),
            "repeat_max_abs_diff": max_difference(whole, repeat),
-           "nondeterministic_ops": nondeterministic}
-    row["ok"] = row["resumed_equal"] and row["resumed_from"] == sizes.resume_iters
+           "nondeterministic_ops": nondeterministic, "weight_product_calls": weight_products[0],
+           "peak_mb": peak_mb(device)}
+    row["ok"] = (row["resumed_equal"] and row["repeat_equal"] and row["resumed_from"] == sizes.resume_iters
+                 and not nondeterministic and weight_products[0] > 0)
     return row
+
+
+def deterministic_on_cpu(tensor: torch.Tensor) -> bool:
+    """The CPU dry run's :func:`refinemask.modeling.ops.deterministic_kernels_needed`: deterministic
+    mode takes the weight-product RoIAlign and resizes on the CPU too, as it does on CUDA."""
+    return torch.are_deterministic_algorithms_enabled() and not torch.jit.is_tracing()
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -429,7 +525,8 @@ def describe(row: dict) -> tuple[str, str]:
     result = (f"stopped at {row['stopped_at']} of {row['iterations']}, resumed from {row['resumed_from']}: "
               f"{'identical' if row['resumed_equal'] else 'DIFFERENT'} weights (largest difference {row['resumed_max_abs_diff']:.2g}); "
               f"two uninterrupted runs {'identical' if row['repeat_equal'] else 'differ'} "
-              f"(largest difference {row['repeat_max_abs_diff']:.2g}); ops without a deterministic kernel: {ops}")
+              f"(largest difference {row['repeat_max_abs_diff']:.2g}); ops without a deterministic kernel: {ops}; "
+              f"{row.get('weight_product_calls', 0)} RoIAlign/resize calls as weight products")
     return result, "-"
 
 
@@ -475,32 +572,20 @@ def main(argv=None) -> int:
         "notes": [note] if note else [], "rows": [],
     }
     if device.type == "cpu":
-        # the dry run: CPU autocast follows the same rules, so the fp16/bf16 code runs too
-        import refinemask.engine.train as engine_train
-
-        engine_train.check_amp = lambda amp, device: None
         report["notes"].append("dry run on the CPU: figures say nothing about a GPU")
+        with contextlib.suppress(ImportError):  # else the parts that need refinemask say what is missing
+            # the dry run: CPU autocast follows the same rules, so the fp16/bf16 code runs too
+            import refinemask.engine.train as engine_train
+            import refinemask.modeling.ops as model_ops
+
+            engine_train.check_amp = lambda amp, device: None
+            model_ops.deterministic_kernels_needed = deterministic_on_cpu
         if args.tiny:
             torch.set_num_threads(1)
     begin = time.perf_counter()
 
     def section(part: str, title: str, measure, variants) -> None:
-        """Measure each variant; an exception fails that row only (the GPU time is lent briefly,
-        so one failure must not lose the other figures); its traceback goes to OUT/errors.txt."""
-        started = time.perf_counter()
-        print(f"{title} ...", end=" ", flush=True)
-        for variant in variants:
-            try:
-                row = measure(variant)
-            except Exception as err:  # noqa: BLE001 - reported in the table and errors.txt
-                with open(out / "errors.txt", "a", encoding="utf-8") as log:
-                    log.write(f"--- {part} {variant}\n{traceback.format_exc()}\n")
-                row = {"part": part, "variant": PRECISION_NAMES.get(variant, str(variant)), "ok": False,
-                       "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} (see errors.txt)"}
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            report["rows"].append(row)
-        print(f"{time.perf_counter() - started:.0f} s", flush=True)
+        run_section(report, out, device, part, title, measure, variants)
 
     (out / "errors.txt").unlink(missing_ok=True)
     if "train" not in args.skip:

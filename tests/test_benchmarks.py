@@ -167,15 +167,46 @@ def test_gpu_script_dry_run_trains_measures_and_reports_every_head(tmp_path, cap
     assert ("faster-better head is not in this version" in printed) == (note is not None)
 
 
-def test_gpu_script_resume_check_compares_a_stopped_and_resumed_run(tmp_path):
+def test_gpu_script_resume_check_compares_a_stopped_and_resumed_run(tmp_path, monkeypatch):
     gpu = _load("gpu")
     import torch
 
+    import refinemask.modeling.ops as model_ops
+
+    monkeypatch.setattr(model_ops, "deterministic_kernels_needed", gpu.deterministic_on_cpu)  # as --device cpu does
     row = gpu.deterministic_resume(gpu.Sizes(tiny=True, iters=2), tmp_path, torch.device("cpu"))
     assert row["stopped_at"] == row["resumed_from"] == 2 and row["iterations"] == 4
     assert row["resumed_equal"] and row["repeat_equal"] and row["ok"]  # the CPU is deterministic
+    # the runs pooled and resized through the weight products that deterministic mode uses on CUDA
+    assert row["weight_product_calls"] > 0 and row["nondeterministic_ops"] == []
+    assert model_ops.separable_roi_align.__module__ == "refinemask.modeling.separable_ops"  # put back
     log = (tmp_path / "resume_stopped" / "log.txt").read_text()
     assert "stopped at iteration 2" in log and "checkpoint_0000002.pth at iteration 2" in log
+
+
+def test_gpu_script_skips_a_part_whose_packages_are_missing_in_one_line_and_runs_the_rest(tmp_path, monkeypatch, capsys):
+    gpu = _load("gpu")
+    monkeypatch.setattr(gpu, "installed", lambda module: module != "safetensors")
+    assert gpu.main(["--device", "cpu", "--tiny", "--skip", "step", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    skipped = [line for line in printed if "needs safetensors" in line and not line.startswith("|")]  # not the table
+    assert len(skipped) == 2 and "pip install safetensors" in skipped[0]  # training and resume, a line each
+    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    assert {r["part"] for r in rows if r["ok"] is None} == {"train", "resume"}
+    assert all(r["ok"] for r in rows if r["part"] == "inference")  # the rest ran
+
+
+def test_gpu_script_skips_a_part_when_an_import_inside_it_fails(tmp_path, capsys):
+    gpu = _load("gpu")
+    import torch
+
+    def measure(variant):
+        import refinemask_no_such_package  # noqa: F401
+
+    report = {"rows": []}
+    gpu.run_section(report, tmp_path, torch.device("cpu"), "inference", "inference", measure, ["refinemask"])
+    assert report["rows"][0]["ok"] is None and "needs refinemask_no_such_package" in report["rows"][0]["error"]
+    assert capsys.readouterr().out.count("\n") == 1
 
 
 def test_pipeline_reports_loading_and_target_rates(tmp_path, capsys):

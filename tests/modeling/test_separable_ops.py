@@ -162,3 +162,11 @@ def test_deterministic_mode_pools_fpn_levels_with_the_same_values(monkeypatch):
     monkeypatch.setattr(torchvision.ops, "roi_align", lambda *a, **k: pytest.fail("torchvision's roi_align was called"))
     assert ops.map_roi_levels(rois[:, 1:]).unique().numel() == 4
     torch.testing.assert_close(ops.multilevel_roi_align(features, rois, 7, [4, 8, 16, 32]), expected, atol=1e-12, rtol=0)
+
+
+def test_no_rois_pool_an_empty_batch_that_backpropagates():
+    features = torch.randn(1, 3, 8, 8, requires_grad=True)
+    pooled = separable_roi_align(features, torch.zeros(0, 5), 7, 0.25, 0, True)
+    assert pooled.shape == (0, 3, 7, 7) and pooled.requires_grad
+    pooled.sum().backward()
+    assert torch.equal(features.grad, torch.zeros_like(features))

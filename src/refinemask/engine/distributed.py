@@ -10,7 +10,8 @@ We do not launch processes ourselves; ``torchrun`` does, and sets ``RANK``, ``WO
 the process group: NCCL on CUDA, Gloo on the CPU. Rank 0 is the one that writes checkpoints,
 logs and metrics; every rank trains on its own shard of each epoch and evaluates its own share
 of the images, whose predictions :func:`gather_objects` brings to rank 0 for scoring. Work
-that every rank needs but one can do (the scan of the image files) is :func:`computed_on_main`.
+that every rank needs but one can do (the scan of the image files, scoring the predictions) is
+:func:`computed_on_main`.
 """
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 T = TypeVar("T")
 
 # how long the other ranks wait for rank 0's share of the work (a scan of a large data set's
-# files takes minutes, far beyond NCCL's collective timeout, hence a Gloo group of its own)
+# files, or scoring LVIS, takes minutes, beyond NCCL's collective timeout: a Gloo group of its own)
 MAIN_WORK_TIMEOUT = timedelta(hours=4)
 _waiting_group = None
 

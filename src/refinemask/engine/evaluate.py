@@ -157,16 +157,19 @@ def evaluate(
         num_workers=num_workers,
     )
     gathered = distributed.gather_objects((results, image_ids))  # on rank 0 only: LVIS's results are large
-    metrics: dict | None = None
     all_results: list[dict] = []
-    if gathered is not None:
+
+    def score() -> dict:
         all_ids: list[int] = []
         for rank_results, rank_ids in gathered:
             all_results.extend(rank_results)
             all_ids.extend(rank_ids)
         metrics = score_results(dataset, all_results, all_ids, eval_config, lvis)
         logger.info("evaluated %d images, %d detections", len(set(all_ids)), len(all_results))
-    metrics = distributed.broadcast_object(metrics)
+        return metrics
+
+    # the other ranks wait for rank 0's scoring (minutes for LVIS) beyond NCCL's timeout
+    metrics = distributed.computed_on_main(score)
     return metrics, all_results
 
 

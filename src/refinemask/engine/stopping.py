@@ -1,7 +1,11 @@
 """How a training run stops before its end: on request (Ctrl-C, SIGTERM), or out of memory.
 
-A request finishes the step under way and writes a checkpoint that ``--resume`` continues from;
-running out of memory is an error that names the settings to lower.
+A request finishes the step under way and writes a checkpoint that ``--resume`` continues from.
+Under ``torchrun`` a signal may reach one rank only, at any moment: the ranks decide together,
+once per step, so all of them stop after the same iteration. After SIGTERM (how clusters
+preempt) :func:`~refinemask.engine.train.train` raises :class:`TrainingStopped` and
+``refinemask train`` exits with status 0; after Ctrl-C, KeyboardInterrupt (status 130).
+Running out of memory is an error that names the settings to lower.
 """
 from __future__ import annotations
 
@@ -52,6 +56,13 @@ class TrainingStopped(Exception):
 # what a rank asks for, as a number so that the ranks' wishes reduce with MAX: an interrupt
 # (Ctrl-C) outranks a termination, so every rank leaves the same way
 NO_STOP, TERMINATE, INTERRUPT = 0, 1, 2
+
+
+def leave(kind: int, iteration: int) -> None:
+    """End the run after a stop at ``iteration``: KeyboardInterrupt for Ctrl-C, else :class:`TrainingStopped`."""
+    if kind == INTERRUPT:
+        raise KeyboardInterrupt
+    raise TrainingStopped(iteration)
 
 
 class StopRequest:

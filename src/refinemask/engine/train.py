@@ -10,10 +10,8 @@ What a run writes to ``train.output_dir`` (rank 0 only):
 
 * ``config.yaml``: the full config of the run;
 * ``checkpoint_<iteration>.pth`` every ``train.checkpoint_every`` iterations, at the end and on
-  Ctrl-C / SIGTERM (the step under way finishes first; a second Ctrl-C stops at once; under
-  ``torchrun`` a signal to any one rank stops all of them after the same iteration, and a
-  SIGTERM stop ends :func:`train` with :class:`~refinemask.engine.stopping.TrainingStopped`,
-  exit status 0 from the command line);
+  Ctrl-C / SIGTERM (the step under way finishes first, on every rank if one got the signal; a
+  second Ctrl-C stops at once; see :mod:`refinemask.engine.stopping`);
   ``last_checkpoint`` names the newest. Each holds the model, optimiser, scheduler, iteration,
   position in the epoch, config, label mapping and every rank's RNG states, written atomically
   and readable with ``torch.load(weights_only=True)``;
@@ -75,14 +73,7 @@ from refinemask.engine.schedule import (
     total_batch_size,
 )
 from refinemask.engine.precision import autocast, check_amp
-from refinemask.engine.stopping import (
-    INTERRUPT,
-    NO_STOP,
-    StopRequest,
-    TrainingStopped,
-    is_out_of_memory,
-    out_of_memory_error,
-)
+from refinemask.engine.stopping import NO_STOP, StopRequest, is_out_of_memory, leave, out_of_memory_error
 from refinemask.engine.training_checkpoints import (
     capture_rng_state,
     config_changes,
@@ -309,9 +300,8 @@ class Trainer:
         losses = dict(zip(names, host))
         finite = all(math.isfinite(v) for v in host)
         self.out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
-        # every rank must take the same decisions, from one reduction per step: a stop request is
-        # read here once (a signal may arrive on one rank at any moment; one seen after this point
-        # waits for the next step's reduction, or the ranks would leave at different iterations)
+        # every rank takes the same decisions, from this one reduction per step: a signal that comes
+        # later (on one rank, at any moment) waits for the next step's, or the ranks would part
         flags = distributed.max_over_ranks(
             {"nonfinite": 0.0 if finite else 1.0, "stop": float(stop.requested), "time": float(self.out_of_time)},
             device,
@@ -441,14 +431,14 @@ class Trainer:
                     if self.stopping:
                         if saved_at != self.iteration:
                             self.save_checkpoint()
+                        if self.iteration >= self.total_iters and self.context.is_main:  # stopped as it ended
+                            self._save_final(final_path)
                         distributed.barrier()  # no rank leaves (and lets torchrun end the job) mid-write
                         logger.warning(
                             "stopped at iteration %d; continue with: refinemask train CONFIG --resume "
                             "(train.output_dir=%s)", self.iteration, self.output_dir,
                         )
-                        if self.stopping == INTERRUPT:
-                            raise KeyboardInterrupt
-                        raise TrainingStopped(self.iteration)
+                        leave(self.stopping, self.iteration)
                     if self.out_of_time and self.iteration < self.total_iters:
                         if saved_at != self.iteration:
                             self.save_checkpoint()

@@ -185,8 +185,8 @@ def separable_roi_align(
     pooled_h, pooled_w = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     batch, channels, height, width = input.shape
     compute = torch.float64 if input.dtype == torch.float64 else torch.float32
-    if rois.shape[0] == 0:
-        return input.new_zeros((0, channels, pooled_h, pooled_w))
+    if rois.shape[0] == 0:  # empty, but on the graph, as torchvision's is
+        return input.reshape(-1)[:0].reshape(0, channels, pooled_h, pooled_w)
     with torch.no_grad():  # the weights depend on the boxes only; RoIAlign gives boxes no gradient
         boxes = rois.detach().to(compute)
         ys = _axis_samples(boxes[:, 2], boxes[:, 4], pooled_h, height, spatial_scale, sampling_ratio, aligned)
@@ -194,8 +194,9 @@ def separable_roi_align(
         first_y, rows = _windows(ys[0], ys[1], ys[2] + ys[3])
         first_x, cols = _windows(xs[0], xs[1], xs[2] + xs[3])
         image = boxes[:, 0].to(torch.int64)
-        # similar windows share a chunk, so a chunk pads few RoIs to its largest window
-        order = torch.argsort(rows * cols)
+        # similar windows share a chunk, so a chunk pads few RoIs to its largest window; a stable
+        # sort, so that ties (and with them each chunk's padded size) are the same every run
+        order = torch.sort(rows * cols, stable=True).indices
         spans = torch.stack([rows, cols], 1)[order].tolist()
     # channels last, so that one index_select gathers a RoI's window of all channels
     flat = input.to(compute).permute(0, 2, 3, 1).reshape(batch * height * width, channels)
