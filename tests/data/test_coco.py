@@ -180,3 +180,18 @@ def test_batches_through_a_dataloader(tiny_coco) -> None:
     images, targets = next(iter(loader))
     assert [tuple(i.shape) for i in images] == [(3, 30, 40), (3, 36, 20)]
     assert [t["image_id"] for t in targets] == [1, 2]
+
+
+def test_box_only_annotations_are_box_targets_without_a_mask(make_coco, coco_dict, caplog) -> None:
+    # CVAT rectangles: "segmentation": []; kept (not skipped) and flagged for the mask losses
+    coco_dict["annotations"][0]["segmentation"] = []
+    del coco_dict["annotations"][0]["area"]
+    with caplog.at_level(logging.WARNING, logger="refinemask.data.coco"):
+        dataset = CocoDetection(*make_coco(coco_dict))
+    assert dataset.problems == []
+    assert "1 of 5 annotations have a box but no segmentation" in caplog.text and "ignored for masks" in caplog.text
+    target = dataset.load_target(0)
+    assert target["has_mask"].tolist() == [False, True, True]
+    assert target["masks"][0].sum() == 0 and target["polygons"][0] is None
+    assert target["boxes"][0].tolist() == [14.0, 2.0, 26.0, 10.0]
+    assert dataset.coco.anns[10]["area"] == 96.0  # the box's area

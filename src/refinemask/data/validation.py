@@ -21,7 +21,8 @@ kind                        meaning
                             values that are not finite numbers, or points far outside the image
                             (beyond one image size: wrong units)
 ``bad_rle``                 an RLE whose size is not the image's, or whose counts are malformed
-``bad_segmentation``        a missing, empty or unrecognised segmentation
+``bad_segmentation``        an unrecognised segmentation (a missing or empty one is a box-only
+                            annotation, see :func:`is_box_only`, except on a crowd region)
 ``missing_file``            (file checks only) the image file does not exist
 ``unreadable_file``         (file checks only) the image file cannot be decoded
 ``image_size``              (file checks only) the file's size differs from the json's width/height
@@ -320,6 +321,10 @@ def iter_problems(data: dict[str, Any]) -> Iterator[Problem]:
         box_text = _box_problem(annotation.get("bbox"), width, height)
         if box_text is not None:
             yield problem("bad_box", box_text)
+        if is_box_only(annotation):
+            if annotation.get("iscrowd", 0) == 1:
+                yield problem("bad_segmentation", "a crowd region needs a segmentation (polygons or RLE), not a box only")
+            continue  # a box without a mask: a box target, ignored for masks (see is_box_only)
         seg = _segmentation_problem(annotation.get("segmentation"), width, height)
         if seg is not None:
             yield problem(*seg)
@@ -439,8 +444,6 @@ def remove_problems(data: dict[str, Any], problems: Iterable[Problem]) -> dict[s
     evaluation needs them): ``iscrowd`` = 0 and ``area`` (the segmentation's pixel area) where
     missing. Other keys are kept unchanged.
     """
-    from pycocotools import mask as mask_utils  # here: pycocotools is only needed when cleaning
-
     problems = list(problems)
     bad_images = {p.image_index for p in problems if p.image_index is not None}
     bad_annotations = {p.annotation_index for p in problems if p.annotation_index is not None}
@@ -461,13 +464,39 @@ def remove_problems(data: dict[str, Any], problems: Iterable[Problem]) -> dict[s
         # filled in place, not on copies: LVIS has over a million annotations
         annotation.setdefault("iscrowd", 0)
         if "area" not in annotation:
-            rle = segmentation_to_rle(annotation["segmentation"], image["height"], image["width"])
-            annotation["area"] = float(mask_utils.area(rle))
+            annotation["area"] = annotation_area(annotation, image["height"], image["width"])
         annotations.append(annotation)
 
     cleaned = dict(data)
     cleaned.update(categories=categories, images=images, annotations=annotations)
     return cleaned
+
+
+def is_box_only(annotation: dict[str, Any]) -> bool:
+    """Whether an annotation has a box but no mask (``"segmentation": []``, ``null`` or none).
+
+    CVAT writes rectangles this way, and detection sets mix them into segmentation sets. One
+    rule everywhere: such an object is a box target and box ground truth, and is *ignored* for
+    masks: no mask loss on the RoIs matched to it, no semantic loss inside its box, and in mask
+    and boundary AP a detection on it counts neither as right nor as wrong (it is scored as a
+    crowd region of its box; see :mod:`refinemask.evaluation.coco`).
+    """
+    segmentation = annotation.get("segmentation")
+    return segmentation is None or (isinstance(segmentation, list) and not segmentation)
+
+
+def annotation_area(annotation: dict[str, Any], height: int, width: int) -> float:
+    """The pixel area COCO means by ``area``: the segmentation's, or the box's when box-only.
+
+    The size ranges of COCO evaluation (APs, APm, APl) are read from it, so a missing or wrong
+    ``area`` moves objects between them.
+    """
+    from pycocotools import mask as mask_utils  # here: pycocotools is only needed for areas
+
+    if is_box_only(annotation):
+        _, _, w, h = annotation["bbox"]
+        return float(w * h)
+    return float(mask_utils.area(segmentation_to_rle(annotation["segmentation"], height, width)))
 
 
 def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
