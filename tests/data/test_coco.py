@@ -195,3 +195,22 @@ def test_box_only_annotations_are_box_targets_without_a_mask(make_coco, coco_dic
     assert target["masks"][0].sum() == 0 and target["polygons"][0] is None
     assert target["boxes"][0].tolist() == [14.0, 2.0, 26.0, 10.0]
     assert dataset.coco.anns[10]["area"] == 96.0  # the box's area
+
+
+def test_a_dataset_with_annotation_ids_from_zero_scores_its_own_ground_truth_one(make_coco, coco_dict) -> None:
+    # the path of the metrics written after training: the dataset's checked ground truth
+    from refinemask.config import EvalConfig
+    from refinemask.engine.evaluate import score_results
+
+    for number, annotation in enumerate(coco_dict["annotations"]):
+        annotation["id"] = number  # as labelme and Label Studio write them
+        annotation.pop("area")
+    dataset = CocoDetection(*make_coco(coco_dict))
+    results = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0,
+         "segmentation": a["segmentation"]}
+        for a in dataset.coco.dataset["annotations"] if not a["iscrowd"]
+    ]
+    metrics = score_results(dataset, results, dataset.ids, EvalConfig(iou_types=["bbox", "segm"]), lvis=False)
+    assert metrics["bbox"]["AP"] == 1.0 and metrics["segm"]["AP"] == 1.0
+    assert sorted(dataset.coco.anns) == [0, 1, 2, 3, 4]  # the user's ids, kept
