@@ -20,7 +20,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from refinemask.data.importers import CocoBuilder, Imported
+from refinemask.data.importers.common import CocoBuilder, Imported
 from refinemask.errors import RefineMaskError
 
 ELLIPSE_POINTS = 32

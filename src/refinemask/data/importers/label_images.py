@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refinemask.data.importers import CocoBuilder, Imported, image_size, relative_name
+from refinemask.data.importers.common import CocoBuilder, Imported, image_size, relative_name
 from refinemask.errors import RefineMaskError
 
 SUFFIXES = (".png", ".tif", ".tiff")

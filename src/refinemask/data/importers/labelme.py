@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from refinemask.data.importers import CocoBuilder, Imported, image_size, relative_name
+from refinemask.data.importers.common import CocoBuilder, Imported, image_size, relative_name
 from refinemask.errors import RefineMaskError
 from refinemask.jsonfile import read_json
 

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from refinemask.data.importers import CocoBuilder, Imported, image_size, relative_name
+from refinemask.data.importers.common import CocoBuilder, Imported, image_size, relative_name
 from refinemask.errors import RefineMaskError
 
 IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".mpo", ".dng", ".pfm"}
