@@ -271,3 +271,17 @@ def test_import_of_a_missing_source_is_one_line_and_status_2(tmp_path, capsys):
     assert main(["import", "labelme", str(tmp_path / "nothing"), str(tmp_path / "coco")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nothing: not found" in err
+
+
+def test_check_data_names_the_format_and_the_import_command(tmp_path, capsys):
+    folder = tmp_path / "labelme"
+    _labelme_file(folder, "one", [_shape("dog", [[2, 2], [12, 2], [12, 10]])])
+    yaml_path = _roboflow_yolo(tmp_path / "set")
+    for path, expected in (
+        (folder / "one.json", f"is a labelme file, not a COCO json; convert it first: refinemask import labelme {folder} OUT_DIR"),
+        (yaml_path, f"is a YOLO data.yaml, not a COCO json; convert it first: refinemask import yolo {yaml_path} OUT_DIR"),
+        (folder, "is a folder of labelme files"),
+    ):
+        assert main(["check-data", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1

@@ -92,3 +92,56 @@ def import_dataset(
             raise RefineMaskError(f"cannot write {path}: {err.strerror or err}") from None
         written[name] = path
     return written, imported
+
+
+def detect_format(path: str | Path) -> tuple[str, str] | None:
+    """(format, what it looks like) of an export :func:`import_dataset` reads, or None.
+
+    Cheap: reads the file itself (or a folder's listing), never the images. A COCO json gives
+    None, as does anything unknown.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "SegmentationObject").is_dir() or any(path.glob("VOC*/SegmentationObject")):
+            return "voc", "a Pascal VOC folder"
+        if any(path.glob("*.yaml")) and ((path / "labels").is_dir() or any(path.glob("*/labels"))):
+            return "yolo", "a YOLO data set folder"
+        if (path / "annotations.xml").is_file():
+            return "cvat", "a CVAT for images export"
+        if any(_is_labelme(p) for p in sorted(path.glob("*.json"))[:5]):
+            return "labelme", "a folder of labelme files"
+        from refinemask.data.importers.label_images import find_pairs
+
+        if find_pairs(path):
+            return "label-images", "a folder of images and label images"
+        return None
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+
+            data = yaml.safe_load(path.read_text())
+        except Exception:  # noqa: BLE001 - not readable as YAML: not a YOLO file either
+            return None
+        if isinstance(data, dict) and "names" in data and ("train" in data or "val" in data):
+            return "yolo", "a YOLO data.yaml"
+    elif suffix == ".xml":
+        try:
+            head = path.read_text(errors="replace")[:2000]
+        except OSError:
+            return None
+        if "<annotations" in head:
+            return "cvat", "a CVAT for images XML file"
+    elif suffix == ".json" and _is_labelme(path):
+        return "labelme", "a labelme file"
+    elif suffix == ".txt" and path.parent.name == "labels":
+        return "yolo", "a YOLO label file (give the data.yaml)"
+    return None
+
+
+def _is_labelme(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "shapes" in data and "imagePath" in data
