@@ -40,3 +40,22 @@ def test_a_sample_is_flipped_by_its_own_seed(synthetic_data):
     flipped = [bool(torch.equal(samples[(0, seed)][0], image.flip(-1))) for seed in range(12)]
     assert any(flipped) and not all(flipped)
     assert [bool(torch.equal(samples[(0, seed)][0], image.flip(-1))) for seed in range(12)] == flipped
+
+
+def test_a_wrong_class_count_says_the_count_and_that_null_takes_it_from_the_data():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from refinemask.config import Config
+    from refinemask.engine.data import resolve_num_classes
+    from refinemask.errors import RefineMaskError
+
+    config = Config()
+    config.model.num_classes = 5
+    dataset = SimpleNamespace(label_to_category={label: label for label in range(1, 22)}, ann_file="train.json")
+    with pytest.raises(RefineMaskError, match=r"set model.num_classes=21, or model.num_classes=null to take it from the data"):
+        resolve_num_classes(config, dataset)
+    config.model.num_classes = None
+    resolve_num_classes(config, dataset)
+    assert config.model.num_classes == 21

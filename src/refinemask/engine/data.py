@@ -166,7 +166,7 @@ def resolve_num_classes(config: Config, dataset: CocoDetection) -> None:
     elif categories != config.model.num_classes:
         raise RefineMaskError(
             f"model.num_classes is {config.model.num_classes} but {dataset.ann_file} has {categories} categories; "
-            f"set model.num_classes={categories}"
+            f"set model.num_classes={categories}, or model.num_classes=null to take it from the data"
         )
 
 
