@@ -50,6 +50,13 @@ def test_label_images_import_train_offline_and_predict(tmp_path, capsys):
     ]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"segm", "bbox"} <= set(metrics)
+    # the weights carry their model (Lite0, a 128-channel FPN): any config's data and eval settings score them
+    assert main([
+        "eval", "finetune_r50_refinemask", "--weights", str(run / "model_final.safetensors"),
+        f"data.val_annotations={coco / 'val.json'}", f"data.val_images={images}", "train.device=cpu",
+        "model.detections_per_img=7", "--out", str(tmp_path / "val_metrics.json"),
+    ]) == 0
+    assert json.loads((tmp_path / "val_metrics.json").read_text())["segm"]["AP"] >= 0
     capsys.readouterr()
     assert main(["predict", "--weights", str(run / "model_final.safetensors"), str(tmp_path / "nuclei" / "images"),
                  "--out", str(tmp_path / "predictions"), "--score-thresh", "0"]) == 0
