@@ -1,3 +1,4 @@
+import json
 import logging
 
 import numpy as np
@@ -214,3 +215,14 @@ def test_a_dataset_with_annotation_ids_from_zero_scores_its_own_ground_truth_one
     metrics = score_results(dataset, results, dataset.ids, EvalConfig(iou_types=["bbox", "segm"]), lvis=False)
     assert metrics["bbox"]["AP"] == 1.0 and metrics["segm"]["AP"] == 1.0
     assert sorted(dataset.coco.anns) == [0, 1, 2, 3, 4]  # the user's ids, kept
+
+
+def test_images_without_width_and_height_take_the_size_of_their_files(make_coco, coco_dict) -> None:
+    ann_file, image_dir = make_coco(coco_dict)
+    for image in coco_dict["images"]:
+        del image["width"], image["height"]
+    ann_file.write_text(json.dumps(coco_dict))
+    dataset = CocoDetection(ann_file, image_dir)
+    assert dataset.problems == [] and dataset.aspect_ratios() == [40 / 30, 20 / 36, 1.0]
+    image, _ = dataset[1]
+    assert tuple(image.shape) == (3, 36, 20)

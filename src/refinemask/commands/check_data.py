@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="read only image headers (fast; truncated files go unnoticed)",
     )
     parser.add_argument(
+        "--detections-per-img", type=int, default=100, metavar="N",
+        help="say which images have more instances than a model keeping N detections finds "
+        "(model.detections_per_img; default 100, the bundled configs')",
+    )
+    parser.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
         help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})",
     )
@@ -64,7 +69,7 @@ def _refuse_other_formats(path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from refinemask.data.scan import scan_image_files
-    from refinemask.data.validation import iter_problems, load_annotation_json
+    from refinemask.data.validation import dataset_notes, fill_image_sizes, iter_problems, load_annotation_json
     from refinemask.errors import RefineMaskError
 
     if args.images is not None and not args.images.is_dir():
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
         set_lvis_file_names(data, args.images)
 
+    filled = fill_image_sizes(data, args.images, args.max_pixels) if args.images is not None else 0
     problems = list(iter_problems(data))
     note = None
     if args.images is not None:
@@ -86,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
 
     for problem in problems:
         print(problem.message)
+    if filled:
+        print(f"note: {filled} images have no width/height in the json; read from their files (training does the same)")
+    for line in dataset_notes(data, args.detections_per_img):
+        print(f"note: {line}")
     if note:
         print(
             f"note: {note}; training and prediction stretch each such image (model.high_bit_scaling="

@@ -46,6 +46,8 @@ from refinemask.data.categories import categories_from_entries
 from refinemask.data.images import DEFAULT_MAX_PIXELS, load_image
 from refinemask.data.validation import (
     Problem,
+    box_only_note,
+    fill_image_sizes,
     is_box_only,
     iter_problems,
     load_annotation_json,
@@ -103,6 +105,9 @@ class CocoDetection(torch.utils.data.Dataset):
         self.scaling = dict(scaling or {})
 
         data = self._read_json()
+        filled = fill_image_sizes(data, self.image_dir, max_pixels)
+        if filled:
+            logger.info("%s: %d images have no width/height; read from their files", self.ann_file, filled)
         self.problems = _find_problems(data, self.ann_file, strict)
         self.coco = _pycocotools_index(remove_problems(data, self.problems))
         if not self.coco.cats:
@@ -114,11 +119,7 @@ class CocoDetection(torch.utils.data.Dataset):
 
         box_only = sum(1 for a in self.coco.anns.values() if is_box_only(a))
         if box_only:
-            logger.warning(
-                "%s: %d of %d annotations have a box but no segmentation: they train and score as boxes "
-                "and are ignored for masks (no mask loss, not counted in mask AP)",
-                self.ann_file, box_only, len(self.coco.anns),
-            )
+            logger.warning("%s: %s", self.ann_file, box_only_note(box_only, len(self.coco.anns)))
 
         ids = sorted(self.coco.imgs)
         if remove_empty:

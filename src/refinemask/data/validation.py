@@ -157,6 +157,11 @@ def _image_entry_problem(index: int, image: Any) -> str | None:
         return f"image {image['id']} has no file_name"
     for key in ("width", "height"):
         value = image.get(key)
+        if value is None:
+            return (
+                f"{_image_label(image)} has no {key}; give the image folder (check-data --images DIR) "
+                "and it is read from the file"
+            )
         if not _is_int(value) or value <= 0:
             return f"{_image_label(image)} has no positive integer {key} (got {value!r})"
     return None
@@ -349,7 +354,8 @@ def check_image_file(
     path = Path(image_dir) / image["file_name"]
     where = _image_label(image)
     if not path.is_file():
-        return Problem("missing_file", f"{where}: file not found: {path}", image_index=index), None
+        return Problem("missing_file", f"{where}: file not found: {path}{_doubled_prefix_hint(image_dir, image['file_name'])}",
+                       image_index=index), None
     value_range = None
     try:
         if decode:
@@ -368,6 +374,18 @@ def check_image_file(
             image_index=index,
         ), value_range
     return None, value_range
+
+
+def _doubled_prefix_hint(image_dir: str | Path, file_name: str) -> str:
+    """A hint when the file names already start with the image folder's name (images/images/...)."""
+    image_dir = Path(image_dir)
+    first = Path(file_name).parts[0] if Path(file_name).parts else ""
+    if first and first == image_dir.name and (image_dir.parent / file_name).is_file():
+        return (
+            f"; the file names already start with {first}/, so the image folder is {image_dir.parent}, "
+            f"not {image_dir}"
+        )
+    return ""
 
 
 def check_image_files(
@@ -470,6 +488,90 @@ def remove_problems(data: dict[str, Any], problems: Iterable[Problem]) -> dict[s
     cleaned = dict(data)
     cleaned.update(categories=categories, images=images, annotations=annotations)
     return cleaned
+
+
+def fill_image_sizes(data: dict[str, Any], image_dir: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int:
+    """Give image entries without ``width``/``height`` the size of their file, in place.
+
+    Some exports leave the sizes out; a header read (fast, no decoding) gives them, after EXIF
+    orientation as everywhere else. Entries whose file is missing or unreadable are left as
+    they are (their problem names them). Returns how many entries were filled.
+    """
+    filled = 0
+    for image in data["images"]:
+        if not isinstance(image, dict) or not isinstance(image.get("file_name"), str):
+            continue
+        if _is_int(image.get("width")) and _is_int(image.get("height")):
+            continue
+        if image.get("width") is not None or image.get("height") is not None:
+            continue  # a size given but wrong is the file's problem to report, not to guess
+        try:
+            height, width = read_image_size(Path(image_dir) / image["file_name"], max_pixels)
+        except RefineMaskError:
+            continue
+        image["width"], image["height"] = width, height
+        filled += 1
+    return filled
+
+
+def dataset_notes(
+    data: dict[str, Any], detections_per_img: int | None = None, include_box_only: bool = True
+) -> list[str]:
+    """Lines about a (checked) COCO dict that are no problem of one entry but change results.
+
+    * categories without any annotation: each becomes a class nothing teaches (labelme's
+      ``_background_``, the project category 0 of Roboflow exports);
+    * the same file under several image ids: trained twice, or in train and val alike;
+    * images with more instances than ``detections_per_img``: the model cannot find them all;
+    * box-only annotations (:func:`is_box_only`): how they are used.
+    """
+    notes = []
+    annotations = [a for a in data.get("annotations", []) if isinstance(a, dict)]
+    used = {a.get("category_id") for a in annotations}
+    unused = [c for c in data["categories"] if isinstance(c, dict) and c.get("id") not in used]
+    if unused:
+        names = ", ".join(f"{c.get('id')} ({c.get('name', '?')})" for c in unused[:5])
+        notes.append(
+            f"{len(unused)} of {len(data['categories'])} categories have no annotation: {names}"
+            f"{' ...' if len(unused) > 5 else ''}; each is still a class the model predicts but nothing teaches; "
+            "delete them from 'categories' unless later data fills them"
+        )
+    by_file: dict[str, list[Any]] = {}
+    for image in data["images"]:
+        if isinstance(image, dict) and isinstance(image.get("file_name"), str):
+            by_file.setdefault(image["file_name"], []).append(image.get("id"))
+    doubled = {name: ids for name, ids in by_file.items() if len(ids) > 1}
+    if doubled:
+        name, ids = next(iter(doubled.items()))
+        notes.append(
+            f"{len(doubled)} files are listed under more than one image id (e.g. {name}: ids "
+            f"{', '.join(map(str, ids))}); they are trained on as often, or leak between splits: keep one entry each"
+        )
+    if detections_per_img:
+        counts: dict[Any, int] = {}
+        for annotation in annotations:
+            if not annotation.get("iscrowd", 0):
+                counts[annotation.get("image_id")] = counts.get(annotation.get("image_id"), 0) + 1
+        crowded = {i: n for i, n in counts.items() if n > detections_per_img}
+        if crowded:
+            most = max(crowded.values())
+            notes.append(
+                f"{len(crowded)} images have more instances than model.detections_per_img={detections_per_img} "
+                f"(up to {most}); the model keeps at most {detections_per_img} per image: "
+                f"set model.detections_per_img={max(most, 2 * detections_per_img)} or more"
+            )
+    box_only = sum(1 for a in annotations if is_box_only(a))
+    if box_only and include_box_only:
+        notes.append(box_only_note(box_only, len(annotations)))
+    return notes
+
+
+def box_only_note(count: int, total: int) -> str:
+    """The one line that says how box-only annotations are used, wherever they are counted."""
+    return (
+        f"{count} of {total} annotations have a box but no segmentation: they train and score as boxes "
+        "and are ignored for masks (no mask loss, not counted in mask AP)"
+    )
 
 
 def is_box_only(annotation: dict[str, Any]) -> bool:
