@@ -76,6 +76,17 @@ def test_yolo_import_keeps_the_splits_and_scales_normalised_polygons(tmp_path):
     assert len(val["annotations"]) == 1 and val["images"][0]["id"] not in {im["id"] for im in train["images"]}
 
 
+def test_yolo_import_from_a_relative_path_with_an_ultralytics_root(tmp_path, monkeypatch):
+    _roboflow_yolo(tmp_path / "set")
+    (tmp_path / "set" / "data.yaml").write_text("path: .\ntrain: train/images\nval: valid/images\nnames: {0: cat, 1: dog}\n")
+    monkeypatch.chdir(tmp_path)
+    written, imported = import_dataset("yolo", "set/data.yaml", "coco")
+    assert _accepted(written["train"], imported.image_root)["images"][0]["file_name"] == "train/images/train_a.jpg"
+    _roboflow_yolo(tmp_path / "roboflow")  # no path key, ../train/images: relative to the yaml's folder
+    written, imported = import_dataset("yolo", "roboflow/data.yaml", "coco2")
+    assert len(_accepted(written["val"], imported.image_root)["images"]) == 1
+
+
 def test_yolo_class_outside_the_names_is_one_line_naming_file_and_line(tmp_path):
     yaml_path = _roboflow_yolo(tmp_path / "set")
     (tmp_path / "set" / "valid" / "labels" / "valid_a.txt").write_text("0 0.5 0.1 0.9 0.1 0.9 0.9\n7 0.1 0.1 0.2 0.2\n")

@@ -2,7 +2,7 @@
 
 ``SRC`` is the ``data.yaml``::
 
-    path: datasets/shapes        # optional root; the splits are relative to it (else to the yaml)
+    path: datasets/shapes        # optional root, relative to the yaml; the splits are relative to it
     train: images/train          # a folder of images, a .txt list of image paths, or a list of those
     val: images/val
     names: {0: cat, 1: dog}      # or a list; Roboflow adds nc: 2
@@ -36,9 +36,13 @@ def read(source: Path) -> Imported:
         source = found[0]
     config = _read_yaml(source)
     names = _class_names(config, source)
-    root = Path(config["path"]) if config.get("path") else source.parent
-    if not root.is_absolute():
-        root = source.parent / root
+    root = source.parent
+    if config.get("path"):  # relative to the yaml's folder
+        given = Path(str(config["path"]))
+        given = given if given.is_absolute() else source.parent / given
+        # Ultralytics reads a relative path against its own datasets folder; a moved set has its
+        # splits beside the yaml
+        root = given if given.is_dir() else source.parent
 
     split_images: dict[str, list[Path]] = {}
     for split in ("train", "val", "test"):
