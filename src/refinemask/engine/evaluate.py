@@ -158,11 +158,7 @@ def evaluate_config(
     overrides of the command line, e.g. ``detections_per_img``). ``gt_boxes``: score masks on the
     ground-truth boxes and labels (see the module docstring).
     """
-    from refinemask.engine.data import (
-        build_dataset,
-        resolve_num_classes,
-        prepare_synthetic_data,
-    )
+    from refinemask.engine.data import build_dataset, prepare_synthetic_data
     from refinemask.model_files import load_model
     from refinemask.engine.distributed import configure_threads
 
@@ -174,8 +170,13 @@ def evaluate_config(
         distributed.barrier()
     dataset = build_dataset(config, "val")
     model = load_model(weights, context.device, **(model_overrides or {}))
-    config.model.num_classes = model.config.num_classes
-    resolve_num_classes(config, dataset)  # the weights' classes against the data's
+    categories = len(dataset.label_to_category)
+    if model.config.num_classes != categories:
+        raise RefineMaskError(
+            f"{weights} predicts {model.config.num_classes} classes but {dataset.ann_file} has {categories} "
+            "categories: a different number of classes; score the weights on the data they were trained for"
+        )
+    config.model.num_classes = categories
     label_to_category = dataset.label_to_category
     saved = getattr(model, "label_to_category", None)
     if saved and dict(saved) != dict(label_to_category):
