@@ -132,3 +132,11 @@ def test_an_image_folder_that_doubles_the_file_names_prefix_is_named(make_coco, 
     code, out, _ = run_check(capsys, str(ann_file), "--images", str(image_dir / "images"))
     assert code == 1
     assert f"the file names already start with images/, so the image folder is {image_dir}" in out
+
+
+def test_a_wrong_area_is_a_note_of_check_data(make_coco, coco_dict, capsys) -> None:
+    coco_dict["annotations"][0]["area"] = 960.0  # ten times the polygon's 96 px
+    ann_file, image_dir = make_coco(coco_dict)
+    code, out, _ = run_check(capsys, str(ann_file), "--images", str(image_dir))
+    assert code == 0
+    assert "note: 1 annotations' 'area' differs from their segmentation's pixel area by more than 25% (annotation 10: 960" in out

@@ -44,6 +44,10 @@ from refinemask.data.images import DEFAULT_MAX_PIXELS, open_image, read_image_si
 from refinemask.errors import RefineMaskError
 from refinemask.jsonfile import read_json
 
+# An ``area`` this far (relative) from the segmentation's pixel area is wrong (bbox areas, other
+# units); closer ones are polygon (shoelace) areas against pixel areas, and are kept.
+AREA_TOLERANCE = 0.25
+
 # Boxes may overshoot the image by rounding (COCO has boxes ending at x + w = width + 0.5);
 # beyond this many pixels the box is reported.
 BOX_TOLERANCE = 1.0
@@ -523,6 +527,7 @@ def dataset_notes(
       ``_background_``, the project category 0 of Roboflow exports);
     * the same file under several image ids: trained twice, or in train and val alike;
     * images with more instances than ``detections_per_img``: the model cannot find them all;
+    * ``area`` values far from the segmentation's pixel area (:func:`wrong_areas`);
     * box-only annotations (:func:`is_box_only`): how they are used.
     """
     notes = []
@@ -560,10 +565,45 @@ def dataset_notes(
                 f"(up to {most}); the model keeps at most {detections_per_img} per image: "
                 f"set model.detections_per_img={max(most, 2 * detections_per_img)} or more"
             )
+    wrong = wrong_areas(data)
+    if wrong:
+        notes.append(wrong_area_note(wrong))
     box_only = sum(1 for a in annotations if is_box_only(a))
     if box_only and include_box_only:
         notes.append(box_only_note(box_only, len(annotations)))
     return notes
+
+
+def wrong_areas(data: dict[str, Any]) -> list[tuple[Any, float, float]]:
+    """(annotation id, its ``area``, the segmentation's pixel area) where the two differ by more
+    than ``AREA_TOLERANCE``; annotations without ``area`` or that cannot be measured are skipped.
+    """
+    sizes = {im.get("id"): (im.get("height"), im.get("width")) for im in data["images"] if isinstance(im, dict)}
+    wrong = []
+    for annotation in data.get("annotations", []):
+        if not isinstance(annotation, dict):
+            continue
+        given, size = annotation.get("area"), sizes.get(annotation.get("image_id"))
+        if not isinstance(given, (int, float)) or isinstance(given, bool) or size is None or "bbox" not in annotation:
+            continue
+        try:
+            area = annotation_area(annotation, *size)
+        except (TypeError, ValueError, KeyError, IndexError):
+            continue  # a malformed entry: its problem says so
+        if abs(given - area) > AREA_TOLERANCE * max(area, 1.0):
+            wrong.append((annotation.get("id"), float(given), area))
+    return wrong
+
+
+def wrong_area_note(wrong: list[tuple[Any, float, float]]) -> str:
+    """The one line about wrong ``area`` values, for check-data and scoring alike."""
+    example_id, given, area = wrong[0]
+    return (
+        f"{len(wrong)} annotations' 'area' differs from their segmentation's pixel area by more than "
+        f"{round(100 * AREA_TOLERANCE)}% (annotation {example_id}: {given:g}, the segmentation covers {area:g} px); "
+        "scored with the segmentation's area, as COCO defines it (APs/APm/APl would otherwise put objects "
+        "in the wrong size range)"
+    )
 
 
 def box_only_note(count: int, total: int) -> str:

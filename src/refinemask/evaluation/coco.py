@@ -17,8 +17,8 @@ Ground truth is scored as COCO means it, whatever tool wrote the file
 not unique positive integers (faster-coco-eval, like pycocotools, marks "unmatched" with id 0,
 so an annotation with id 0, as labelme and Label Studio write, could never be matched); a
 missing ``area``, or one that differs from the segmentation's pixel area by more than
-``AREA_TOLERANCE``, is taken from the segmentation (the size ranges APs/APm/APl are read from
-it); and a box-only annotation (no segmentation, as CVAT rectangles) is box ground truth for
+:data:`~refinemask.data.validation.AREA_TOLERANCE`, is taken from the segmentation (the size
+ranges APs/APm/APl are read from it); and a box-only annotation (no segmentation, as CVAT rectangles) is box ground truth for
 box AP and a crowd region of its box for mask and boundary AP, so a detection on it counts
 neither as right nor as wrong (:func:`refinemask.data.validation.is_box_only`). None of this
 changes a result file we write: results carry image and category ids only.
@@ -38,7 +38,7 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 from faster_coco_eval.core import mask as mask_api
 
-from refinemask.data.validation import annotation_area, is_box_only
+from refinemask.data.validation import annotation_area, is_box_only, wrong_area_note, wrong_areas
 from refinemask.errors import RefineMaskError
 from refinemask.jsonfile import read_json
 
@@ -49,9 +49,6 @@ COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 LVIS_FREQUENCY_METRICS = ("APr", "APc", "APf")
 STANDARD_BOUNDARY_DILATION = 0.02
 LVIS_MAX_DETECTIONS_PER_IMAGE = 300
-# an ``area`` this far (relative) from the segmentation's pixel area is taken as wrong; closer
-# ones are polygon areas (shoelace) against pixel areas, kept as the file has them
-AREA_TOLERANCE = 0.25
 
 # faster-coco-eval's stats_as_dict names -> ours (detectron2's short names)
 _STAT_NAMES = {
@@ -278,29 +275,22 @@ def settle_ground_truth(data: dict, name: str = "the ground truth") -> dict:
         for number, annotation in enumerate(annotations, 1):
             annotation["id"] = number
     sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
-    wrong: list[tuple[Any, float, float]] = []
+    wrong = wrong_areas(data)  # after the renumbering: ids are unique
+    wrong_ids = {w[0] for w in wrong}
     for annotation in annotations:
+        given = annotation.get("area")
+        missing = not isinstance(given, (int, float)) or isinstance(given, bool)
+        if not missing and annotation.get("id") not in wrong_ids:
+            continue
         size = sizes.get(annotation.get("image_id"))
         if size is None or "bbox" not in annotation:
             continue  # scoring refuses or skips it; nothing to settle
         try:
-            area = annotation_area(annotation, *size)
+            annotation["area"] = annotation_area(annotation, *size)
         except (TypeError, ValueError, KeyError, IndexError):
             continue  # a malformed segmentation: faster-coco-eval names it
-        given = annotation.get("area")
-        if not isinstance(given, (int, float)) or isinstance(given, bool):
-            annotation["area"] = area
-        elif abs(given - area) > AREA_TOLERANCE * max(area, 1.0):
-            wrong.append((annotation.get("id"), float(given), area))
-            annotation["area"] = area
     if wrong:
-        example_id, given, area = wrong[0]
-        logger.warning(
-            "%s: %d annotations' 'area' differs from their segmentation's pixel area by more than %d%% "
-            "(annotation %s: %g, the segmentation covers %g px); scored with the segmentation's area, "
-            "as COCO defines it (APs/APm/APl would otherwise put objects in the wrong size range)",
-            name, len(wrong), round(100 * AREA_TOLERANCE), example_id, given, area,
-        )
+        logger.warning("%s: %s", name, wrong_area_note(wrong))
     return data
 
 
