@@ -22,6 +22,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a trained model (ONNX)"),
     "make-synthetic": ("make_synthetic", "write a synthetic thin-structure COCO dataset"),
     "check-data": ("check_data", "validate a COCO-format annotation file and its images"),
+    "import": ("import_data", "convert YOLO, labelme, VOC, CVAT or label-image annotations to COCO json"),
     "serve": ("serve", "a local web page to upload an image and see the masks"),
 }
 

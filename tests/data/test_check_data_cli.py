@@ -99,3 +99,44 @@ def test_installed_command_exit_status(tiny_coco, tmp_path) -> None:
     assert done.returncode == 1
     assert "image 1 (a.png): file not found" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_notes_name_empty_categories_doubled_files_and_crowded_images(make_coco, coco_dict, capsys) -> None:
+    coco_dict["categories"].append({"id": 0, "name": "_background_"})  # labelme / Roboflow's extra category
+    coco_dict["images"].append({"id": 4, "file_name": "a.png", "width": 40, "height": 30})  # a.png again
+    ann_file, image_dir = make_coco(coco_dict)
+    code, out, _ = run_check(capsys, str(ann_file), "--images", str(image_dir), "--detections-per-img", "2")
+    assert code == 0  # notes, not problems
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 3
+    assert "1 of 4 categories have no annotation: 0 (_background_)" in notes[0]
+    assert "1 files are listed under more than one image id (e.g. a.png: ids 1, 4)" in notes[1]
+    assert "1 images have more instances than model.detections_per_img=2 (up to 3)" in notes[2]
+
+
+def test_images_without_a_size_are_read_from_their_files(make_coco, coco_dict, capsys) -> None:
+    ann_file, image_dir = make_coco(coco_dict)
+    for image in coco_dict["images"]:
+        del image["width"], image["height"]
+    ann_file.write_text(json.dumps(coco_dict))
+    code, out, _ = run_check(capsys, str(ann_file), "--images", str(image_dir))
+    assert code == 0 and "note: 3 images have no width/height in the json; read from their files" in out
+    code, out, _ = run_check(capsys, str(ann_file))
+    assert code == 1 and "has no width; give the image folder (check-data --images DIR)" in out
+
+
+def test_an_image_folder_that_doubles_the_file_names_prefix_is_named(make_coco, coco_dict, capsys) -> None:
+    for image in coco_dict["images"]:
+        image["file_name"] = "images/" + image["file_name"]
+    ann_file, image_dir = make_coco(coco_dict)  # writes image_dir/images/...
+    code, out, _ = run_check(capsys, str(ann_file), "--images", str(image_dir / "images"))
+    assert code == 1
+    assert f"the file names already start with images/, so the image folder is {image_dir}" in out
+
+
+def test_a_wrong_area_is_a_note_of_check_data(make_coco, coco_dict, capsys) -> None:
+    coco_dict["annotations"][0]["area"] = 960.0  # ten times the polygon's 96 px
+    ann_file, image_dir = make_coco(coco_dict)
+    code, out, _ = run_check(capsys, str(ann_file), "--images", str(image_dir))
+    assert code == 0
+    assert "note: 1 annotations' 'area' differs from their segmentation's pixel area by more than 25% (annotation 10: 960" in out

@@ -1,3 +1,4 @@
+import json
 import logging
 
 import numpy as np
@@ -180,3 +181,48 @@ def test_batches_through_a_dataloader(tiny_coco) -> None:
     images, targets = next(iter(loader))
     assert [tuple(i.shape) for i in images] == [(3, 30, 40), (3, 36, 20)]
     assert [t["image_id"] for t in targets] == [1, 2]
+
+
+def test_box_only_annotations_are_box_targets_without_a_mask(make_coco, coco_dict, caplog) -> None:
+    # CVAT rectangles: "segmentation": []; kept (not skipped) and flagged for the mask losses
+    coco_dict["annotations"][0]["segmentation"] = []
+    del coco_dict["annotations"][0]["area"]
+    with caplog.at_level(logging.WARNING, logger="refinemask.data.coco"):
+        dataset = CocoDetection(*make_coco(coco_dict))
+    assert dataset.problems == []
+    assert "1 of 5 annotations have a box but no segmentation" in caplog.text and "ignored for masks" in caplog.text
+    target = dataset.load_target(0)
+    assert target["has_mask"].tolist() == [False, True, True]
+    assert target["masks"][0].sum() == 0 and target["polygons"][0] is None
+    assert target["boxes"][0].tolist() == [14.0, 2.0, 26.0, 10.0]
+    assert dataset.coco.anns[10]["area"] == 96.0  # the box's area
+
+
+def test_a_dataset_with_annotation_ids_from_zero_scores_its_own_ground_truth_one(make_coco, coco_dict) -> None:
+    # the path of the metrics written after training: the dataset's checked ground truth
+    from refinemask.config import EvalConfig
+    from refinemask.engine.evaluate import score_results
+
+    for number, annotation in enumerate(coco_dict["annotations"]):
+        annotation["id"] = number  # as labelme and Label Studio write them
+        annotation.pop("area")
+    dataset = CocoDetection(*make_coco(coco_dict))
+    results = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0,
+         "segmentation": a["segmentation"]}
+        for a in dataset.coco.dataset["annotations"] if not a["iscrowd"]
+    ]
+    metrics = score_results(dataset, results, dataset.ids, EvalConfig(iou_types=["bbox", "segm"]), lvis=False)
+    assert metrics["bbox"]["AP"] == 1.0 and metrics["segm"]["AP"] == 1.0
+    assert sorted(dataset.coco.anns) == [0, 1, 2, 3, 4]  # the user's ids, kept
+
+
+def test_images_without_width_and_height_take_the_size_of_their_files(make_coco, coco_dict) -> None:
+    ann_file, image_dir = make_coco(coco_dict)
+    for image in coco_dict["images"]:
+        del image["width"], image["height"]
+    ann_file.write_text(json.dumps(coco_dict))
+    dataset = CocoDetection(ann_file, image_dir)
+    assert dataset.problems == [] and dataset.aspect_ratios() == [40 / 30, 20 / 36, 1.0]
+    image, _ = dataset[1]
+    assert tuple(image.shape) == (3, 36, 20)

@@ -8,7 +8,9 @@ from pycocotools import mask as mask_utils
 
 from refinemask.data.validation import (
     _compressed_rle_total,
+    annotation_area,
     check_image_files,
+    is_box_only,
     iter_problems,
     load_annotation_json,
     remove_problems,
@@ -97,10 +99,29 @@ def test_compressed_rle_total_agrees_with_pycocotools() -> None:
         assert _compressed_rle_total(counts) == height * width
 
 
-@pytest.mark.parametrize("segmentation", [None, [], "polygon", {"counts": [1200]}])
-def test_missing_or_unrecognised_segmentation_is_reported(coco_dict: dict, segmentation) -> None:
+@pytest.mark.parametrize("segmentation", ["polygon", {"counts": [1200]}])
+def test_unrecognised_segmentation_is_reported(coco_dict: dict, segmentation) -> None:
     annotation(coco_dict, 10)["segmentation"] = segmentation
     assert len(kinds(coco_dict)) == 1 and kinds(coco_dict)[0] in ("bad_segmentation", "bad_rle")
+
+
+@pytest.mark.parametrize("segmentation", [None, [], "absent"])
+def test_a_box_without_segmentation_is_a_box_only_annotation_not_a_problem(coco_dict: dict, segmentation) -> None:
+    # CVAT rectangles: kept as box targets and ignored for masks (is_box_only)
+    entry = annotation(coco_dict, 10)
+    if segmentation == "absent":
+        del entry["segmentation"]
+    else:
+        entry["segmentation"] = segmentation
+    assert kinds(coco_dict) == []
+    assert is_box_only(entry)
+    assert annotation_area(entry, 100, 100) == entry["bbox"][2] * entry["bbox"][3]
+
+
+def test_a_crowd_region_without_segmentation_is_reported(coco_dict: dict) -> None:
+    entry = annotation(coco_dict, 10)
+    entry.update(segmentation=[], iscrowd=1)
+    assert kinds(coco_dict) == ["bad_segmentation"]
 
 
 def test_unknown_category_id_is_reported(coco_dict: dict) -> None:

@@ -236,3 +236,15 @@ def test_inherit_looks_beside_the_file_and_in_the_bundled_configs_only(tmp_path,
     monkeypatch.chdir(tmp_path / "cwd")
     with pytest.raises(RefineMaskError, match=r"child.yaml: inherit: base.yaml is neither a file nor a bundled config"):
         load_config(tmp_path / "sub" / "child.yaml")
+
+
+def test_the_readme_own_data_yaml_loads_and_leaves_the_class_count_to_the_data(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```yaml\n(# mine.yaml.*?)```", readme, re.S).group(1)
+    path = tmp_path / "mine.yaml"
+    path.write_text(block)
+    config = load_config(path)
+    assert config.model.num_classes is None and config.model.backbone == "efficientnet_lite0"
+    assert config.data.synthetic is None and config.data.train_annotations == "train.json"

@@ -92,3 +92,22 @@ def test_evaluation_samples_read_images_boxes_and_labels_but_decode_no_mask(synt
         assert torch.equal(target["boxes"], want["boxes"]) and torch.equal(target["labels"], want["labels"])
         assert target["image_id"] == want["image_id"]
     assert not decoded
+
+
+def test_a_wrong_class_count_says_the_count_and_that_null_takes_it_from_the_data():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from refinemask.config import Config
+    from refinemask.engine.data import resolve_num_classes
+    from refinemask.errors import RefineMaskError
+
+    config = Config()
+    config.model.num_classes = 5
+    dataset = SimpleNamespace(label_to_category={label: label for label in range(1, 22)}, ann_file="train.json")
+    with pytest.raises(RefineMaskError, match=r"set model.num_classes=21, or model.num_classes=null to take it from the data"):
+        resolve_num_classes(config, dataset)
+    config.model.num_classes = None
+    resolve_num_classes(config, dataset)
+    assert config.model.num_classes == 21

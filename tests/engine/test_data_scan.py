@@ -40,3 +40,22 @@ def test_data_strict_makes_a_bad_file_an_error_in_one_line(damaged, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "2 image file(s) with problems, first:" in err and str(missing) in err and "data.strict=true" in err
+
+
+def test_the_start_of_training_names_crowded_images_and_empty_categories(tmp_path, synthetic_data, caplog):
+    import logging
+
+    from refinemask.config import load_config
+    from refinemask.engine.data import build_dataset
+
+    train = json.loads(synthetic_data.train.read_text())
+    train["categories"].append({"id": 99, "name": "_background_"})
+    ann_file = tmp_path / "train.json"
+    ann_file.write_text(json.dumps(train))
+    config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out",
+                          data={"train_annotations": str(ann_file), "scan_images": False},
+                          model={"detections_per_img": 1, "num_classes": None})
+    with caplog.at_level(logging.WARNING, logger="refinemask.run"):
+        build_dataset(load_config(config), "train")
+    assert "1 of 6 categories have no annotation: 99 (_background_)" in caplog.text
+    assert "more instances than model.detections_per_img=1" in caplog.text

@@ -73,3 +73,29 @@ def test_mask_edges_treat_beyond_the_image_as_outside():
     ring[:5, :5] = True
     ring[:4, :4] = False  # one pixel around the mask, square neighbourhood
     assert torch.equal(halo, ring)
+
+
+def test_dense_overlays_leave_out_boxes_and_tags_and_can_draw_outlines_only():
+    image, prediction = one_detection(32, 48)
+    s = 16
+    colour = torch.tensor(PALETTE[0], dtype=torch.uint8)
+    drawn = draw_overlay(image, prediction, ["thing"], labels=False, fill=False)
+    assert torch.equal(drawn[:, 20 * s, 4 * s], torch.full((3,), GREY, dtype=torch.uint8))  # no box
+    assert not (drawn[:, 4 * s - 16 : 4 * s, 4 * s : 4 * s + 60] == 255).all(0).any()  # no tag text
+    assert torch.equal(drawn[:, 16 * s, 20 * s], torch.full((3,), GREY, dtype=torch.uint8))  # not filled
+    assert torch.equal(drawn[:, 8 * s, 20 * s], colour)  # outlined
+
+
+def test_predict_skips_an_empty_folder_among_several_inputs(tmp_path, caplog):
+    import pytest
+
+    from refinemask.engine.predict import collect_images
+    from refinemask.errors import RefineMaskError
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "a.png").write_bytes(b"")
+    assert collect_images([tmp_path / "empty", tmp_path / "full"]) == [tmp_path / "full" / "a.png"]
+    assert f"skipped {tmp_path / 'empty'}: no image file" in caplog.text
+    with pytest.raises(RefineMaskError, match="no image file .* in folder"):
+        collect_images([tmp_path / "empty"])

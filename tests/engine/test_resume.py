@@ -107,3 +107,21 @@ def test_a_negative_time_limit_is_a_config_error(tmp_path, synthetic_data):
     config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out", train={"max_minutes": -1})
     with pytest.raises(RefineMaskError, match="train.max_minutes must be 0"):
         load_config(config)
+
+
+def test_the_stop_message_repeats_the_real_command_with_resume(tmp_path):
+    from types import SimpleNamespace
+
+    from refinemask.engine.train import Trainer
+
+    run = SimpleNamespace(
+        command=("refinemask", "train", "my config.yaml", "train.output_dir=runs/a", "--resume"),
+        output_dir=tmp_path, context=SimpleNamespace(world_size=1),
+    )
+    assert Trainer.resume_command(run, ("train.max_minutes=0",)) == (
+        "refinemask train 'my config.yaml' train.output_dir=runs/a train.max_minutes=0 --resume"
+    )
+    run.command, run.context.world_size = None, 4
+    assert Trainer.resume_command(run) == (
+        f"torchrun --nproc_per_node=4 -m refinemask.cli train {tmp_path / 'config.yaml'} --resume"
+    )

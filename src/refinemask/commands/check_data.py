@@ -9,7 +9,8 @@ The checks are those a dataset runs when it loads (:mod:`refinemask.data.validat
 image files: each is decoded completely, in parallel (``--header-only`` reads headers only:
 much faster, but does not notice a truncated file), and its size compared with the json's; the
 result is cached as for training (:mod:`refinemask.data.scan`). A note line says when the
-images of more than 8 bits use a small part of their range.
+images of more than 8 bits use a small part of their range. A labelme, YOLO, VOC, CVAT or
+label-image export is named, with the ``refinemask import`` command that converts it.
 """
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="read only image headers (fast; truncated files go unnoticed)",
     )
     parser.add_argument(
+        "--detections-per-img", type=int, default=100, metavar="N",
+        help="say which images have more instances than a model keeping N detections finds "
+        "(model.detections_per_img; default 100, the bundled configs')",
+    )
+    parser.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
         help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})",
     )
@@ -40,13 +46,35 @@ def _looks_like_lvis(data: dict) -> bool:
     return any(isinstance(im, dict) and "file_name" not in im and "coco_url" in im for im in data["images"])
 
 
+def _refuse_other_formats(path: Path) -> None:
+    """One line naming the format and the import command when ``path`` is no COCO json."""
+    from refinemask.errors import RefineMaskError
+
+    if path.suffix.lower() == ".json" and path.is_file():
+        # a COCO file can be large: look at the labelme shape only when it has no 'images'
+        with path.open("rb") as handle:
+            if b'"images"' in handle.read(1 << 20):
+                return
+    from refinemask.data.importers import detect_format
+
+    detected = detect_format(path)
+    if detected is not None:
+        format, what = detected
+        source = path.parent if format == "labelme" and path.is_file() else path
+        raise RefineMaskError(
+            f"{path} is {what}, not a COCO json; convert it first: "
+            f"refinemask import {format} {source} OUT_DIR"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from refinemask.data.scan import scan_image_files
-    from refinemask.data.validation import iter_problems, load_annotation_json
+    from refinemask.data.validation import dataset_notes, fill_image_sizes, iter_problems, load_annotation_json
     from refinemask.errors import RefineMaskError
 
     if args.images is not None and not args.images.is_dir():
         raise RefineMaskError(f"image directory not found: {args.images}")
+    _refuse_other_formats(args.ann_file)
     data = load_annotation_json(args.ann_file)
     if _looks_like_lvis(data):
         # imported only for LVIS files: it brings torch, which the plain check does not need
@@ -54,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
         set_lvis_file_names(data, args.images)
 
+    filled = fill_image_sizes(data, args.images, args.max_pixels) if args.images is not None else 0
     problems = list(iter_problems(data))
     note = None
     if args.images is not None:
@@ -63,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
 
     for problem in problems:
         print(problem.message)
+    if filled:
+        print(f"note: {filled} images have no width/height in the json; read from their files (training does the same)")
+    for line in dataset_notes(data, args.detections_per_img):
+        print(f"note: {line}")
     if note:
         print(
             f"note: {note}; training and prediction stretch each such image (model.high_bit_scaling="

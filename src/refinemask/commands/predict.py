@@ -28,7 +28,9 @@ an image that is not among the inputs are an error. The category ids must be the
 --classify lets the model's box head choose each box's class instead.
 
 An image with no detection scoring at least --score-thresh is named on the console, with the
-score of its best box and the --score-thresh that would show it.
+score of its best box and the --score-thresh that would show it. A folder without images among
+several inputs is skipped with a line. Dense images (hundreds of nuclei) read better with
+--no-labels (no boxes, names, scores) and --outlines (no fill).
 """
 
 
@@ -55,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="take image ids from this COCO json (matched by file name)",
     )
     parser.add_argument("--no-overlays", action="store_true", help="write results.json only")
+    parser.add_argument(
+        "--no-labels", action="store_true",
+        help="overlays without boxes, class names and scores (dense images: hundreds of nuclei)",
+    )
+    parser.add_argument("--outlines", action="store_true", help="overlays with mask outlines only, no fill")
     parser.add_argument(
         "--boxes", metavar="BOXES.json",
         help="segment the boxes of this COCO results file (another detector's) instead of detecting",
@@ -95,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"results: {results}")
         return 0
-    results = predict_files(predictor, args.inputs, args.out, args.annotations, overlays=not args.no_overlays)
+    results = predict_files(
+        predictor, args.inputs, args.out, args.annotations, overlays=not args.no_overlays,
+        overlay_labels=not args.no_labels, overlay_fill=not args.outlines,
+    )
     print(f"results: {results}")
     return 0

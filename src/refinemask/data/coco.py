@@ -12,6 +12,9 @@ contract plus polygons (see the package docstring of :mod:`refinemask.data`):
 * ``target["masks"]``: :class:`tv_tensors.Mask` uint8 (N, H, W);
 * ``target["polygons"]``: N entries, each a list of float32 arrays ``[x0, y0, x1, y1, ...]`` in
   pixels, or ``None`` for an instance given as RLE (or for all with ``keep_polygons=False``);
+* ``target["has_mask"]``: bool (N,), False for a box-only annotation (no segmentation, as CVAT
+  rectangles): a box target whose (empty) mask the mask losses ignore
+  (:func:`~refinemask.data.validation.is_box_only`);
 * ``target["image_id"]``: the COCO image id.
 
 Crowd annotations (``iscrowd=1``) are left out of the target and kept in :attr:`coco`, the
@@ -43,6 +46,9 @@ from refinemask.data.categories import categories_from_entries
 from refinemask.data.images import DEFAULT_MAX_PIXELS, load_image
 from refinemask.data.validation import (
     Problem,
+    box_only_note,
+    fill_image_sizes,
+    is_box_only,
     iter_problems,
     load_annotation_json,
     remove_problems,
@@ -99,6 +105,9 @@ class CocoDetection(torch.utils.data.Dataset):
         self.scaling = dict(scaling or {})
 
         data = self._read_json()
+        filled = fill_image_sizes(data, self.image_dir, max_pixels)
+        if filled:
+            logger.info("%s: %d images have no width/height; read from their files", self.ann_file, filled)
         self.problems = _find_problems(data, self.ann_file, strict)
         self.coco = _pycocotools_index(remove_problems(data, self.problems))
         if not self.coco.cats:
@@ -107,6 +116,10 @@ class CocoDetection(torch.utils.data.Dataset):
         # labels 1..C in category-id order: the mapping saved with every checkpoint
         self.label_to_category, self.category_names = categories_from_entries(self.coco.cats.values())
         self.category_to_label: dict[int, int] = {cat: label for label, cat in self.label_to_category.items()}
+
+        box_only = sum(1 for a in self.coco.anns.values() if is_box_only(a))
+        if box_only:
+            logger.warning("%s: %s", self.ann_file, box_only_note(box_only, len(self.coco.anns)))
 
         ids = sorted(self.coco.imgs)
         if remove_empty:
@@ -158,11 +171,16 @@ class CocoDetection(torch.utils.data.Dataset):
         boxes = torch.zeros((len(annotations), 4), dtype=torch.float32)
         bitmaps = torch.zeros((len(annotations), height, width) if masks else (0,), dtype=torch.uint8)
         labels = torch.zeros((len(annotations),), dtype=torch.int64)
+        has_mask = torch.ones((len(annotations),), dtype=torch.bool)
         polygons: list[list[np.ndarray] | None] = []
         for n, annotation in enumerate(annotations):
             x, y, w, h = annotation["bbox"]
             boxes[n] = torch.tensor([x, y, x + w, y + h])
             labels[n] = self.category_to_label[annotation["category_id"]]
+            if is_box_only(annotation):
+                has_mask[n] = False  # an empty mask, ignored by the mask losses
+                polygons.append(None)
+                continue
             segmentation = annotation["segmentation"]
             if masks:
                 bitmaps[n] = torch.from_numpy(mask_utils.decode(segmentation_to_rle(segmentation, height, width)))
@@ -178,6 +196,7 @@ class CocoDetection(torch.utils.data.Dataset):
             "labels": labels,
             "masks": tv_tensors.Mask(bitmaps),
             "polygons": polygons,
+            "has_mask": has_mask,
             "image_id": image_id,
         }
         if not masks:

@@ -21,7 +21,8 @@ kind                        meaning
                             values that are not finite numbers, or points far outside the image
                             (beyond one image size: wrong units)
 ``bad_rle``                 an RLE whose size is not the image's, or whose counts are malformed
-``bad_segmentation``        a missing, empty or unrecognised segmentation
+``bad_segmentation``        an unrecognised segmentation (a missing or empty one is a box-only
+                            annotation, see :func:`is_box_only`, except on a crowd region)
 ``missing_file``            (file checks only) the image file does not exist
 ``unreadable_file``         (file checks only) the image file cannot be decoded
 ``image_size``              (file checks only) the file's size differs from the json's width/height
@@ -42,6 +43,10 @@ from typing import Any
 from refinemask.data.images import DEFAULT_MAX_PIXELS, open_image, read_image_size
 from refinemask.errors import RefineMaskError
 from refinemask.jsonfile import read_json
+
+# An ``area`` this far (relative) from the segmentation's pixel area is wrong (bbox areas, other
+# units); closer ones are polygon (shoelace) areas against pixel areas, and are kept.
+AREA_TOLERANCE = 0.25
 
 # Boxes may overshoot the image by rounding (COCO has boxes ending at x + w = width + 0.5);
 # beyond this many pixels the box is reported.
@@ -156,6 +161,11 @@ def _image_entry_problem(index: int, image: Any) -> str | None:
         return f"image {image['id']} has no file_name"
     for key in ("width", "height"):
         value = image.get(key)
+        if value is None:
+            return (
+                f"{_image_label(image)} has no {key}; give the image folder (check-data --images DIR) "
+                "and it is read from the file"
+            )
         if not _is_int(value) or value <= 0:
             return f"{_image_label(image)} has no positive integer {key} (got {value!r})"
     return None
@@ -320,6 +330,10 @@ def iter_problems(data: dict[str, Any]) -> Iterator[Problem]:
         box_text = _box_problem(annotation.get("bbox"), width, height)
         if box_text is not None:
             yield problem("bad_box", box_text)
+        if is_box_only(annotation):
+            if annotation.get("iscrowd", 0) == 1:
+                yield problem("bad_segmentation", "a crowd region needs a segmentation (polygons or RLE), not a box only")
+            continue  # a box without a mask: a box target, ignored for masks (see is_box_only)
         seg = _segmentation_problem(annotation.get("segmentation"), width, height)
         if seg is not None:
             yield problem(*seg)
@@ -344,7 +358,8 @@ def check_image_file(
     path = Path(image_dir) / image["file_name"]
     where = _image_label(image)
     if not path.is_file():
-        return Problem("missing_file", f"{where}: file not found: {path}", image_index=index), None
+        return Problem("missing_file", f"{where}: file not found: {path}{_doubled_prefix_hint(image_dir, image['file_name'])}",
+                       image_index=index), None
     value_range = None
     try:
         if decode:
@@ -363,6 +378,18 @@ def check_image_file(
             image_index=index,
         ), value_range
     return None, value_range
+
+
+def _doubled_prefix_hint(image_dir: str | Path, file_name: str) -> str:
+    """A hint when the file names already start with the image folder's name (images/images/...)."""
+    image_dir = Path(image_dir)
+    first = Path(file_name).parts[0] if Path(file_name).parts else ""
+    if first and first == image_dir.name and (image_dir.parent / file_name).is_file():
+        return (
+            f"; the file names already start with {first}/, so the image folder is {image_dir.parent}, "
+            f"not {image_dir}"
+        )
+    return ""
 
 
 def check_image_files(
@@ -439,8 +466,6 @@ def remove_problems(data: dict[str, Any], problems: Iterable[Problem]) -> dict[s
     evaluation needs them): ``iscrowd`` = 0 and ``area`` (the segmentation's pixel area) where
     missing. Other keys are kept unchanged.
     """
-    from pycocotools import mask as mask_utils  # here: pycocotools is only needed when cleaning
-
     problems = list(problems)
     bad_images = {p.image_index for p in problems if p.image_index is not None}
     bad_annotations = {p.annotation_index for p in problems if p.annotation_index is not None}
@@ -461,13 +486,159 @@ def remove_problems(data: dict[str, Any], problems: Iterable[Problem]) -> dict[s
         # filled in place, not on copies: LVIS has over a million annotations
         annotation.setdefault("iscrowd", 0)
         if "area" not in annotation:
-            rle = segmentation_to_rle(annotation["segmentation"], image["height"], image["width"])
-            annotation["area"] = float(mask_utils.area(rle))
+            annotation["area"] = annotation_area(annotation, image["height"], image["width"])
         annotations.append(annotation)
 
     cleaned = dict(data)
     cleaned.update(categories=categories, images=images, annotations=annotations)
     return cleaned
+
+
+def fill_image_sizes(data: dict[str, Any], image_dir: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int:
+    """Give image entries without ``width``/``height`` the size of their file, in place.
+
+    Some exports leave the sizes out; a header read (fast, no decoding) gives them, after EXIF
+    orientation as everywhere else. Entries whose file is missing or unreadable are left as
+    they are (their problem names them). Returns how many entries were filled.
+    """
+    filled = 0
+    for image in data["images"]:
+        if not isinstance(image, dict) or not isinstance(image.get("file_name"), str):
+            continue
+        if _is_int(image.get("width")) and _is_int(image.get("height")):
+            continue
+        if image.get("width") is not None or image.get("height") is not None:
+            continue  # a size given but wrong is the file's problem to report, not to guess
+        try:
+            height, width = read_image_size(Path(image_dir) / image["file_name"], max_pixels)
+        except RefineMaskError:
+            continue
+        image["width"], image["height"] = width, height
+        filled += 1
+    return filled
+
+
+def dataset_notes(
+    data: dict[str, Any], detections_per_img: int | None = None, include_box_only: bool = True
+) -> list[str]:
+    """Lines about a (checked) COCO dict that are no problem of one entry but change results.
+
+    * categories without any annotation: each becomes a class nothing teaches (labelme's
+      ``_background_``, the project category 0 of Roboflow exports);
+    * the same file under several image ids: trained twice, or in train and val alike;
+    * images with more instances than ``detections_per_img``: the model cannot find them all;
+    * ``area`` values far from the segmentation's pixel area (:func:`wrong_areas`);
+    * box-only annotations (:func:`is_box_only`): how they are used.
+    """
+    notes = []
+    annotations = [a for a in data.get("annotations", []) if isinstance(a, dict)]
+    used = {a.get("category_id") for a in annotations}
+    unused = [c for c in data["categories"] if isinstance(c, dict) and c.get("id") not in used]
+    if unused:
+        names = ", ".join(f"{c.get('id')} ({c.get('name', '?')})" for c in unused[:5])
+        notes.append(
+            f"{len(unused)} of {len(data['categories'])} categories have no annotation: {names}"
+            f"{' ...' if len(unused) > 5 else ''}; each is still a class the model predicts but nothing teaches; "
+            "delete them from 'categories' unless later data fills them"
+        )
+    by_file: dict[str, list[Any]] = {}
+    for image in data["images"]:
+        if isinstance(image, dict) and isinstance(image.get("file_name"), str):
+            by_file.setdefault(image["file_name"], []).append(image.get("id"))
+    doubled = {name: ids for name, ids in by_file.items() if len(ids) > 1}
+    if doubled:
+        name, ids = next(iter(doubled.items()))
+        notes.append(
+            f"{len(doubled)} files are listed under more than one image id (e.g. {name}: ids "
+            f"{', '.join(map(str, ids))}); they are trained on as often, or leak between splits: keep one entry each"
+        )
+    if detections_per_img:
+        counts: dict[Any, int] = {}
+        for annotation in annotations:
+            if not annotation.get("iscrowd", 0):
+                counts[annotation.get("image_id")] = counts.get(annotation.get("image_id"), 0) + 1
+        crowded = {i: n for i, n in counts.items() if n > detections_per_img}
+        if crowded:
+            most = max(crowded.values())
+            notes.append(
+                f"{len(crowded)} images have more instances than model.detections_per_img={detections_per_img} "
+                f"(up to {most}); the model keeps at most {detections_per_img} per image: "
+                f"set model.detections_per_img={max(most, 2 * detections_per_img)} or more"
+            )
+    wrong = wrong_areas(data)
+    if wrong:
+        notes.append(wrong_area_note(wrong))
+    box_only = sum(1 for a in annotations if is_box_only(a))
+    if box_only and include_box_only:
+        notes.append(box_only_note(box_only, len(annotations)))
+    return notes
+
+
+def wrong_areas(data: dict[str, Any]) -> list[tuple[Any, float, float]]:
+    """(annotation id, its ``area``, the segmentation's pixel area) where the two differ by more
+    than ``AREA_TOLERANCE``; annotations without ``area`` or that cannot be measured are skipped.
+    """
+    sizes = {im.get("id"): (im.get("height"), im.get("width")) for im in data["images"] if isinstance(im, dict)}
+    wrong = []
+    for annotation in data.get("annotations", []):
+        if not isinstance(annotation, dict):
+            continue
+        given, size = annotation.get("area"), sizes.get(annotation.get("image_id"))
+        if not isinstance(given, (int, float)) or isinstance(given, bool) or size is None or "bbox" not in annotation:
+            continue
+        try:
+            area = annotation_area(annotation, *size)
+        except (TypeError, ValueError, KeyError, IndexError):
+            continue  # a malformed entry: its problem says so
+        if abs(given - area) > AREA_TOLERANCE * max(area, 1.0):
+            wrong.append((annotation.get("id"), float(given), area))
+    return wrong
+
+
+def wrong_area_note(wrong: list[tuple[Any, float, float]]) -> str:
+    """The one line about wrong ``area`` values, for check-data and scoring alike."""
+    example_id, given, area = wrong[0]
+    return (
+        f"{len(wrong)} annotations' 'area' differs from their segmentation's pixel area by more than "
+        f"{round(100 * AREA_TOLERANCE)}% (annotation {example_id}: {given:g}, the segmentation covers {area:g} px); "
+        "scored with the segmentation's area, as COCO defines it (APs/APm/APl would otherwise put objects "
+        "in the wrong size range)"
+    )
+
+
+def box_only_note(count: int, total: int) -> str:
+    """The one line that says how box-only annotations are used, wherever they are counted."""
+    return (
+        f"{count} of {total} annotations have a box but no segmentation: they train and score as boxes "
+        "and are ignored for masks (no mask loss, not counted in mask AP)"
+    )
+
+
+def is_box_only(annotation: dict[str, Any]) -> bool:
+    """Whether an annotation has a box but no mask (``"segmentation": []``, ``null`` or none).
+
+    CVAT writes rectangles this way, and detection sets mix them into segmentation sets. One
+    rule everywhere: such an object is a box target and box ground truth, and is *ignored* for
+    masks: no mask loss on the RoIs matched to it, no semantic loss inside its box, and in mask
+    and boundary AP a detection on it counts neither as right nor as wrong (it is scored as a
+    crowd region of its box; see :mod:`refinemask.evaluation.coco`).
+    """
+    segmentation = annotation.get("segmentation")
+    return segmentation is None or (isinstance(segmentation, list) and not segmentation)
+
+
+def annotation_area(annotation: dict[str, Any], height: int, width: int) -> float:
+    """The pixel area COCO means by ``area``: the segmentation's, or the box's when box-only.
+
+    The size ranges of COCO evaluation (APs, APm, APl) are read from it, so a missing or wrong
+    ``area`` moves objects between them.
+    """
+    from pycocotools import mask as mask_utils  # here: pycocotools is only needed for areas
+
+    if is_box_only(annotation):
+        _, _, w, h = annotation["bbox"]
+        return float(w * h)
+    return float(mask_utils.area(segmentation_to_rle(annotation["segmentation"], height, width)))
 
 
 def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:

@@ -112,6 +112,11 @@ def build_dataset(config: Config, split: str) -> CocoDetection:
     )
     if config.data.scan_images:
         leave_out_bad_images(dataset, config.data.strict, config.model.high_bit_scaling)
+    from refinemask.data.validation import dataset_notes
+
+    # the box-only count is said by the dataset itself
+    for note in dataset_notes(dataset.coco.dataset, config.model.detections_per_img, include_box_only=False):
+        logger.warning("%s: %s", annotations, note)
     if len(dataset) == 0:
         raise RefineMaskError(f"{annotations}: no usable image{' with instances' if training else ''} for {split}")
     return dataset
@@ -169,7 +174,7 @@ def resolve_num_classes(config: Config, dataset: CocoDetection) -> None:
     elif categories != config.model.num_classes:
         raise RefineMaskError(
             f"model.num_classes is {config.model.num_classes} but {dataset.ann_file} has {categories} categories; "
-            f"set model.num_classes={categories}"
+            f"set model.num_classes={categories}, or model.num_classes=null to take it from the data"
         )
 
 

@@ -174,17 +174,21 @@ def evaluate(
 
 
 def evaluate_config(
-    config: Config, weights: str | Path, out: str | Path | None = None, gt_boxes: bool = False
+    config: Config,
+    weights: str | Path,
+    out: str | Path | None = None,
+    gt_boxes: bool = False,
+    model_overrides: dict | None = None,
 ) -> dict | None:
-    """Evaluate ``weights`` with the model, data and eval sections of ``config`` (None off rank 0).
+    """Evaluate ``weights`` on the data and with the eval section of ``config`` (None off rank 0).
 
-    ``gt_boxes``: score masks on the ground-truth boxes and labels (see the module docstring).
+    The model is built from the settings saved with the weights, which are the settings it was
+    trained with (a bundled config's model section may differ: another FPN width, another
+    backbone); ``model_overrides`` change single model settings on top of them (the ``model.*``
+    overrides of the command line, e.g. ``detections_per_img``). ``gt_boxes``: score masks on the
+    ground-truth boxes and labels (see the module docstring).
     """
-    from refinemask.engine.data import (
-        build_dataset,
-        resolve_num_classes,
-        prepare_synthetic_data,
-    )
+    from refinemask.engine.data import build_dataset, prepare_synthetic_data
     from refinemask.model_files import load_model
     from refinemask.engine.distributed import configure_threads
 
@@ -195,8 +199,14 @@ def evaluate_config(
             prepare_synthetic_data(config)
         distributed.barrier()
     dataset = build_dataset(config, "val")
-    resolve_num_classes(config, dataset)
-    model = load_model(weights, context.device, config=config.model)
+    model = load_model(weights, context.device, **(model_overrides or {}))
+    categories = len(dataset.label_to_category)
+    if model.config.num_classes != categories:
+        raise RefineMaskError(
+            f"{weights} predicts {model.config.num_classes} classes but {dataset.ann_file} has {categories} "
+            "categories: a different number of classes; score the weights on the data they were trained for"
+        )
+    config.model.num_classes = categories
     label_to_category = dataset.label_to_category
     saved = getattr(model, "label_to_category", None)
     if saved and dict(saved) != dict(label_to_category):
@@ -234,9 +244,12 @@ def evaluate_from_config(
     config = load_config(config_path, list(overrides))
     if not Path(weights).is_file():
         raise RefineMaskError(f"weights file not found: {weights}")
+    # only what the command line names explicitly changes the weights' own model settings
+    named = {o.split("=", 1)[0].split(".")[1] for o in overrides if o.startswith("model.") and "=" in o}
+    model_overrides = {key: getattr(config.model, key) for key in named if hasattr(config.model, key)}
     owns_group = not distributed.is_initialized()
     try:
-        return evaluate_config(config, weights, out, gt_boxes=gt_boxes)
+        return evaluate_config(config, weights, out, gt_boxes=gt_boxes, model_overrides=model_overrides)
     finally:
         if owns_group:
             distributed.shutdown_distributed()

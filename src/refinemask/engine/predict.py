@@ -16,6 +16,7 @@ come from the model's ``label_to_category``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,8 @@ from refinemask.data.categories import label_name
 from refinemask.data.images import as_image_tensor
 from refinemask.engine.inference import detect, evaluating
 from refinemask.errors import RefineMaskError
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -239,6 +242,8 @@ def draw_overlay(
     category_names: Sequence[str],
     alpha: float = 0.4,
     min_side: int = OVERLAY_MIN_SIDE,
+    labels: bool = True,
+    fill: bool = True,
 ) -> torch.Tensor:
     """uint8 (3, s*H, s*W): ``image`` (float in [0, 1] or uint8) with masks, boxes and labels drawn.
 
@@ -246,6 +251,8 @@ def draw_overlay(
     edges stay sharp), so that a 256 px image's labels can be read. Each mask is filled with
     its class colour at ``alpha`` and outlined in that colour at full strength over a dark
     halo (:func:`mask_edges`), so that a mask shows even on an object of its own colour.
+    For dense images (hundreds of nuclei), ``labels=False`` leaves out the boxes and their name
+    and score tags, and ``fill=False`` draws the outlines only, so the image shows through.
     """
     from PIL import Image, ImageDraw
 
@@ -253,16 +260,16 @@ def draw_overlay(
     height, width = canvas.shape[-2:]
     scale = overlay_scale(height, width, min_side)
     canvas = canvas.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-    labels = prediction["labels"].tolist()
-    if not labels:
+    classes = prediction["labels"].tolist()
+    if not classes:
         return canvas
-    colours = [PALETTE[(label - 1) % len(PALETTE)] for label in labels]
+    colours = [PALETTE[(label - 1) % len(PALETTE)] for label in classes]
     masks = prediction["masks"].bool().cpu()
     masks = masks.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     line = max(2, round(max(canvas.shape[-2:]) / 384))  # 2 px at 768, 4 px at 1536
 
     out = canvas.float()
-    for mask, colour in zip(masks, colours):
+    for mask, colour in zip(masks, colours) if fill else ():
         tint = torch.tensor(colour, dtype=torch.float32)[:, None]
         out[:, mask] = out[:, mask] * (1 - alpha) + tint * alpha
     # edges after every fill, and every halo before any outline, so that no mask hides another's outline
@@ -281,10 +288,12 @@ def draw_overlay(
         out[:, rows, cols][:, outline] = torch.tensor(colour, dtype=torch.float32)[:, None]
 
     picture = Image.fromarray(out.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+    if not labels:
+        return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
     draw = ImageDraw.Draw(picture)
     font = _label_font(max(12, round(max(picture.size) / 48)))  # 16 px at 768
     pad = max(2, line)
-    for box, label, score, colour in zip(prediction["boxes"].tolist(), labels, prediction["scores"].tolist(), colours):
+    for box, label, score, colour in zip(prediction["boxes"].tolist(), classes, prediction["scores"].tolist(), colours):
         x0, y0, x1, y1 = (v * scale for v in box)
         draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=line)
         name = label_name(label, category_names)
@@ -299,20 +308,31 @@ def draw_overlay(
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named by ``inputs``: files as given, folders' image files sorted by name."""
+    """Image files named by ``inputs``: files as given, folders' image files sorted by name.
+
+    A folder without images among several inputs is skipped with a warning line (one empty
+    folder should not stop a batch over many); if no input has an image, that is the error.
+    """
     files: list[Path] = []
+    empty_folders: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise RefineMaskError(f"no image file ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+                empty_folders.append(path)
+                if len(inputs) > 1:
+                    logger.warning("skipped %s: no image file (%s) in it", path, ", ".join(IMAGE_SUFFIXES))
             files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
             raise RefineMaskError(f"image or folder not found: {path}")
     if not files:
+        if empty_folders:
+            raise RefineMaskError(
+                f"no image file ({', '.join(IMAGE_SUFFIXES)}) in folder {', '.join(map(str, empty_folders))}"
+            )
         raise RefineMaskError("no image given")
     return files
 
@@ -355,11 +375,14 @@ def predict_files(
     annotations: str | Path | None = None,
     overlays: bool = True,
     progress: bool = True,
+    overlay_labels: bool = True,
+    overlay_fill: bool = True,
 ) -> Path:
     """Predict every image of ``inputs``; write ``out_dir/<name>.png`` overlays and
     ``out_dir/results.json`` (COCO results with RLE masks, plus each image's ``file_name`` and
     each detection's ``category_name``).
 
+    ``overlay_labels``, ``overlay_fill``: :func:`draw_overlay`'s ``labels`` and ``fill``.
     Returns the results path.
     """
     from PIL import Image
@@ -388,7 +411,7 @@ def predict_files(
             row["category_name"] = category_name[row["category_id"]]
         results.extend(rows)
         if overlays:
-            drawn = draw_overlay(image, prediction, predictor.category_names)
+            drawn = draw_overlay(image, prediction, predictor.category_names, labels=overlay_labels, fill=overlay_fill)
             Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(overlay_path(out_dir, path, used_names))
     results_path = out_dir / "results.json"
     results_path.write_text(json.dumps(results))

@@ -103,9 +103,10 @@ def _to_device(target: dict, device: torch.device) -> dict:
 class Trainer:
     """Everything one training run needs, set up from a :class:`~refinemask.config.Config`."""
 
-    def __init__(self, config: Config, context: DistributedContext):
+    def __init__(self, config: Config, context: DistributedContext, command: tuple[str, ...] | None = None):
         self.config = config
         self.context = context
+        self.command = command  # the command line that started the run, for the resume hint
         self.output_dir = Path(config.train.output_dir)
         train = config.train
         if context.is_main:
@@ -435,8 +436,7 @@ class Trainer:
                             self._save_final(final_path)
                         distributed.barrier()  # no rank leaves (and lets torchrun end the job) mid-write
                         logger.warning(
-                            "stopped at iteration %d; continue with: refinemask train CONFIG --resume "
-                            "(train.output_dir=%s)", self.iteration, self.output_dir,
+                            "stopped at iteration %d; continue with: %s", self.iteration, self.resume_command(),
                         )
                         leave(self.stopping, self.iteration)
                     if self.out_of_time and self.iteration < self.total_iters:
@@ -444,8 +444,9 @@ class Trainer:
                             self.save_checkpoint()
                         logger.warning(
                             "time limit reached (train.max_minutes=%g): training ends at iteration %d of %d; "
-                            "continue with: refinemask train CONFIG --resume train.max_minutes=0 (train.output_dir=%s)",
-                            train.max_minutes, self.iteration, self.total_iters, self.output_dir,
+                            "continue with: %s",
+                            train.max_minutes, self.iteration, self.total_iters,
+                            self.resume_command(("train.max_minutes=0",)),
                         )
                         break
                     if train.eval_every > 0 and self.iteration % train.eval_every == 0 and self.iteration < self.total_iters:
@@ -466,6 +467,21 @@ class Trainer:
         logger.info("final weights: %s", final_path)  # last, after the evaluation's table
         return final_path
 
+    def resume_command(self, extra: tuple[str, ...] = ()) -> str:
+        """The command line that continues this run: the one that started it, with ``--resume``.
+
+        Without the starting command (``train(config)`` from Python), the config saved in the
+        output folder, which holds every setting of the run.
+        """
+        import shlex
+
+        started = self.command or ("refinemask", "train", str(self.output_dir / "config.yaml"))
+        if self.context.world_size > 1 and started[:2] == ("refinemask", "train"):
+            started = ("torchrun", f"--nproc_per_node={self.context.world_size}", "-m", "refinemask.cli", *started[1:])
+        arguments = [a for a in started if a != "--resume"]
+        arguments += [a for a in extra if a not in arguments]
+        return shlex.join([*arguments, "--resume"])
+
     def _save_final(self, path: Path) -> None:
         save_weights(self.model, path, dict(self.dataset.label_to_category), list(self.dataset.category_names))
 
@@ -473,17 +489,18 @@ class Trainer:
         self.writer.close()
 
 
-def train(config: Config) -> Path:
+def train(config: Config, command: tuple[str, ...] | None = None) -> Path:
     """Train a model as ``config`` says; returns the path of ``model_final.safetensors``.
 
     Under ``torchrun`` every process calls it; the process group is set up here (and torn down
-    again, unless the caller had set it up).
+    again, unless the caller had set it up). ``command``: the command line that started the
+    run (``refinemask train CONFIG key=value ...``), which the stop messages repeat with ``--resume``.
     """
     owns_group = not distributed.is_initialized()  # a caller's own process group is left alone
     context = distributed.init_distributed(config.train.device)
     trainer = None
     try:
-        trainer = Trainer(config, context)
+        trainer = Trainer(config, context, command)
         return trainer.run()
     finally:
         if trainer is not None:
@@ -498,4 +515,4 @@ def train_from_config(config_path: str | Path, overrides: list[str] | tuple[str,
     config = load_config(config_path, list(overrides))
     if resume:
         config.train.resume = True
-    return train(config)
+    return train(config, ("refinemask", "train", str(config_path), *overrides))

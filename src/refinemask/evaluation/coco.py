@@ -11,11 +11,23 @@ Every metric is a fraction in [0, 1], not a percentage. A metric that is undefin
 ground truth (``APs`` when there are no small objects, ``APr`` without rare categories) is NaN.
 
 Shapes: N detections of one image; H x W the image size.
+
+Ground truth is scored as COCO means it, whatever tool wrote the file
+(:func:`load_coco_ground_truth`): annotation ids are renumbered 1..M internally when they are
+not unique positive integers (faster-coco-eval, like pycocotools, marks "unmatched" with id 0,
+so an annotation with id 0, as labelme and Label Studio write, could never be matched); a
+missing ``area``, or one that differs from the segmentation's pixel area by more than
+:data:`~refinemask.data.validation.AREA_TOLERANCE`, is taken from the segmentation (the size
+ranges APs/APm/APl are read from it); and a box-only annotation (no segmentation, as CVAT rectangles) is box ground truth for
+box AP and a crowd region of its box for mask and boundary AP, so a detection on it counts
+neither as right nor as wrong (:func:`refinemask.data.validation.is_box_only`). None of this
+changes a result file we write: results carry image and category ids only.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 from collections import defaultdict
@@ -26,8 +38,11 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 from faster_coco_eval.core import mask as mask_api
 
+from refinemask.data.validation import annotation_area, is_box_only, wrong_area_note, wrong_areas
 from refinemask.errors import RefineMaskError
 from refinemask.jsonfile import read_json
+
+logger = logging.getLogger(__name__)
 
 IOU_TYPES = ("bbox", "segm", "boundary")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -214,9 +229,15 @@ def metric_key(iou_type: str, dilation_ratio: float | None = None) -> str:
 
 
 def load_coco_ground_truth(gt: str | os.PathLike | dict | COCO) -> COCO:
-    """A faster-coco-eval COCO from a json path, a loaded dict, or a COCO (returned as is)."""
+    """A faster-coco-eval COCO from a json path, a loaded dict, or a COCO, ready to score.
+
+    Ids, areas and box-only annotations are settled as the module docstring says; a COCO that
+    needs none of it is returned as is, otherwise one built on a settled copy of its dict.
+    """
     if isinstance(gt, COCO):
-        return gt
+        if not _needs_settling(gt.dataset):
+            return gt
+        gt = gt.dataset
     if isinstance(gt, (str, os.PathLike)):
         data = read_json(gt, "annotation file")
         name = str(gt)
@@ -239,6 +260,72 @@ def load_coco_ground_truth(gt: str | os.PathLike | dict | COCO) -> COCO:
             raise RefineMaskError(
                 f"{name}: image entry {_short(image)} needs 'id', 'height' and 'width'"
             )
+    settle_ground_truth(data, name)
+    return COCO(data, print_function=_silent)
+
+
+def settle_ground_truth(data: dict, name: str = "the ground truth") -> dict:
+    """Renumber annotation ids and fix areas of a COCO dict, in place (see the module docstring).
+
+    Returns ``data``. Logs one warning line when areas were wrong.
+    """
+    annotations = [a for a in data["annotations"] if isinstance(a, dict)]
+    ids = [a.get("id") for a in annotations]
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids) or len(set(ids)) != len(ids):
+        for number, annotation in enumerate(annotations, 1):
+            annotation["id"] = number
+    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
+    wrong = wrong_areas(data)  # after the renumbering: ids are unique
+    wrong_ids = {w[0] for w in wrong}
+    for annotation in annotations:
+        given = annotation.get("area")
+        missing = not isinstance(given, (int, float)) or isinstance(given, bool)
+        if not missing and annotation.get("id") not in wrong_ids:
+            continue
+        size = sizes.get(annotation.get("image_id"))
+        if size is None or "bbox" not in annotation:
+            continue  # scoring refuses or skips it; nothing to settle
+        try:
+            annotation["area"] = annotation_area(annotation, *size)
+        except (TypeError, ValueError, KeyError, IndexError):
+            continue  # a malformed segmentation: faster-coco-eval names it
+    if wrong:
+        logger.warning("%s: %s", name, wrong_area_note(wrong))
+    return data
+
+
+def _needs_settling(data: Mapping) -> bool:
+    """Whether a COCO's dict has ids, areas or box-only annotations to settle before scoring."""
+    annotations = data.get("annotations", [])
+    ids = [a.get("id") for a in annotations]
+    if any(not isinstance(i, int) or i <= 0 for i in ids) or len(set(ids)) != len(ids):
+        return True
+    return any("area" not in a for a in annotations)
+
+
+def mask_ground_truth(coco_gt: COCO) -> COCO:
+    """The ground truth of mask and boundary AP: box-only annotations become crowd boxes.
+
+    A detection inside a crowd region is neither a true nor a false positive, which is what
+    "ignored for masks" means in scoring. Returns ``coco_gt`` itself when it has no box-only
+    annotation.
+    """
+    box_only = [a for a in coco_gt.dataset["annotations"] if is_box_only(a) and not a.get("iscrowd", 0)]
+    if not box_only:
+        return coco_gt
+    data = dict(coco_gt.dataset)
+    ignored = {id(a) for a in box_only}
+    annotations = []
+    for annotation in data["annotations"]:
+        if id(annotation) in ignored:
+            x, y, w, h = annotation["bbox"]
+            annotation = dict(
+                annotation, iscrowd=1, segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]]
+            )
+        else:
+            annotation = dict(annotation)
+        annotations.append(annotation)
+    data["annotations"] = annotations
     return COCO(data, print_function=_silent)
 
 
@@ -336,11 +423,12 @@ def _evaluate(
         results = drop_unverified_detections(coco_gt, results)
 
     metrics: dict[str, dict[str, float]] = {}
+    mask_gt = mask_ground_truth(coco_gt) if mask_types else coco_gt
     for iou_type in iou_types:
         ratios = boundary_dilation_ratios if iou_type == "boundary" else (None,)
         for ratio in ratios:
             metrics[metric_key(iou_type, ratio)] = _run_cocoeval(
-                coco_gt, results, iou_type, ratio, lvis_style, image_ids, verbose
+                coco_gt if iou_type == "bbox" else mask_gt, results, iou_type, ratio, lvis_style, image_ids, verbose
             )
     return metrics
 

@@ -55,14 +55,21 @@ def bar_loss(
     return sum(w * l for w, l in zip(stage_weights, losses))
 
 
-def semantic_loss(semantic_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def semantic_loss(
+    semantic_logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """``loss_semantic``: BCE over every pixel of the batch, padding included (docs/design.md §4.2).
 
     Args:
         semantic_logits: (B, 1, h, w).
         target: (B, h, w) {0, 1}.
+        weight: (B, h, w) {0, 1} or None; pixels of weight 0 (the boxes of box-only instances,
+            whose pixels nobody labelled) are left out of the loss and of its mean.
     """
-    return F.binary_cross_entropy_with_logits(semantic_logits[:, 0], target, reduction="mean")
+    if weight is None:
+        return F.binary_cross_entropy_with_logits(semantic_logits[:, 0], target, reduction="mean")
+    per_pixel = F.binary_cross_entropy_with_logits(semantic_logits[:, 0], target, reduction="none")
+    return (per_pixel * weight).sum() / weight.sum().clamp(min=1)
 
 
 def box_head_loss(

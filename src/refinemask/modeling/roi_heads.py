@@ -23,7 +23,7 @@ from refinemask.modeling.ops import assemble_stage_logits, boxes_to_rois, multil
 from refinemask.modeling.refinemask_head import RefineMaskHead
 from refinemask.modeling.rpn import Float32BoxCoder
 from refinemask.modeling.simple_refinemask_head import SimpleRefineMaskHead
-from refinemask.modeling.targets import instance_union, semantic_target, stage_mask_targets
+from refinemask.modeling.targets import instance_union, semantic_ignore_weight, semantic_target, stage_mask_targets
 
 
 class MultiLevelRoIPool(nn.Module):
@@ -52,6 +52,19 @@ class MultiLevelRoIPool(nn.Module):
         return multilevel_roi_align(
             maps, rois, self.output_size, self.strides, self.finest_scale, self.sampling_ratio, self.aligned
         )
+
+
+def mask_positives(labels: torch.Tensor, matched_idxs: torch.Tensor, target: dict) -> torch.Tensor:
+    """Indices of the positive RoIs (labels > 0) whose matched instance has a mask.
+
+    RoIs matched to a box-only instance (``target["has_mask"]`` False) train the box head only:
+    their mask is unknown, not empty.
+    """
+    positive = torch.nonzero(labels > 0).squeeze(1)
+    has_mask = target.get("has_mask")
+    if has_mask is None or bool(has_mask.all()):
+        return positive
+    return positive[has_mask.to(positive.device)[matched_idxs[positive]]]
 
 
 def classify_given_boxes(
@@ -154,7 +167,9 @@ class MaskRoIHeads(RoIHeads):
                 class_logits, box_regression, labels, regression_targets,
                 self.box_loss_weight, self.box_loss_weight, self.box_reg_loss,
             )
-            positive = [self._mask_samples(torch.nonzero(lab > 0).squeeze(1)) for lab in labels]
+            positive = [
+                self._mask_samples(mask_positives(lab, m, t)) for lab, m, t in zip(labels, matched_idxs, targets)
+            ]
             pos_boxes = [p[i] for p, i in zip(proposals, positive)]
             pos_labels = [lab[i] for lab, i in zip(labels, positive)]
             pos_gt = [m[i] for m, i in zip(matched_idxs, positive)]
@@ -247,9 +262,11 @@ class MaskRoIHeads(RoIHeads):
             return {"loss_instance": loss_instance}
         padded = (p2.shape[-2] * self.mask_head.semantic_stride, p2.shape[-1] * self.mask_head.semantic_stride)
         sem_target = semantic_target([instance_union(t) for t in targets], padded, tuple(p2.shape[-2:]))
+        box_only = [t["boxes"][~t["has_mask"]] if "has_mask" in t else t["boxes"][:0] for t in targets]
+        weight = semantic_ignore_weight(box_only, padded, tuple(p2.shape[-2:]))
         return {
             "loss_instance": loss_instance,
-            "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic_logits, sem_target),
+            "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic_logits, sem_target, weight),
         }
 
     # -- inference --------------------------------------------------------------------------

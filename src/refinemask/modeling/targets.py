@@ -237,3 +237,32 @@ def semantic_target(unions: list[torch.Tensor], padded_size: tuple[int, int], ma
         union[i, 0, : m.shape[-2], : m.shape[-1]] = m.float()
     resized = F.interpolate(union, size=map_size, mode="bilinear", align_corners=False)
     return (resized[:, 0] >= 0.5).float()
+
+
+def semantic_ignore_weight(
+    boxes: list[torch.Tensor], padded_size: tuple[int, int], map_size: tuple[int, int]
+) -> torch.Tensor | None:
+    """Weight of the semantic loss that leaves out the boxes of box-only instances.
+
+    A box-only instance (a box without a segmentation) has no labelled pixels, so the semantic
+    target (the union of the masks) would call its object background. Every stride-4 cell the
+    box touches gets weight 0.
+
+    Args:
+        boxes: per image, (K_i, 4) XYXY boxes of its box-only instances in padded-batch pixels.
+        padded_size: (Hp, Wp); map_size: (h, w) of the semantic logits.
+
+    Returns:
+        (B, h, w) float {0, 1}, or None when no image has such a box.
+    """
+    if not any(b.shape[0] for b in boxes):
+        return None
+    (hp, wp), (h, w) = padded_size, map_size
+    weight = torch.ones((len(boxes), h, w), dtype=torch.float32, device=boxes[0].device)
+    scale_x, scale_y = w / wp, h / hp
+    for i, image_boxes in enumerate(boxes):
+        for x1, y1, x2, y2 in image_boxes.tolist():
+            left, top = max(0, int(np.floor(x1 * scale_x))), max(0, int(np.floor(y1 * scale_y)))
+            right, bottom = min(w, int(np.ceil(x2 * scale_x))), min(h, int(np.ceil(y2 * scale_y)))
+            weight[i, top:bottom, left:right] = 0
+    return weight
