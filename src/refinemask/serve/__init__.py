@@ -29,8 +29,8 @@ from refinemask.serve.prediction import MAX_PIXELS, UploadError, decode_upload, 
 from refinemask.serve.server import (
     DEFAULT_HOST,
     DEFAULT_PORT,
+    DEFAULT_QUEUE,
     MAX_UPLOAD_BYTES,
-    DemoHandler,
     DemoServer,
     format_bytes,
     is_loopback,
@@ -38,6 +38,6 @@ from refinemask.serve.server import (
 )
 
 __all__ = [
-    "DEFAULT_HOST", "DEFAULT_PORT", "MAX_PIXELS", "MAX_UPLOAD_BYTES", "DemoHandler", "DemoServer", "UploadError",
+    "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_QUEUE", "MAX_PIXELS", "MAX_UPLOAD_BYTES", "DemoServer", "UploadError",
     "decode_upload", "encode_prediction", "format_bytes", "is_loopback", "make_server",
 ]
