@@ -60,11 +60,18 @@ def test_a_content_length_that_is_not_a_number_gets_a_json_400(running):
     assert still_serving(running)
 
 
-def test_headers_over_16_kb_get_a_json_431(running):
-    start = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"a" * 10_000
-    status, error = json_error_of(exchange(running, start, then=b"a" * 10_000))
+@pytest.mark.parametrize("parts", [1, 2])
+def test_headers_over_16_kb_get_a_json_431_however_they_arrive(running, parts):
+    head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n"
+    first, then = (head, b"") if parts == 1 else (head[:10_000], head[10_000:])
+    status, error = json_error_of(exchange(running, first, then=then))
     assert status == 431 and "larger than 16 kB" in error
     assert still_serving(running)
+
+
+def test_headers_just_under_16_kb_are_served(running):
+    head = request("GET", "/api/info", {"X-Long": "a" * 15_000})
+    assert parse(exchange(running, head))[0] == 200
 
 
 def test_head_answers_the_headers_of_get_without_a_body(running):
@@ -84,7 +91,8 @@ def test_a_body_shorter_than_its_content_length_is_not_run(running, example):
     done = running.server.jobs.completed
     head = request("POST", "/api/predict", {"Content-Type": "image/png", "Content-Length": "100000"})
     response = exchange(running, head, then=example.read_bytes()[:500], half_close=True)
-    assert not response.startswith(b"HTTP/1.1 200")
+    status, error = json_error_of(response)
+    assert status == 400 and "before the body reached its Content-Length" in error
     assert running.server.jobs.completed == done
     assert still_serving(running)
 
@@ -207,3 +215,21 @@ def test_stopping_returns_while_a_client_holds_a_connection_half_sent(model):
         slow.sendall(b"\r\n" + b"\x89PNG")  # headers complete, body not
         running.stop()
         assert not running.thread.is_alive()
+
+
+def test_every_bad_input_of_the_benchmark_gets_a_json_4xx_and_the_server_keeps_serving(running, example):
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_load.py"
+    spec = importlib.util.spec_from_file_location("serve_load", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.run_bad_inputs(SimpleNamespace(address=running.server.server_address[:2]), example.read_bytes())
+    assert rows.pop("HEAD /") == "200 not JSON"  # HEAD answers without a body
+    assert rows.pop("multipart form upload (curl -F)") == "200 JSON"
+    assert rows.pop("still serving afterwards") == "yes"
+    for case, row in rows.items():
+        status, kind = row.split(" ", 1)
+        assert 400 <= int(status) < 500 and kind == "JSON", (case, row)

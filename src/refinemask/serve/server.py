@@ -163,7 +163,7 @@ def _guarded_http_class():
 
     class GuardedHttp(H11Protocol):
         """uvicorn's HTTP/1.1 protocol plus a deadline for each request's headers, a connection cap
-        and JSON for the errors answered here (400 malformed, 431 headers too large, 408, 503)."""
+        and JSON for the errors answered here (400 malformed or cut short, 431 headers too large, 408, 503)."""
 
         header_timeout = HEADER_TIMEOUT_S
         max_connections = MAX_CONNECTIONS
@@ -174,6 +174,8 @@ def _guarded_http_class():
             self.conn = RecordingConnection(h11.SERVER, self.max_header_bytes)
             self._header_deadline: asyncio.TimerHandle | None = None
             self._received = False
+            self._head_bytes = 0  # bytes of the current request's line and headers so far
+            self._head_tail = b""  # the last 3 of them, to find a terminator split between reads
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
@@ -185,6 +187,10 @@ def _guarded_http_class():
 
         def data_received(self, data: bytes) -> None:
             self._received = True
+            if self.conn.their_state is h11.IDLE and self._head_too_large(data):
+                self._refuse(431, f"the request line and headers are larger than {format_bytes(self.max_header_bytes)}; "
+                                  "send a shorter request")
+                return
             super().data_received(data)
             # the headers are complete once the client has left IDLE (SEND_BODY, DONE or ERROR)
             if self.conn.their_state is not h11.IDLE:
@@ -194,11 +200,33 @@ def _guarded_http_class():
             super().on_response_complete()
             if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
                 self._received = False
+                self._head_bytes, self._head_tail = 0, b""
                 self._arm_header_deadline()
+
+        def _head_too_large(self, data: bytes) -> bool:
+            """Whether the request's head passes the limit with ``data``. h11 checks its limit only
+            while a head is incomplete, so one that arrives whole in a single read would pass."""
+            seen = self._head_tail + data
+            end = seen.find(b"\r\n\r\n")
+            head = len(data) if end < 0 else end + 4 - len(self._head_tail)
+            self._head_bytes += head
+            self._head_tail = seen[-3:] if end < 0 else b""
+            return self._head_bytes > self.max_header_bytes
 
         def connection_lost(self, exc) -> None:
             self._disarm_header_deadline()
             super().connection_lost(exc)
+
+        def eof_received(self) -> bool | None:
+            # a client that half-closes before its body is complete can still read: tell it so,
+            # instead of the reset uvicorn would leave it (the app sees a disconnect, runs nothing)
+            if self.cycle is not None and not self.cycle.response_started and self.conn.their_state is h11.SEND_BODY:
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
+                self._refuse(400, "the connection was closed before the body reached its Content-Length; "
+                                  "send the whole file")
+                return True
+            return super().eof_received()
 
         def send_400_response(self, msg: str) -> None:
             err = self.conn.refused
