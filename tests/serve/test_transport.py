@@ -129,8 +129,8 @@ def test_a_host_name_other_than_an_address_or_localhost_is_refused(running):
 
 def test_a_post_from_another_origin_is_refused_and_the_pages_own_is_served(running):
     foreign = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
-    status, error = json_error_of(exchange(running, request("POST", "/api/predict", foreign, b"x")))
-    assert status == 403 and "evil.example" in error
+    status, error = json_error_of(exchange(running, request("POST", "/api/predict", foreign, bytes(4 * 2**20))))
+    assert status == 403 and "evil.example" in error  # answered, not reset, while the body was on its way
     cross = {"Sec-Fetch-Site": "cross-site", "Content-Type": "image/png"}
     assert json_error_of(exchange(running, request("POST", "/api/predict", cross, b"x")))[0] == 403
     own = {"Origin": "http://127.0.0.1", "Content-Type": "image/png", "Content-Length": "0"}
@@ -157,7 +157,7 @@ def one_slot(model):
     running.stop()
 
 
-def test_a_full_queue_answers_503_with_retry_after_without_reading_the_upload(one_slot, example):
+def test_a_full_queue_answers_503_with_retry_after_even_while_the_upload_is_sent(one_slot, example):
     server, release, started = one_slot.server, threading.Event(), threading.Event()
 
     def slow_predict(data: bytes) -> dict:
@@ -170,7 +170,9 @@ def test_a_full_queue_answers_503_with_retry_after_without_reading_the_upload(on
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(exchange, one_slot, upload)
         assert started.wait(30)
-        status, headers, body = parse(exchange(one_slot, upload))
+        # a large upload: the client is still sending when the answer comes, and must get it, not a reset
+        large = request("POST", "/api/predict", {"Content-Type": "image/png"}, bytes(4 * 2**20))
+        status, headers, body = parse(exchange(one_slot, large))
         assert status == 503 and int(headers["retry-after"]) >= 1 and "busy" in json.loads(body)["error"]
         release.set()
         assert parse(first.result(timeout=30))[0] == 200

@@ -105,6 +105,30 @@ def raw_json_error(status: int, message: str, headers: dict[str, str] | None = N
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+async def discard_body(receive, headers, limit: int) -> None:
+    """Read and drop a request's body before its refusal is sent.
+
+    A client still sending its upload when the server closes the connection gets a reset (a
+    socket closed with unread data answers RST), and loses the answer: a 503 or 403 must be
+    read to be useful. A body over ``limit`` is not read (413 and close, as asked), nor one
+    the client holds back until it hears from us (``Expect: 100-continue``).
+    """
+    length = headers.get("content-length", "")
+    if "100-continue" in headers.get("expect", "").lower() or not length.isdigit() or int(length) > limit:
+        return
+
+    async def drain():
+        while True:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+
+    try:
+        await asyncio.wait_for(drain(), BODY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        pass
+
+
 def is_loopback(host: str) -> bool:
     """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
@@ -414,9 +438,11 @@ class DemoServer:
         try:
             self._check_upload_headers(request.headers)
         except UploadError as err:
+            await discard_body(request.receive, request.headers, self.max_upload_bytes + MULTIPART_ALLOWANCE)
             return json_error(err.status, err.message)
         if not self.jobs.admit():
             seconds = self.jobs.retry_after()
+            await discard_body(request.receive, request.headers, self.max_upload_bytes + MULTIPART_ALLOWANCE)
             return json_error(
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 f"the server is busy ({self.jobs.slots} uploads in hand); try again in {seconds} s",
@@ -520,6 +546,9 @@ class _Guard:
             refusal = guard(scope, self.server.allowed_hosts, self.server.token)
             if refusal is not None:
                 status, message, headers = refusal
+                request_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                limit = self.server.max_upload_bytes + MULTIPART_ALLOWANCE
+                await discard_body(receive, request_headers, limit)
                 await json_error(status, message, headers)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
