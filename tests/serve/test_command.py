@@ -65,7 +65,7 @@ def test_serve_stops_on_sigterm_while_clients_hold_connections(tmp_path):
                      b"Content-Length: 100000\r\n\r\n\x89PNG")
         held = [idle, keep_alive, slow]
         process.send_signal(signal.SIGTERM)
-        # the server gives requests in flight GRACEFUL_S (5 s), then drops them
+        # the server gives requests in flight GRACEFUL_S (4 s), then drops them
         out, err = process.communicate(timeout=20)
     finally:
         for connection in held:

@@ -48,8 +48,8 @@ MAX_CONNECTIONS = 1000  # open connections; more are answered 503 and closed
 HEADER_TIMEOUT_S = 10.0  # a request's line and headers must arrive within this
 BODY_TIMEOUT_S = 60.0  # an upload's body must arrive within this (20 MB at 350 kB/s)
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
-GRACEFUL_S = 5  # on SIGINT/SIGTERM, requests in flight get this long...
-ABANDON_S = 3.0  # ...then the running prediction this long; exit within GRACEFUL_S + ABANDON_S + 1
+GRACEFUL_S = 4  # on SIGINT/SIGTERM, requests in flight get this long...
+ABANDON_S = 3.0  # ...then the running prediction this long: the command exits within about 7 s
 MULTIPART_ALLOWANCE = 64 * 2**10  # a form's boundaries and part headers around a file at the limit
 EXAMPLE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                  ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}
