@@ -155,7 +155,7 @@ def status_of(response: bytes) -> tuple[int, bool]:
 
 
 def load(served: Served, clients: int, seconds: float, image: bytes) -> dict:
-    counts = {"info ok": 0, "resets": 0, "timeouts": 0, "predict 200": 0, "predict 503": 0, "other": 0}
+    counts = {"GETs answered": 0, "resets": 0, "timeouts": 0, "uploads answered": 0, "uploads busy (503)": 0, "other": 0}
     lock = threading.Lock()
     barrier = threading.Barrier(clients)
 
@@ -163,14 +163,14 @@ def load(served: Served, clients: int, seconds: float, image: bytes) -> dict:
         barrier.wait(timeout=60)
         outcome, response = exchange(served.address, raw_request("POST", "/api/predict", {"Content-Type": "image/png"}, image), timeout=120)
         status = status_of(response)[0]
-        key = {200: "predict 200", 503: "predict 503"}.get(status, "resets" if outcome == "reset" else
+        key = {200: "uploads answered", 503: "uploads busy (503)"}.get(status, "resets" if outcome == "reset" else
                                                            "timeouts" if outcome == "timeout" else "other")
         with lock:
             counts[key] += 1
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             outcome, response = exchange(served.address, raw_request("GET", "/api/info"), timeout=10)
-            key = ("info ok" if status_of(response)[0] == 200 else "other") if outcome == "ok" else \
+            key = ("GETs answered" if status_of(response)[0] == 200 else "other") if outcome == "ok" else \
                 ("timeouts" if outcome == "timeout" else "resets")
             with lock:
                 counts[key] += 1
@@ -329,15 +329,24 @@ def run_all(src: Path, weights: Path, image: bytes, seconds: float) -> dict[str,
     return results
 
 
-def print_tables(columns: dict[str, dict[str, dict[str, str]]]) -> None:
+def cell(values: dict[str, str]) -> str:
+    """One table cell for a case: its measures as 'value measure', zeros left out."""
+    shown = [f"{value} {key}" for key, value in values.items() if value != "0"]
+    return ", ".join(shown) or "-"
+
+
+def print_table(columns: dict[str, dict[str, dict[str, str]]]) -> None:
+    """One markdown table: a row per case, a column per source tree."""
     names = list(columns)
-    sections = list(next(iter(columns.values())))
-    for section in sections:
-        print(f"\n**{section}**\n")
-        print("| | " + " | ".join(names) + " |")
-        print("|---|" + "---|" * len(names))
-        for key in columns[names[-1]][section]:
-            print(f"| {key} | " + " | ".join(columns[n][section].get(key, "") for n in names) + " |")
+    last = columns[names[-1]]
+    print("| case | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for section, rows in last.items():
+        if section in ("bad input", "shutdown"):  # one row per request or per stop
+            for key in rows:
+                print(f"| {section}: {key} | " + " | ".join(columns[n][section].get(key, "") for n in names) + " |")
+        else:
+            print(f"| {section} | " + " | ".join(cell(columns[n][section]) for n in names) + " |")
 
 
 def main() -> None:
@@ -352,7 +361,7 @@ def main() -> None:
         if args.before is not None:
             columns["before"] = run_all(args.before.resolve(), weights, image, args.seconds)
         columns["after" if args.before is not None else "this tree"] = run_all(REPO / "src", weights, image, args.seconds)
-    print_tables(columns)
+    print_table(columns)
 
 
 if __name__ == "__main__":
