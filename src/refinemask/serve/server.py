@@ -212,8 +212,7 @@ def _guarded_http_class():
         def data_received(self, data: bytes) -> None:
             self._received = True
             if self.conn.their_state is h11.IDLE and self._head_too_large(data):
-                self._refuse(431, f"the request line and headers are larger than {format_bytes(self.max_header_bytes)}; "
-                                  "send a shorter request")
+                self._refuse_large_head()
                 return
             super().data_received(data)
             # the headers are complete once the client has left IDLE (SEND_BODY, DONE or ERROR)
@@ -255,11 +254,14 @@ def _guarded_http_class():
         def send_400_response(self, msg: str) -> None:
             err = self.conn.refused
             if err is not None and err.error_status_hint == HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
-                limit = format_bytes(self.max_header_bytes)
-                self._refuse(431, f"the request line and headers are larger than {limit}; send a shorter request")
+                self._refuse_large_head()
             else:
                 reason = f" ({err})" if err is not None and str(err) else ""
                 self._refuse(400, f"malformed HTTP request{reason}; check the request line and headers")
+
+        def _refuse_large_head(self) -> None:
+            limit = format_bytes(self.max_header_bytes)
+            self._refuse(431, f"the request line and headers are larger than {limit}; send a shorter request")
 
         def _arm_header_deadline(self) -> None:
             self._disarm_header_deadline()
