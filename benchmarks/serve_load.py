@@ -73,16 +73,22 @@ class Served:
 
     def __init__(self, src: Path, weights: Path):
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(src))
+        # the server's output (its access log) goes to a file: a pipe would need a reader in
+        # this process, competing with the clients for the GIL
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "refinemask.cli", "serve", "--weights", str(weights), "--host", HOST, "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+            stdout=self.log, stderr=subprocess.DEVNULL, text=True, env=env,
         )
-        line = self.process.stdout.readline()
-        if " on http://" not in line:
+        line, deadline = "", time.monotonic() + 300
+        started = lambda: line.endswith("\n") and " on http://" in line  # noqa: E731 - a whole first line
+        while not started() and self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            self.log.seek(0)
+            line = self.log.readline()
+        if not started():
             self.process.kill()
             raise SystemExit(f"the server in {src} did not start: {line!r}")
-        # drain the rest (the access log): a full pipe would block the server
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()
         parts = urlsplit(line.split(" on ", 1)[1].split()[0])
         assert parts.hostname == HOST
         self.address = (HOST, parts.port)
@@ -104,6 +110,8 @@ class Served:
             self.process.kill()
             self.process.wait()
             return float("inf")
+        finally:
+            self.log.close()
 
 
 def raw_request(method: str, path: str, headers: dict | None = None, body: bytes = b"") -> bytes:

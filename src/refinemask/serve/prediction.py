@@ -84,8 +84,8 @@ def check_test_size(height: int, width: int, short_side: int, max_long_side: int
     """Refuse (422) an image so thin that the model's test resize would leave a side of 0 pixels.
 
     The model rescales to ``short_side`` with the long side at most ``max_long_side``
-    (:func:`~refinemask.modeling.transform.rescale_size`): a 3 x 6000 strip would become
-    0 x 1333, which no layer can take.
+    (:func:`~refinemask.modeling.transform.rescale_size`): with the long side at most 192, a
+    3 x 6000 strip would become 0 x 192, which no layer can take.
     """
     from refinemask.modeling.transform import rescale_size
 
