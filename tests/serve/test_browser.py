@@ -158,3 +158,16 @@ def test_the_page_shows_the_servers_json_error_for_a_refused_upload(model, tmp_p
         running.stop()
     assert body_state(dom) == "error"
     assert "the upload is not an image" in element(dom, "error")[1]
+
+
+def test_the_page_sends_the_token_of_its_address_with_each_api_request(model, example, tmp_path):
+    # `refinemask serve --token T` prints http://127.0.0.1:PORT/#token=T
+    running = Running(make_server(model, "127.0.0.1", 0, example=example, quiet=True, token="s3cret"))
+    try:
+        with_token = dump_dom(f"{running.url}?example=1#token=s3cret", tmp_path / "profile")
+        without = dump_dom(f"{running.url}?example=1", tmp_path / "profile2")
+    finally:
+        running.stop()
+    assert body_state(with_token) == "done", element(with_token, "error")[1]
+    assert int(element(with_token, "summary")[0]["data-total"]) > 0
+    assert "needs its token" in element(without, "error")[1]

@@ -100,8 +100,67 @@ def test_the_example_image_is_served(running, example):
 
 
 def test_a_file_that_is_not_an_image_is_refused_with_400(running):
-    status, answer = post(running.url, b"name,score\ncat,1\n", "text/csv")
+    status, answer = post(running.url, b"name,score\ncat,1\n", "application/octet-stream")
     assert status == 400 and "not an image" in answer["error"]
+
+
+def test_an_upload_of_a_type_the_page_does_not_list_is_refused_with_415(running, example):
+    # text/plain is what a cross-site form may post without a preflight
+    for kind in ("text/plain", "text/csv", "application/x-www-form-urlencoded"):
+        status, answer = post(running.url, example.read_bytes(), kind)
+        assert status == 415 and "curl -F file=@image.jpg" in answer["error"], kind
+
+
+def test_an_image_format_the_page_does_not_name_is_not_decoded(running):
+    # Pillow would hand an EPS file to Ghostscript; only the listed formats are tried
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\n%%EOF\n"
+    status, answer = post(running.url, eps, "application/octet-stream")
+    assert status == 400 and answer["error"].startswith("the upload is not an image this server reads (JPEG, PNG")
+
+
+def multipart(fields: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    """(body, content type) of a multipart/form-data request: name -> (file name, bytes, type)."""
+    boundary = "refinemask-test-boundary"
+    body = b""
+    for name, (filename, data, kind) in fields.items():
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
+                 f"Content-Type: {kind}\r\n\r\n").encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_form_upload_gets_the_same_detections_as_the_raw_file(running, example):
+    # curl -F file=@x.jpg, and every HTML form, send multipart/form-data
+    body, kind = multipart({"file": ("example.png", example.read_bytes(), "image/png")})
+    status, answer = post(running.url, body, kind)
+    status_raw, raw = post(running.url, example.read_bytes())
+    assert status == status_raw == 200
+    assert answer["detections"] == raw["detections"] and answer["detections"]
+
+
+def test_a_form_without_a_file_is_refused_with_400(running):
+    body = b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--b--\r\n"
+    status, answer = post(running.url, body, "multipart/form-data; boundary=b")
+    assert status == 400 and "the form has no file" in answer["error"]
+
+
+def test_each_detection_carries_its_data_sets_category_id(model, example):
+    server = make_server(model, "127.0.0.1", 0, quiet=True)
+    try:
+        server.predictor.label_to_category = {1: 17, 2: 18, 3: 21}  # as a COCO model's cat, dog, bird
+        answer = server.predict(example.read_bytes())
+    finally:
+        server.server_close()
+    assert answer["detections"]
+    assert all(d["category_id"] == {1: 17, 2: 18, 3: 21}[d["label"]] for d in answer["detections"])
+
+
+@pytest.mark.parametrize("size", [(6000, 3), (3, 6000)])
+def test_an_image_too_thin_for_the_test_resize_is_refused_with_422(running, tmp_path, size):
+    # a 3x6000 strip would be 0 pixels tall at the model's test size: a 500 before
+    Image.new("RGB", size, (90, 40, 40)).save(tmp_path / "strip.png")
+    status, answer = post(running.url, (tmp_path / "strip.png").read_bytes())
+    assert status == 422 and "crop it closer to square" in answer["error"]
+    assert post(running.url, (tmp_path / "strip.png").read_bytes()[:0])[0] == 400  # still serving
 
 
 def test_an_empty_upload_is_refused_with_400(running):

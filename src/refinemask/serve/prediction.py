@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 # torch is imported where it is used, so that `refinemask serve --help` answers at once
 
 MAX_PIXELS = 40_000_000  # 40 megapixels
+# the formats the page names; Pillow would otherwise try every plugin it has, EPS included
+# (handed to Ghostscript where it is installed). JPEG covers phones' multi-picture (MPO) JPEGs.
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+FORMATS_SHOWN = "JPEG, PNG, WebP, BMP, TIFF or GIF"
 
 
 class UploadError(Exception):
@@ -51,7 +55,7 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS, scaling: dict | Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
     except Image.DecompressionBombError:
         raise UploadError(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -59,7 +63,7 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS, scaling: dict | Non
         ) from None
     except Exception:  # noqa: BLE001 - PIL raises many types for non-images
         raise UploadError(
-            HTTPStatus.BAD_REQUEST, "the upload is not an image (JPEG, PNG, WebP, BMP, TIFF, ...); choose an image file"
+            HTTPStatus.BAD_REQUEST, f"the upload is not an image this server reads ({FORMATS_SHOWN}); choose one of those"
         ) from None
     width, height = image.size
     if width * height > max_pixels:
@@ -74,6 +78,24 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS, scaling: dict | Non
     except Exception as err:  # noqa: BLE001 - truncated or corrupt files fail while decoding
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise UploadError(HTTPStatus.BAD_REQUEST, f"the image cannot be decoded ({reason}); is the file complete?") from None
+
+
+def check_test_size(height: int, width: int, short_side: int, max_long_side: int) -> None:
+    """Refuse (422) an image so thin that the model's test resize would leave a side of 0 pixels.
+
+    The model rescales to ``short_side`` with the long side at most ``max_long_side``
+    (:func:`~refinemask.modeling.transform.rescale_size`): with the long side at most 192, a
+    3 x 6000 strip would become 0 x 192, which no layer can take.
+    """
+    from refinemask.modeling.transform import rescale_size
+
+    new_height, new_width = rescale_size(height, width, short_side, max_long_side)
+    if min(new_height, new_width) < 1:
+        raise UploadError(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            f"the image is {width}x{height}: at the model's test size (long side <= {max_long_side}) it would be "
+            f"{new_width}x{new_height} pixels; crop it closer to square first",
+        )
 
 
 def _mask_png(mask: np.ndarray, colour: tuple[int, int, int]) -> dict:
@@ -93,11 +115,16 @@ def _mask_png(mask: np.ndarray, colour: tuple[int, int, int]) -> dict:
     return {"x": x0, "y": y0, "area": int(crop.sum()), "png": base64.b64encode(buffer.getvalue()).decode("ascii")}
 
 
-def encode_prediction(prediction: dict, category_names: list[str], seconds: float) -> dict:
+def encode_prediction(
+    prediction: dict, category_names: list[str], seconds: float, label_to_category: dict[int, int] | None = None
+) -> dict:
     """The JSON answer of ``POST /api/predict``.
 
+    ``label_to_category``: the model's label -> data-set category id (``Predictor.label_to_category``);
+    without it ``category_id`` is the label.
+
     ``{"width", "height", "seconds", "stages": ["final"] or ["final", "coarse"], "detections":
-    [{"label", "name", "score", "box": [x0, y0, x1, y1], "color": [r, g, b], "masks": {"final":
+    [{"label", "category_id", "name", "score", "box": [x0, y0, x1, y1], "color": [r, g, b], "masks": {"final":
     {"x", "y", "area", "png"}, "coarse": {...}}}]}``: each mask is the base64 PNG of its tight
     crop at (x, y), coloured where the mask is set and transparent elsewhere (``png`` is null
     for an empty mask).
@@ -117,6 +144,7 @@ def encode_prediction(prediction: dict, category_names: list[str], seconds: floa
         name = label_name(label, category_names)
         detections.append({
             "label": label,
+            "category_id": int((label_to_category or {}).get(label, label)),
             "name": name,
             "score": score,
             "box": [round(v, 2) for v in box],

@@ -4,6 +4,10 @@
 const $ = (id) => document.getElementById(id);
 const state = { info: null, result: null, image: null, masks: {}, outlines: {} };
 const HALO = [20, 20, 20];  // the ring just outside each outline, as in `refinemask predict`'s overlays
+// `refinemask serve --token T` prints the address with #token=T: the fragment never reaches the
+// server or its logs; the page sends it as a bearer token with each API request
+const TOKEN = new URLSearchParams(window.location.hash.slice(1)).get("token");
+const AUTH = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
 
 function showError(message) {
   $("error").textContent = message;
@@ -203,7 +207,7 @@ async function upload(blob, name) {
   try {
     response = await fetch("/api/predict", {
       method: "POST",
-      headers: { "Content-Type": blob.type || "application/octet-stream" },
+      headers: { ...AUTH, "Content-Type": blob.type || "application/octet-stream" },
       body: blob,
     });
   } catch (err) {
@@ -250,13 +254,15 @@ async function start() {
     if (file) upload(file, file.name);
   });
   const loadExample = async () => {
-    const response = await fetch("/example");
+    const response = await fetch("/example", { headers: AUTH });
     if (!response.ok) { showError("the server has no example image"); return; }
     await upload(await response.blob(), "the example image");
   };
   $("example").addEventListener("click", loadExample);
   try {
-    state.info = await (await fetch("/api/info")).json();
+    const response = await fetch("/api/info", { headers: AUTH });
+    state.info = await response.json();
+    if (!response.ok) { showError(state.info.error || `the server answered ${response.status}`); return; }
   } catch (err) {
     showError(`cannot reach the server: ${err.message}`);
     return;
