@@ -36,7 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision.models.detection.image_list import ImageList  # noqa: E402
 
-from refinemask.modeling.ops import paste_masks  # noqa: E402
+from refinemask.modeling.box_masks import BoxMasks, check_mask_output  # noqa: E402
 
 # mmdetection's ImageNet statistics on 0-255 pixels (docs/design.md §6.1)
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -64,6 +64,8 @@ class DetectionTransform(nn.Module):
         self.size_divisible = size_divisible
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(3, 1, 1), persistent=False)
+        # "image": masks pasted into (N, 1, H, W) maps (torchvision's contract); "box": BoxMasks
+        self.mask_output = "image"
 
     def _short_side(self) -> int:
         if self.training and len(self.min_size) > 1:
@@ -98,6 +100,9 @@ class DetectionTransform(nn.Module):
     def postprocess(self, results: list[dict], image_sizes, original_sizes, original_boxes=None) -> list[dict]:
         """Boxes back to the input image's pixels; mask predictions pasted into it.
 
+        With ``mask_output == "box"`` the masks stay the head's squares, in a
+        :class:`~refinemask.modeling.box_masks.BoxMasks` with the boxes and the image's size.
+
         ``original_boxes``: per image, the boxes already in the input image's pixels (boxes
         given to the model), taken as they are: scaling them there and back would move them by
         float rounding.
@@ -109,7 +114,8 @@ class DetectionTransform(nn.Module):
                 scale = r["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
                 r["boxes"] = r["boxes"] * scale
             if "masks" in r:
-                r["masks"] = paste_masks(r["masks"], r["boxes"], int(oh), int(ow))
+                masks = BoxMasks(r["masks"], r["boxes"], (oh, ow))
+                r["masks"] = masks if check_mask_output(self.mask_output) == "box" else masks.to_image()
         return results
 
 
