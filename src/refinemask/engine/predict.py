@@ -76,6 +76,11 @@ class Predictor:
     stage (before the boundary refinement) of the same detections, pasted into the image as the
     final masks are (None for a Mask R-CNN model). ``refinemask serve`` shows them.
 
+    ``predictor(image, tile=SIZE, overlap=FRACTION)`` predicts an image far larger than the
+    model's input tile by tile, each tile at the model's own scale, and merges the objects that
+    tiles share into one detection each (:mod:`refinemask.engine.tiling`): for aerial scenes,
+    slides and other large images whose objects would vanish if the image were shrunk whole.
+
     ``masks=`` chooses the form of ``masks`` (and ``coarse_masks``): "image" (default) bool
     (N, H, W); "box" a :class:`~refinemask.modeling.box_masks.MaskWindows` (each mask a bool
     window at its box: memory grows with the boxes' areas, not with N x H x W); "rle" a list of
@@ -108,13 +113,19 @@ class Predictor:
         self.best_scores: list[float] = []
 
     def __call__(
-        self, images: Any, boxes: Any = None, labels: Any = None, coarse: bool = False, masks: str = "image"
+        self, images: Any, boxes: Any = None, labels: Any = None, coarse: bool = False, masks: str = "image",
+        tile: int | None = None, overlap: float = 0.2,
     ) -> dict | list[dict]:
         single = not isinstance(images, (list, tuple))
         batch = [images] if single else list(images)
         self.best_scores = []
         if masks not in MASK_FORMATS:
             raise RefineMaskError(f"masks={masks!r}: choose one of {', '.join(map(repr, MASK_FORMATS))}")
+        if tile is not None:
+            if boxes is not None or labels is not None or coarse:
+                raise RefineMaskError("tile= is for the model's own detections: not with boxes=, labels= or coarse=True")
+            outputs = [self._tiled(image, tile, overlap, masks) for image in batch]
+            return outputs[0] if single else outputs
         if boxes is not None:
             if coarse:
                 raise RefineMaskError("coarse=True is for the model's own detections, not for given boxes")
@@ -154,6 +165,24 @@ class Predictor:
             heads.score_thresh = model_thresh
         self.best_scores = best
         return outputs[0] if single else outputs
+
+    def _tiled(self, image: Any, tile: int, overlap: float, masks: str) -> dict:
+        """One image predicted tile by tile and merged (:func:`refinemask.engine.tiling.predict_tiled`)."""
+        from refinemask.engine.tiling import check_tiling, predict_tiled
+
+        check_tiling(tile, overlap)
+        tensor = as_image_tensor(image, **self.scaling)
+        best: list[float] = []
+
+        def predict_tile(part: torch.Tensor) -> dict:
+            result = self(part, masks="box")
+            best.extend(self.best_scores)
+            return result
+
+        result = predict_tiled(predict_tile, tensor, int(tile), float(overlap))
+        self.best_scores = [max(best, default=0.0)]
+        result["masks"] = mask_form(result["masks"], masks)
+        return result
 
     def _given_boxes(self, batch: list, single: bool, boxes: Any, labels: Any, masks: str) -> dict | list[dict]:
         """One mask per given box: the model's forward with ``boxes``/``labels`` (see the class)."""
@@ -387,10 +416,14 @@ def predict_files(
     annotations: str | Path | None = None,
     overlays: bool = True,
     progress: bool = True,
+    tile: int | None = None,
+    overlap: float = 0.2,
 ) -> Path:
     """Predict every image of ``inputs``; write ``out_dir/<name>.png`` overlays and
     ``out_dir/results.json`` (COCO results with RLE masks, plus each image's ``file_name`` and
     each detection's ``category_name``).
+
+    ``tile``/``overlap``: predict each image tile by tile (see :class:`Predictor`).
 
     Returns the results path.
     """
@@ -410,7 +443,7 @@ def predict_files(
     category_name = {cat: label_name(label, predictor.category_names) for label, cat in predictor.label_to_category.items()}
     for path, image_id in tqdm(list(zip(files, image_ids)), desc="predict", unit="image", disable=not progress):
         image = load_image(path, **predictor.scaling)
-        prediction = predictor(image, masks="box")  # no full-image map per detection
+        prediction = predictor(image, masks="box", tile=tile, overlap=overlap)  # no full-image map per detection
         if len(prediction["scores"]) == 0:
             empty += 1
             tqdm.write(f"{path}: {_nothing_found(predictor)}")
