@@ -2,11 +2,11 @@
 
 Each case runs in its own process: build a model that returns exactly N detections (random
 ResNet-18 weights, narrow RefineMask head, the box classifier biased to the foreground, score
-threshold 0), make an H x W x 3 uint8 image, then reset the process's peak RSS (Linux
-``/proc/self/clear_refs``) and do what ``refinemask predict`` does with the image in memory:
-``Predictor`` -> COCO results with RLE masks -> the overlay (drawn, not saved). The table gives
-the peak RSS of that call, the RSS it started from (model + the uint8 image) and the float32
-image's size for reference.
+threshold 0), make an H x W float32 image (what ``refinemask predict`` has after decoding a
+file), then reset the process's peak RSS (Linux ``/proc/self/clear_refs``) and do what
+``refinemask predict`` does with it: ``Predictor`` -> COCO results with RLE masks -> the overlay
+(drawn, not saved). The table gives the RSS the call started from (torch, the model and the
+float image), its peak, and the float32 image's size for reference.
 
 "before" is the same script run on other code, e.g. the main checkout before box-local masks
 (its Predictor has no ``masks=`` argument, so it returns full-image masks):
@@ -76,13 +76,15 @@ def run_case(megapixels: float, detections: int, threads: int) -> dict:
     small = rng.integers(0, 256, (max(2, height // 64), max(2, width // 64), 3), dtype=np.uint8)
     image = np.ascontiguousarray(np.kron(small, np.ones((64, 64, 1), dtype=np.uint8))[:height, :width])
     image = np.pad(image, ((0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0)), mode="edge")
+    # as refinemask predict has it after load_image: a float32 (3, H, W) image in [0, 1]
+    tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
+    del image
     predictor = Predictor(model)
     box_local = "masks" in inspect.signature(predictor.__call__).parameters
     Path("/proc/self/clear_refs").write_text("5")  # the peak RSS starts again from here
     start = rss_kb("VmRSS")
-    prediction = predictor(image, masks="box") if box_local else predictor(image)
+    prediction = predictor(tensor, masks="box") if box_local else predictor(tensor)
     results = predictions_to_coco_results([prediction], [1], predictor.label_to_category)
-    tensor = torch.from_numpy(image).permute(2, 0, 1)
     draw_overlay(tensor, prediction, predictor.category_names)
     peak = rss_kb("VmHWM")
     return {

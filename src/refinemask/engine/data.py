@@ -29,7 +29,7 @@ from refinemask.data.samplers import (
     aspect_ratio_groups,
     repeat_factors,
 )
-from refinemask.data.transforms import horizontal_flip
+from refinemask.data.transforms import crop, crop_window, horizontal_flip
 from refinemask.errors import RefineMaskError
 
 logger = logging.getLogger("refinemask.run")
@@ -178,13 +178,15 @@ def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
 class TrainingSamples(torch.utils.data.Dataset):
     """``dataset`` with the random training augmentation, keyed by ``(index, sample_seed)``.
 
-    The flip of a sample is drawn from its own generator, so it does not depend on the process
-    or worker that loads it, nor on what was loaded before.
+    The flip (and, with ``crop_size``, the crop window) of a sample is drawn from its own
+    generator, so it does not depend on the process or worker that loads it, nor on what was
+    loaded before.
     """
 
-    def __init__(self, dataset: CocoDetection, flip_prob: float):
+    def __init__(self, dataset: CocoDetection, flip_prob: float, crop_size: int = 0):
         self.dataset = dataset
         self.flip_prob = flip_prob
+        self.crop_size = crop_size
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -195,6 +197,10 @@ class TrainingSamples(torch.utils.data.Dataset):
         generator = torch.Generator().manual_seed(seed)
         if self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob:
             image, target = horizontal_flip(image, target)
+        if self.crop_size > 0:
+            height, width = image.shape[-2:]
+            window = crop_window(height, width, self.crop_size, torch.as_tensor(target["boxes"]), generator)
+            image, target = crop(image, target, window)
         return image, target
 
 

@@ -304,7 +304,8 @@ def draw_overlay(
     """
     from PIL import Image, ImageDraw
 
-    canvas = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    # one float temporary (clamp's copy) rather than three, for large images
+    canvas = image if image.dtype == torch.uint8 else image.clamp(0, 1).mul_(255).round_().to(torch.uint8)
     height, width = canvas.shape[-2:]
     scale = overlay_scale(height, width, min_side)
     canvas = canvas.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
