@@ -159,3 +159,17 @@ def test_training_samples_crop_reproducibly_from_their_key(tiny_coco) -> None:
     assert image.shape[-2] <= 16 and image.shape[-1] <= 16 and torch.equal(image, again)
     assert torch.equal(target["masks"], target_again["masks"]) and len(target["boxes"]) >= 1
     assert target["masks"].shape[-2:] == image.shape[-2:]
+
+
+def test_a_window_loaded_from_the_dataset_is_the_crop_of_the_whole_sample(tiny_coco) -> None:
+    from refinemask.data.transforms import crop
+
+    dataset = CocoDetection(*tiny_coco)
+    window = (0, 0, 14, 20)  # image 1 (40x30): holds some instances, not all
+    image, target = dataset.load_sample(0, window)
+    expected_image, expected = crop(*dataset[0], window)
+    assert torch.equal(image, expected_image)
+    assert torch.equal(target["masks"], expected["masks"]) and torch.equal(target["labels"], expected["labels"])
+    assert torch.equal(torch.as_tensor(target["boxes"]), torch.as_tensor(expected["boxes"]))
+    assert 0 < len(dataset.load_target(0, window)["labels"]) < len(dataset.load_target(0)["labels"])
+    assert torch.equal(dataset.instance_boxes(0), torch.as_tensor(dataset.load_target(0)["boxes"]))

@@ -41,6 +41,7 @@ from torchvision import tv_tensors
 
 from refinemask.data.categories import categories_from_entries
 from refinemask.data.images import DEFAULT_MAX_PIXELS, load_image
+from refinemask.data.transforms import crop
 from refinemask.data.validation import (
     Problem,
     iter_problems,
@@ -121,6 +122,13 @@ class CocoDetection(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, Target]:
+        return self.load_sample(index)
+
+    def load_sample(self, index: int, window: tuple[int, int, int, int] | None = None) -> tuple[tv_tensors.Image, Target]:
+        """``self[index]``, or with ``window`` (top, left, h, w) that window of it
+        (:func:`refinemask.data.transforms.crop`): only the instances whose box meets the window
+        have their masks decoded, which is what makes crops of huge scenes with hundreds of
+        objects cheap (each full-image mask is H x W bytes)."""
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         path = self.image_dir / info["file_name"]
@@ -135,17 +143,40 @@ class CocoDetection(torch.utils.data.Dataset):
                 "fix width/height in the json or the file"
             )
         image = tv_tensors.Image(image)
-        target = self.load_target(index)
+        target = self.load_target(index, window)
+        if window is not None:
+            image, target = crop(image, target, window)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
 
-    def load_target(self, index: int) -> Target:
-        """The target of ``index`` without reading the image (see the module docstring)."""
+    def instance_boxes(self, index: int) -> torch.Tensor:
+        """(N, 4) XYXY boxes of the target's instances, from the json (nothing is decoded)."""
+        boxes = [a["bbox"] for a in self._instances(index)]
+        out = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        out[:, 2:] += out[:, :2]
+        return out
+
+    def _instances(self, index: int) -> list[dict]:
+        return [a for a in self.coco.imgToAnns.get(self.ids[index], []) if not a["iscrowd"]]
+
+    def load_target(self, index: int, window: tuple[int, int, int, int] | None = None) -> Target:
+        """The target of ``index`` without reading the image (see the module docstring).
+
+        ``window`` (top, left, h, w): only the instances whose box meets it (still at the image's
+        size; :func:`refinemask.data.transforms.crop` cuts them).
+        """
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         height, width = info["height"], info["width"]
-        annotations = [a for a in self.coco.imgToAnns.get(image_id, []) if not a["iscrowd"]]
+        annotations = self._instances(index)
+        if window is not None:
+            top, left, h, w = window
+            annotations = [
+                a for a in annotations
+                if a["bbox"][0] < left + w and a["bbox"][0] + a["bbox"][2] > left
+                and a["bbox"][1] < top + h and a["bbox"][1] + a["bbox"][3] > top
+            ]
 
         boxes = torch.zeros((len(annotations), 4), dtype=torch.float32)
         masks = torch.zeros((len(annotations), height, width), dtype=torch.uint8)

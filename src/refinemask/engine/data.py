@@ -29,7 +29,7 @@ from refinemask.data.samplers import (
     aspect_ratio_groups,
     repeat_factors,
 )
-from refinemask.data.transforms import crop, crop_window, horizontal_flip
+from refinemask.data.transforms import crop_window, horizontal_flip
 from refinemask.errors import RefineMaskError
 
 logger = logging.getLogger("refinemask.run")
@@ -193,14 +193,19 @@ class TrainingSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, key: SampleKey):
         index, seed = key
-        image, target = self.dataset[index]
         generator = torch.Generator().manual_seed(seed)
-        if self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob:
-            image, target = horizontal_flip(image, target)
+        flip = self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob
         if self.crop_size > 0:
-            height, width = image.shape[-2:]
-            window = crop_window(height, width, self.crop_size, torch.as_tensor(target["boxes"]), generator)
-            image, target = crop(image, target, window)
+            # the window first, from the json's boxes: only the instances in it are decoded
+            info = self.dataset.coco.imgs[self.dataset.ids[index]]
+            window = crop_window(
+                info["height"], info["width"], self.crop_size, self.dataset.instance_boxes(index), generator
+            )
+            image, target = self.dataset.load_sample(index, window)
+        else:
+            image, target = self.dataset[index]
+        if flip:
+            image, target = horizontal_flip(image, target)
         return image, target
 
 
