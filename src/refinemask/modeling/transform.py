@@ -22,7 +22,8 @@ def rescale_size(height: int, width: int, short_side: int, max_long_side: int) -
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     scale = min(max_long_side / max(height, width), short_side / min(height, width))
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    # at least one pixel: a 1 x 6000 strip would round to 0 rows (and the resize fail)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def padded_size(height: int, width: int, divisor: int = 32) -> tuple[int, int]:
