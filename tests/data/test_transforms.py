@@ -173,3 +173,20 @@ def test_a_window_loaded_from_the_dataset_is_the_crop_of_the_whole_sample(tiny_c
     assert torch.equal(torch.as_tensor(target["boxes"]), torch.as_tensor(expected["boxes"]))
     assert 0 < len(dataset.load_target(0, window)["labels"]) < len(dataset.load_target(0)["labels"])
     assert torch.equal(dataset.instance_boxes(0), torch.as_tensor(dataset.load_target(0)["boxes"]))
+
+
+def test_training_crops_decode_each_image_once_within_the_cache(tiny_coco) -> None:
+    from refinemask.engine.data import TrainingSamples
+
+    dataset = CocoDetection(*tiny_coco)
+    reads = []
+    read_image = dataset.read_image
+    dataset.read_image = lambda index: reads.append(index) or read_image(index)
+    samples = TrainingSamples(dataset, flip_prob=0.0, crop_size=16)
+    for seed in range(5):
+        samples[(0, seed)]
+    assert reads == [0]
+    small = TrainingSamples(dataset, flip_prob=0.0, crop_size=16, cache_bytes=1)  # holds one image
+    for index in (0, 1, 0):
+        small[(index, 0)]
+    assert reads == [0, 0, 1, 0]

@@ -124,11 +124,24 @@ class CocoDetection(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, Target]:
         return self.load_sample(index)
 
-    def load_sample(self, index: int, window: tuple[int, int, int, int] | None = None) -> tuple[tv_tensors.Image, Target]:
+    def load_sample(
+        self, index: int, window: tuple[int, int, int, int] | None = None, image: torch.Tensor | None = None
+    ) -> tuple[tv_tensors.Image, Target]:
         """``self[index]``, or with ``window`` (top, left, h, w) that window of it
         (:func:`refinemask.data.transforms.crop`): only the instances whose box meets the window
         have their masks decoded, which is what makes crops of huge scenes with hundreds of
-        objects cheap (each full-image mask is H x W bytes)."""
+        objects cheap (each full-image mask is H x W bytes). ``image``: the image of ``index``
+        as :meth:`read_image` gives it, already in hand (a cache of decoded huge images)."""
+        image = self.read_image(index) if image is None else image
+        target = self.load_target(index, window)
+        if window is not None:
+            image, target = crop(image, target, window)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def read_image(self, index: int) -> tv_tensors.Image:
+        """The image of ``index``, checked against the json's size."""
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         path = self.image_dir / info["file_name"]
@@ -142,13 +155,7 @@ class CocoDetection(torch.utils.data.Dataset):
                 f"orientation) but {self.ann_file.name} says {info['width']}x{info['height']}; "
                 "fix width/height in the json or the file"
             )
-        image = tv_tensors.Image(image)
-        target = self.load_target(index, window)
-        if window is not None:
-            image, target = crop(image, target, window)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+        return tv_tensors.Image(image)
 
     def instance_boxes(self, index: int) -> torch.Tensor:
         """(N, 4) XYXY boxes of the target's instances, from the json (nothing is decoded)."""
