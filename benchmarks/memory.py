@@ -14,9 +14,11 @@ float image), its peak, and the float32 image's size for reference.
     python benchmarks/memory.py --megapixels 1 12 36 100 --detections 10 100 --extra 36:24 \\
         --code /path/to/main/src --code .
 
-Cases whose full-image masks alone would pass ``--max-gb`` (16 bytes x detections x pixels:
-the float32 paste, its bool copy and the RLE's Fortran copy) are not run on code without
-``masks=``; the table shows that estimate instead, marked as one.
+Cases whose full-image masks alone would pass ``--max-gb`` are not run on code without
+``masks=``; the table shows an estimate instead, marked as one: ``BYTES_PER_MASK_PIXEL`` x
+detections x pixels above the model's own cost, the slope the measured full-image rows show
+(the float32 paste, its bool copy, the RLE's Fortran copy and the overlay's copies).
+``--table-from rows.json`` prints the table of an earlier run again.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
+# measured on full-image code: (peak - before) minus the box-local run's, per detection and pixel,
+# 9.2 at 1 MP / 100 detections and 8.8 at 36 MP / 10 (docs/benchmarks.md)
+BYTES_PER_MASK_PIXEL = 9
 
 
 def image_size(megapixels: float) -> tuple[int, int]:
@@ -122,10 +127,19 @@ def main(argv=None) -> int:
     parser.add_argument("--max-gb", type=float, default=7.0, help="skip full-image cases estimated above this")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--table-from", metavar="ROWS.json", help="print the table of an earlier run's --json")
     parser.add_argument("--case", nargs=2, metavar=("MP", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case:
         print(json.dumps(run_case(float(args.case[0]), int(args.case[1]), args.threads)))
+        return 0
+    if args.table_from:
+        rows = json.loads(Path(args.table_from).read_text())
+        for r in rows:
+            if "skipped_estimate_bytes" in r:
+                h, w = image_size(r["megapixels"])
+                r["skipped_estimate_bytes"] = BYTES_PER_MASK_PIXEL * r["detections"] * h * w
+        print_table(rows)
         return 0
     cases = [(mp, n) for mp in args.megapixels for n in args.detections]
     cases += [(float(e.split(":")[0]), int(e.split(":")[1])) for e in args.extra]
@@ -136,13 +150,20 @@ def main(argv=None) -> int:
         label = "box-local masks" if box_local else "full-image masks"
         for mp, n in cases:
             height, width = image_size(mp)
-            estimate = 16 * n * height * width
+            estimate = BYTES_PER_MASK_PIXEL * n * height * width
             if not box_local and estimate > args.max_gb * 1e9:
                 row = {"megapixels": mp, "detections": n, "code": code, "masks": label, "skipped_estimate_bytes": estimate}
             else:
                 row = {**spawn(code, mp, n, args.threads), "masks": label, "code": code}
             rows.append(row)
             print(json.dumps(row), flush=True)
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def print_table(rows: list[dict]) -> None:
     print()
     print("| masks | image | detections | float32 image (GB) | RSS before the call (GB) | peak RSS (GB) | peak - before (GB) |")
     print("|---|---|---|---|---|---|---|")
@@ -151,15 +172,12 @@ def main(argv=None) -> int:
         image = f"{r['megapixels']:g} MP ({width}x{height})"
         if "skipped_estimate_bytes" in r:
             print(f"| {r['masks']} | {image} | {r['detections']} | {gb(12 * height * width)} | – | not run | "
-                  f"≥ {gb(r['skipped_estimate_bytes'])} (estimate: 16 B × detections × pixels) |")
+                  f"≈ {gb(r['skipped_estimate_bytes'])} more (estimate: {BYTES_PER_MASK_PIXEL} B × detections × pixels) |")
         elif "error" in r:
-            print(f"| {r['masks']} | {image} | {r['detections']} | – | – | failed: {r['error']} | – |")
+            print(f"| {r['masks']} | {image} | {r['detections']} | – | – | did not finish: {r['error'] or 'stopped'} | – |")
         else:
             print(f"| {r['masks']} | {image} | {r['found']} | {gb(r['float_image_bytes'])} | {gb(r['start_bytes'])} | "
                   f"{gb(r['peak_bytes'])} | {gb(r['peak_bytes'] - r['start_bytes'])} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
