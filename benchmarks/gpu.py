@@ -124,11 +124,12 @@ def peak_mb(device: torch.device) -> float | None:
 # --- 1. training in three precisions ----------------------------------------------------------
 
 
-def run_trainer(config, on_step=None):
+def run_trainer(config, on_step=None, before_step=None):
     """The library's trainer on ``config``, its console output swallowed (log.txt keeps it).
 
-    ``on_step(trainer, stop, losses)`` is called after every optimiser step; it may set
-    ``stop.requested`` to stop the run as Ctrl-C would (a checkpoint, then KeyboardInterrupt).
+    ``on_step(trainer, stop, losses)`` is called after every optimiser step; ``before_step(trainer,
+    stop)`` before it, and may call ``stop.request()`` to stop the run after that step as SIGTERM
+    would (a checkpoint, then :class:`~refinemask.engine.stopping.TrainingStopped`).
     Returns (trainer, per-step (seconds, summed loss)).
     """
     from refinemask.engine import distributed
@@ -144,6 +145,8 @@ def run_trainer(config, on_step=None):
             step = trainer._step  # the one optimiser step of the loop, wrapped to record its losses
 
             def recorded(stream, stop):
+                if before_step is not None:  # the step reads the request once, in its reduction
+                    before_step(trainer, stop)
                 begin = time.perf_counter()
                 losses = step(stream, stop)  # ends with float(loss): the step has finished
                 steps.append((time.perf_counter() - begin, sum(losses.values())))
@@ -345,6 +348,7 @@ def deterministic_resume(sizes: Sizes, out: Path, device: torch.device) -> dict:
     from safetensors.torch import load_file
 
     from refinemask.config import load_config
+    from refinemask.engine.stopping import TrainingStopped
 
     total = 2 * sizes.resume_iters
 
@@ -358,9 +362,9 @@ def deterministic_resume(sizes: Sizes, out: Path, device: torch.device) -> dict:
     for name in ("resume_whole_a", "resume_whole_b", "resume_stopped"):
         shutil.rmtree(out / name, ignore_errors=True)
 
-    def stop_half_way(trainer, stop, losses):
-        if trainer.iteration + 1 >= sizes.resume_iters:  # iteration counts up after this call
-            stop.requested = True
+    def stop_half_way(trainer, stop):
+        if trainer.iteration + 1 >= sizes.resume_iters:  # the step about to run is the last
+            stop.request()
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -368,8 +372,8 @@ def deterministic_resume(sizes: Sizes, out: Path, device: torch.device) -> dict:
         for name in ("resume_whole_a", "resume_whole_b"):
             trainer, _ = run_trainer(config(name))
             finals.append(load_file(str(trainer.output_dir / "model_final.safetensors")))
-        with contextlib.suppress(KeyboardInterrupt):
-            run_trainer(config("resume_stopped"), on_step=stop_half_way)
+        with contextlib.suppress(TrainingStopped):
+            run_trainer(config("resume_stopped"), before_step=stop_half_way)
         started_at: list[int] = []
         trainer, _ = run_trainer(config("resume_stopped", resume=True),
                                  on_step=lambda t, stop, losses: started_at.append(t.iteration))

@@ -137,13 +137,36 @@ def loader_images_per_second(samples, keys: list[tuple[int, int]], workers: int,
     return count / (time.perf_counter() - start)
 
 
+def device_bytes(image: torch.Tensor, target: dict) -> int:
+    """Bytes the trainer copies to the device for one sample: the image and every tensor of its target."""
+    return image.nbytes + sum(v.nbytes for v in target.values() if isinstance(v, torch.Tensor))
+
+
+def mask_bytes(target: dict) -> int:
+    """Bytes of the target's bitmaps: every instance's, or the RLE instances' and the union."""
+    return sum(target[k].nbytes for k in ("masks", "semantic") if k in target)
+
+
+def bytes_per_image(dataset, samples, keys) -> dict[str, float]:
+    """Mean bytes per image sent to the device: the plain target (every instance's bitmap, as
+    before) and the compact one of ``TrainingSamples`` (bitmaps of RLE instances and the union)."""
+    plain = [dataset[index] for index, _ in keys]
+    compact = [samples[key] for key in keys]
+    return {
+        "before": statistics.mean(device_bytes(*p) for p in plain),
+        "after": statistics.mean(device_bytes(*c) for c in compact),
+        "masks_before": statistics.mean(mask_bytes(p[1]) for p in plain),
+        "masks_after": statistics.mean(mask_bytes(c[1]) for c in compact),
+    }
+
+
 def target_seconds(targets: list[dict], positives: int, sizes=STAGE_SIZES, reference: bool = False) -> dict:
     """Median seconds per image of the mask targets (all stage sizes) and of the semantic target.
 
     With ``reference``, the per-RoI formulation the tests hold the batched targets equal to is
     timed too, alternating with it image by image (a ratio measured under the same load).
     """
-    from refinemask.modeling.targets import rasterize_polygons_at_sizes, semantic_target, stage_mask_targets
+    from refinemask.modeling.targets import instance_union, rasterize_polygons_at_sizes, semantic_target, stage_mask_targets
 
     def rasterise_only(boxes, gt_index, target, sizes, image_size):
         # the CPU part when training on a GPU: uint8 masks, made float on the device
@@ -169,7 +192,7 @@ def target_seconds(targets: list[dict], positives: int, sizes=STAGE_SIZES, refer
             times[name].append(CLOCK() - start)
         start = CLOCK()
         padded = ((height + 31) // 32 * 32, (width + 31) // 32 * 32)
-        semantic_target([target["masks"]], padded, (padded[0] // 4, padded[1] // 4))
+        semantic_target([instance_union(target)], padded, (padded[0] // 4, padded[1] // 4))
         times["semantic"].append(CLOCK() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -211,6 +234,7 @@ def main(argv=None) -> int:
         load_seconds(samples, keys[:1])  # warm-up: first reads, imports
         per_sample = load_seconds(samples, keys)
         loaded = [samples[k][1] for k in keys]
+        sent = bytes_per_image(dataset, samples, keys)
         timed = target_seconds(loaded, args.positives, reference=args.reference)
         mask_s, semantic_s = timed["mask"], timed["semantic"]
         coarse_s = target_seconds(loaded, args.positives, sizes=(28,))["mask"]
@@ -230,6 +254,8 @@ def main(argv=None) -> int:
         # the training process: images/s its targets allow, and the workers' ideal throughput
         "target_images_per_s": 1.0 / targets_s,
         "ideal_loader_images_per_s": args.workers / load_s,
+        "device_bytes_per_image_all_bitmaps": sent["before"], "device_bytes_per_image_compact": sent["after"],
+        "mask_bytes_per_image_all_bitmaps": sent["masks_before"], "mask_bytes_per_image_compact": sent["masks_after"],
         "clock": args.clock,
         "load_average": os.getloadavg(),
         "cpu_count": os.cpu_count(),
@@ -255,6 +281,10 @@ def main(argv=None) -> int:
           f"one training process with {args.workers} workers (one core each) prepares "
           f"{result['images_per_s_one_process']:.1f} images/s "
           f"(workers {result['ideal_loader_images_per_s']:.1f}, targets {result['target_images_per_s']:.1f})")
+    mib = 2**20
+    print(f"bytes per image to the device (float32 image + target): {sent['before'] / mib:.1f} MiB with every "
+          f"instance's bitmap (before), {sent['after'] / mib:.1f} MiB with the union instead of polygon bitmaps "
+          f"(after); of which masks {sent['masks_before'] / mib:.2f} -> {sent['masks_after'] / mib:.2f} MiB")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

@@ -189,6 +189,10 @@ def test_pipeline_reports_loading_and_target_rates(tmp_path, capsys):
     assert result["targets_s_per_iteration"] == pytest.approx(
         2 * (result["mask_targets_s_per_image"] + result["semantic_target_s_per_image"]))
     assert "| mask targets 14/28/56/112 | training process |" in capsys.readouterr().out
+    # 3 polygon instances of 96x160: the image (3 float32 planes) plus 3 bitmaps, or plus one union
+    image = 3 * 4 * 96 * 160
+    assert result["device_bytes_per_image_all_bitmaps"] > image + 2.5 * 96 * 160
+    assert result["device_bytes_per_image_compact"] < image + 1.5 * 96 * 160
 
 
 def test_pipeline_positive_rois_overlap_their_instance_by_half():

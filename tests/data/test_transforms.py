@@ -171,7 +171,7 @@ def test_a_window_loaded_from_the_dataset_is_the_crop_of_the_whole_sample(tiny_c
     assert torch.equal(image, expected_image)
     assert torch.equal(target["masks"], expected["masks"]) and torch.equal(target["labels"], expected["labels"])
     assert torch.equal(torch.as_tensor(target["boxes"]), torch.as_tensor(expected["boxes"]))
-    assert 0 < len(dataset.load_target(0, window)["labels"]) < len(dataset.load_target(0)["labels"])
+    assert 0 < len(dataset.load_target(0, window=window)["labels"]) < len(dataset.load_target(0)["labels"])
     assert torch.equal(dataset.instance_boxes(0), torch.as_tensor(dataset.load_target(0)["boxes"]))
 
 
@@ -180,8 +180,8 @@ def test_training_crops_decode_each_image_once_within_the_cache(tiny_coco) -> No
 
     dataset = CocoDetection(*tiny_coco)
     reads = []
-    read_image = dataset.read_image
-    dataset.read_image = lambda index: reads.append(index) or read_image(index)
+    load_image = dataset.load_image
+    dataset.load_image = lambda index: reads.append(index) or load_image(index)
     samples = TrainingSamples(dataset, flip_prob=0.0, crop_size=16)
     for seed in range(5):
         samples[(0, seed)]

@@ -121,3 +121,94 @@ def test_the_grad_scaler_state_is_saved_in_checkpoints_and_restored_on_resume(tm
 def test_full_precision_checkpoints_hold_no_scaler(trained_run):
     checkpoint = read_checkpoint(trained_run / "checkpoint_0000003.pth")
     assert "scaler" in checkpoint and checkpoint["scaler"] is None
+
+
+def _record_roi_align_inputs(monkeypatch) -> list[tuple[torch.dtype, torch.Tensor]]:
+    """Every RoIAlign call of the model (box and mask pooling, the fusion stages' semantic pooling,
+    the faster-better head's point sampling): the dtype its features were sampled in, and its RoIs."""
+    import torchvision
+
+    calls = []
+    original = torchvision.ops.roi_align
+
+    def recording(features, rois, *args, **kwargs):
+        calls.append((features.dtype, rois.detach().clone()))
+        return original(features, rois, *args, **kwargs)
+
+    # the kernel every RoIAlign of ours calls (refinemask.modeling.ops.roi_align looks it up per call)
+    monkeypatch.setattr(torchvision.ops, "roi_align", recording)
+    return calls
+
+
+def _assert_float32_unrounded(calls, dtype):
+    assert calls
+    assert {rois.dtype for _, rois in calls} == {torch.float32}
+    assert {sampled for sampled, _ in calls} == {torch.float32}
+    coords = torch.cat([rois[:, 1:].reshape(-1) for _, rois in calls])
+    large = coords[coords >= 256]
+    assert large.numel() > 20
+    # bf16 keeps 8 significant bits: rounded coordinates would all lie on its 2 px grid from 256 px
+    off_grid = large != large.to(dtype).float()
+    assert off_grid.float().mean() > 0.5, f"{int(off_grid.sum())} of {large.numel()} coordinates off the {dtype} grid"
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("head", ["refinemask", "simple_refinemask", "maskrcnn"])
+def test_every_roi_align_samples_float32_unrounded_boxes_in_a_training_step(head, dtype, monkeypatch):
+    model = tiny_model(head, min_size=[384], max_size=512).train()
+    batch = [image_and_target(384, 512, seed=1), image_and_target(384, 512, n=3, seed=2)]
+    calls = _record_roi_align_inputs(monkeypatch)
+    with torch.autocast("cpu", dtype=dtype):
+        losses = model([b[0] for b in batch], [b[1] for b in batch])
+    _assert_float32_unrounded(calls, dtype)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("head", ["refinemask", "simple_refinemask", "maskrcnn"])
+def test_every_roi_align_samples_float32_unrounded_boxes_in_an_eval_forward(head, dtype, monkeypatch):
+    from tests.tiny_models import as_tensor, confident_tiny_model, smooth_image
+
+    model = confident_tiny_model(head, min_size=[384], max_size=512, detections_per_img=20)
+    image = as_tensor(smooth_image(384, 512, seed=3))
+    calls = _record_roi_align_inputs(monkeypatch)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        out = model([image])[0]
+    assert len(out["boxes"]) > 0
+    _assert_float32_unrounded(calls, dtype)
+    # the mask branch pooled the very detections it returns (the same float32 numbers; the
+    # faster-better head's point sampling shifts them by its stride into a zero-padded map)
+    rows = torch.cat([rois[:, 1:] for _, rois in calls])
+    for box in out["boxes"]:
+        assert any(((rows - box - shift) == 0).all(dim=1).any() for shift in (0.0, 4.0)), box
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_frozen_batchnorm_keeps_the_half_precision_of_its_input(dtype):
+    model = tiny_model("refinemask").train()
+    from refinemask.modeling.frozen_batchnorm import FrozenBatchNorm2d
+
+    norms = [name for name, m in model.named_modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert norms
+    seen = _record_output_dtypes(model, norms)
+    images, targets = _batch()
+    with torch.autocast("cpu", dtype=dtype):
+        model(images, targets)
+    ran = {name: d for name, d in seen.items() if d}
+    assert ran and all(d == {dtype} for d in ran.values()), {n: d for n, d in ran.items() if d != {dtype}}
+
+
+def test_frozen_batchnorm_in_float32_equals_torchvisions():
+    from torchvision.ops import FrozenBatchNorm2d as Reference
+
+    from refinemask.modeling.frozen_batchnorm import FrozenBatchNorm2d
+
+    g = torch.Generator().manual_seed(0)
+    ours, reference = FrozenBatchNorm2d(8, eps=1e-3), Reference(8, eps=1e-3)
+    for name in ("weight", "bias", "running_mean"):
+        getattr(ours, name).copy_(torch.randn(8, generator=g))
+    ours.running_var.copy_(torch.rand(8, generator=g) + 0.1)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 8, 5, 7, generator=g)
+    assert torch.equal(ours(x), reference(x))
+    assert list(ours.state_dict()) == list(reference.state_dict())

@@ -40,3 +40,55 @@ def test_a_sample_is_flipped_by_its_own_seed(synthetic_data):
     flipped = [bool(torch.equal(samples[(0, seed)][0], image.flip(-1))) for seed in range(12)]
     assert any(flipped) and not all(flipped)
     assert [bool(torch.equal(samples[(0, seed)][0], image.flip(-1))) for seed in range(12)] == flipped
+
+
+def test_training_samples_send_the_union_instead_of_polygon_bitmaps_and_train_the_same(synthetic_data):
+    from refinemask import build_model
+
+    dataset = CocoDetection(synthetic_data.train, synthetic_data.images, remove_empty=True, keep_polygons=True)
+    samples = TrainingSamples(dataset, flip_prob=0.5)
+    keys = [(0, 3), (1, 4)]
+    compact = [samples[key] for key in keys]
+    full = [dataset[index] for index, _ in keys]
+    for (image, small), (plain_image, target) in zip(compact, full):
+        polygon_instances = sum(p is not None for p in target["polygons"])
+        assert polygon_instances > 0
+        assert small["masks"].shape[0] == len(target["masks"]) - polygon_instances
+        assert small["semantic"].shape == target["masks"].shape[-2:]
+        assert small["masks"].nbytes + small["semantic"].nbytes <= target["masks"].nbytes
+    # the same sample, flipped or not, as the full target: the same losses (the model resizes the
+    # 64 px images to 128, so the union goes through the resize as the bitmaps did)
+    plain = []
+    for (image, small), (index, seed) in zip(compact, keys):
+        original, target = dataset[index]
+        if not torch.equal(image, original):
+            from refinemask.data.transforms import horizontal_flip
+
+            original, target = horizontal_flip(original, target)
+        plain.append((original, target))
+    losses = []
+    for batch in (compact, plain):
+        torch.manual_seed(0)
+        model = build_model(num_classes=5, backbone="resnet18", min_size=[128], max_size=192,
+                            rpn_post_nms_top_n_train=50, box_batch_size_per_image=32).train()
+        losses.append(model([b[0] for b in batch], [b[1] for b in batch]))
+    assert losses[0].keys() == losses[1].keys()
+    for name in losses[0]:
+        assert torch.equal(losses[0][name], losses[1][name]), name
+
+
+def test_evaluation_samples_read_images_boxes_and_labels_but_decode_no_mask(synthetic_data, monkeypatch):
+    from refinemask.data import coco
+    from refinemask.engine.evaluate import EvaluationSamples
+
+    dataset = CocoDetection(synthetic_data.val, synthetic_data.images)
+    expected = [dataset[i] for i in (2, 0)]
+    decoded = []
+    monkeypatch.setattr(coco.mask_utils, "decode", lambda rle: decoded.append(rle) or (_ for _ in ()).throw(AssertionError))
+    samples = EvaluationSamples(dataset, [2, 0])
+    assert len(samples) == 2
+    for (image, target), (want_image, want) in zip((samples[0], samples[1]), expected):
+        assert torch.equal(image, want_image) and "masks" not in target
+        assert torch.equal(target["boxes"], want["boxes"]) and torch.equal(target["labels"], want["labels"])
+        assert target["image_id"] == want["image_id"]
+    assert not decoded

@@ -73,6 +73,19 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path, synthetic_data):
     assert f"stopped at iteration {iteration}" in (tmp_path / "out" / "log.txt").read_text()
 
 
+def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path, synthetic_data):
+    """SIGTERM is how clusters preempt: a clean stop (status 0), so torchrun and requeues see no failure."""
+    config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out",
+                          solver={"max_iters": 100}, train={"checkpoint_every": 1000})
+    process = _start_training(config)
+    _wait_for(tmp_path / "out" / "log.txt", process, contains="iter 1/100")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    iteration = read_checkpoint(find_last_checkpoint(tmp_path / "out"))["iteration"]
+    assert process.returncode == 0 and f"stopped at iteration {iteration} (SIGTERM)" in err
+    assert 1 <= iteration < 100 and not (tmp_path / "out" / "model_final.safetensors").exists()
+
+
 def test_the_time_limit_ends_training_with_weights_and_resume_goes_on(tmp_path, synthetic_data):
     settings = {"solver": {"max_iters": 4}, "train": {"checkpoint_every": 100, "max_minutes": 1e-6}}
     config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out", **settings)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from refinemask.modeling.targets import (
+    instance_union,
     rasterize_polygons_in_boxes,
     resample_masks_in_boxes,
     semantic_target,
@@ -48,7 +49,7 @@ def test_semantic_target_is_the_union_padded_and_downsampled():
     m1[0, :8, :8] = 1
     m1[1, 8:, 8:] = 1
     m2 = torch.zeros(0, 12, 16, dtype=torch.uint8)
-    out = semantic_target([m1, m2], (32, 32), (8, 8))
+    out = semantic_target([instance_union({"masks": m1}), instance_union({"masks": m2})], (32, 32), (8, 8))
     assert out.shape == (2, 8, 8)
     assert out[0, :2, :2].all() and out[0, 2:4, 2:4].all() and not out[0, :2, 2:4].any()
     assert not out[0, 4:].any() and not out[1].any()
@@ -116,3 +117,57 @@ def test_batched_rasterisation_equals_the_reference_on_a_dataset_like_image():
 
 def test_no_polygon_rois_give_empty_outputs():
     assert rasterize_polygons_in_boxes([], np.zeros((0, 4)), 28).shape == (0, 28, 28)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compact_targets_give_the_same_mask_and_semantic_targets(seed):
+    from refinemask.data.transforms import drop_polygon_bitmaps
+
+    boxes, gt_index, target = _random_scene(seed)
+    compact = drop_polygon_bitmaps(target)
+    # only the RLE instance's bitmap is kept; the union stands for the others
+    assert compact["masks"].shape == (1, 96, 128) and compact["mask_rows"].tolist() == [-1, -1, -1, -1, 0, -1]
+    assert torch.equal(compact["semantic"], target["masks"].amax(0))
+    sizes = (14, 28, 56, 112)
+    for a, b in zip(stage_mask_targets(boxes, gt_index, compact, sizes, (96, 128)),
+                    stage_mask_targets(boxes, gt_index, target, sizes, (96, 128))):
+        assert torch.equal(a, b)
+    assert torch.equal(semantic_target([instance_union(compact)], (96, 128), (24, 32)),
+                       semantic_target([instance_union(target)], (96, 128), (24, 32)))
+
+
+def test_a_target_without_polygons_keeps_all_its_bitmaps():
+    from refinemask.data.transforms import drop_polygon_bitmaps
+
+    masks = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    for target in ({"masks": masks}, {"masks": masks, "polygons": [None, None, None]}):
+        assert drop_polygon_bitmaps(target) is target
+
+
+def _host_syncs_of_a_training_step(instances: int) -> int:
+    """Device -> host reads (``.item()``, ``int()``, ``bool()`` of a tensor, data-dependent shapes)
+    in one training step of a tiny model with ``instances`` polygon instances."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from tests.tiny_models import image_and_target, tiny_model
+
+    class CountSyncs(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__ in ("_local_scalar_dense.default", "nonzero.default", "is_nonzero.default"):
+                CountSyncs.count += 1
+            return func(*args, **(kwargs or {}))
+
+    model = tiny_model("refinemask").train()
+    image, target = image_and_target(128, 160, n=instances, seed=0)
+    target["polygons"] = [[np.array([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float32)]
+                          for x0, y0, x1, y1 in target["boxes"].tolist()]
+    with CountSyncs():
+        model([image], [target])
+    return CountSyncs.count
+
+
+def test_host_syncs_of_a_training_step_do_not_grow_with_the_positive_rois():
+    # on a GPU each is a stall; int(g) per positive RoI (twice) made it ~512 per COCO iteration
+    assert _host_syncs_of_a_training_step(2) == _host_syncs_of_a_training_step(6)

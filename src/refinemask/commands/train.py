@@ -22,7 +22,8 @@ Several GPUs or machines: start one process per device with torchrun, e.g.
   torchrun --nproc_per_node=8 -m refinemask.cli train coco_r50_refinemask_1x
 
 Writes to train.output_dir: config.yaml, checkpoint_*.pth (every train.checkpoint_every
-iterations, at the end and on Ctrl-C), model_final.safetensors, metrics.json, log.txt and
+iterations, at the end and on Ctrl-C or SIGTERM; status 130 after Ctrl-C, 0 after SIGTERM),
+model_final.safetensors, metrics.json, log.txt and
 tensorboard/. --resume continues exactly where the last checkpoint left off.
 """
 
@@ -45,7 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from refinemask.engine.stopping import TrainingStopped
     from refinemask.engine.train import train_from_config
 
-    train_from_config(args.config, list(args.overrides), resume=args.resume)  # its log names the final weights
+    try:
+        train_from_config(args.config, list(args.overrides), resume=args.resume)  # its log names the final weights
+    except TrainingStopped as stopped:  # SIGTERM (preemption): a clean stop, --resume goes on
+        print(f"refinemask train: {stopped}; continue with --resume", file=sys.stderr)
     return 0

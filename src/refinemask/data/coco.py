@@ -131,16 +131,16 @@ class CocoDetection(torch.utils.data.Dataset):
         (:func:`refinemask.data.transforms.crop`): only the instances whose box meets the window
         have their masks decoded, which is what makes crops of huge scenes with hundreds of
         objects cheap (each full-image mask is H x W bytes). ``image``: the image of ``index``
-        as :meth:`read_image` gives it, already in hand (a cache of decoded huge images)."""
-        image = self.read_image(index) if image is None else image
-        target = self.load_target(index, window)
+        as :meth:`load_image` gives it, already in hand (a cache of decoded huge images)."""
+        image = self.load_image(index) if image is None else image
+        target = self.load_target(index, window=window)
         if window is not None:
             image, target = crop(image, target, window)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
 
-    def read_image(self, index: int) -> tv_tensors.Image:
+    def load_image(self, index: int) -> tv_tensors.Image:
         """The image of ``index``, checked against the json's size."""
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
@@ -167,11 +167,13 @@ class CocoDetection(torch.utils.data.Dataset):
     def _instances(self, index: int) -> list[dict]:
         return [a for a in self.coco.imgToAnns.get(self.ids[index], []) if not a["iscrowd"]]
 
-    def load_target(self, index: int, window: tuple[int, int, int, int] | None = None) -> Target:
+    def load_target(self, index: int, masks: bool = True, window: tuple[int, int, int, int] | None = None) -> Target:
         """The target of ``index`` without reading the image (see the module docstring).
 
-        ``window`` (top, left, h, w): only the instances whose box meets it (still at the image's
-        size; :func:`refinemask.data.transforms.crop` cuts them).
+        ``masks=False`` leaves out ``masks`` (no decoding), for what needs boxes and labels only:
+        evaluation scores against :attr:`coco`, not against these bitmaps. ``window`` (top,
+        left, h, w): only the instances whose box meets it (still at the image's size;
+        :func:`refinemask.data.transforms.crop` cuts them).
         """
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
@@ -186,7 +188,7 @@ class CocoDetection(torch.utils.data.Dataset):
             ]
 
         boxes = torch.zeros((len(annotations), 4), dtype=torch.float32)
-        masks = torch.zeros((len(annotations), height, width), dtype=torch.uint8)
+        bitmaps = torch.zeros((len(annotations), height, width) if masks else (0,), dtype=torch.uint8)
         labels = torch.zeros((len(annotations),), dtype=torch.int64)
         polygons: list[list[np.ndarray] | None] = []
         for n, annotation in enumerate(annotations):
@@ -194,8 +196,8 @@ class CocoDetection(torch.utils.data.Dataset):
             boxes[n] = torch.tensor([x, y, x + w, y + h])
             labels[n] = self.category_to_label[annotation["category_id"]]
             segmentation = annotation["segmentation"]
-            rle = segmentation_to_rle(segmentation, height, width)
-            masks[n] = torch.from_numpy(mask_utils.decode(rle))
+            if masks:
+                bitmaps[n] = torch.from_numpy(mask_utils.decode(segmentation_to_rle(segmentation, height, width)))
             if self.keep_polygons and isinstance(segmentation, list):
                 polygons.append([np.asarray(p, dtype=np.float32) for p in segmentation])
             else:
@@ -203,13 +205,16 @@ class CocoDetection(torch.utils.data.Dataset):
         # boxes may overshoot by the validation tolerance: keep them on the image
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        return {
+        target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
             "labels": labels,
-            "masks": tv_tensors.Mask(masks),
+            "masks": tv_tensors.Mask(bitmaps),
             "polygons": polygons,
             "image_id": image_id,
         }
+        if not masks:
+            del target["masks"]
+        return target
 
     def aspect_ratios(self) -> list[float]:
         """Width / height of every index, from the json (no image is opened)."""

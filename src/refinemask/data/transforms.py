@@ -173,3 +173,37 @@ def crop(image: torch.Tensor, target: Target, window: tuple[int, int, int, int])
         ]
     cropped = image[..., top : top + h, left : left + w]
     return (tv_tensors.Image(cropped.clone()) if isinstance(image, tv_tensors.Image) else cropped.clone()), out
+
+
+def drop_polygon_bitmaps(target: Target) -> Target:
+    """The compact training target: bitmaps only where no polygon stands for them.
+
+    With polygons the mask targets are rasterised per RoI from the polygons
+    (:func:`refinemask.modeling.targets.stage_mask_targets`), so an instance's full-image bitmap
+    is needed only in the union that the semantic head learns. Sending that union once instead
+    of every instance's bitmap cuts what travels from the loader workers (shared memory) to the
+    device from G·H·W bytes to H·W (7 COCO instances: 7x fewer mask bytes), and the model
+    resizes one map instead of G. The last step of the training pipeline, after every
+    geometric transform.
+
+    Returns a copy of ``target`` with:
+
+    * ``masks``: (G_b, H, W) uint8, the bitmaps of the G_b instances without polygons (RLE);
+    * ``mask_rows``: (G,) int64, each instance's row in ``masks``, -1 for a polygon instance;
+    * ``semantic``: (H, W) uint8, the union of all G instance masks.
+
+    A target without polygons (none kept, or all RLE) is returned unchanged: its bitmaps are
+    all needed.
+    """
+    polygons = target.get("polygons")
+    if polygons is None or all(p is None for p in polygons):
+        return target
+    masks = target["masks"].as_subclass(torch.Tensor)
+    bitmap = [i for i, p in enumerate(polygons) if p is None]
+    rows = torch.full((len(polygons),), -1, dtype=torch.int64)
+    rows[bitmap] = torch.arange(len(bitmap))
+    compact = dict(target)
+    compact["semantic"] = masks.amax(dim=0) if masks.shape[0] else masks.new_zeros(masks.shape[-2:])
+    compact["masks"] = tv_tensors.Mask(masks[bitmap])
+    compact["mask_rows"] = rows
+    return compact

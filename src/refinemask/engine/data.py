@@ -31,7 +31,7 @@ from refinemask.data.samplers import (
     aspect_ratio_groups,
     repeat_factors,
 )
-from refinemask.data.transforms import crop_window, horizontal_flip
+from refinemask.data.transforms import crop_window, drop_polygon_bitmaps, horizontal_flip
 from refinemask.errors import RefineMaskError
 
 logger = logging.getLogger("refinemask.run")
@@ -127,10 +127,13 @@ def leave_out_bad_images(dataset: CocoDetection, strict: bool, high_bit_scaling:
     import time
 
     from refinemask.data.scan import scan_image_files
+    from refinemask.engine.distributed import computed_on_main
 
     started = time.perf_counter()
     subset = {"images": [dataset.coco.imgs[i] for i in dataset.ids]}
-    scan = scan_image_files(subset, dataset.image_dir, dataset.ann_file)
+    # rank 0 reads the files, the other ranks wait for its result: N ranks reading every file
+    # would be N times the I/O, and the fastest nodes would time out waiting for the slowest
+    scan = computed_on_main(lambda: scan_image_files(subset, dataset.image_dir, dataset.ann_file))
     logger.info(
         "scanned the %d image files of %s in %.1f s%s: %d with problems",
         scan.num_images, dataset.ann_file.name, time.perf_counter() - started,
@@ -200,7 +203,7 @@ class TrainingSamples(torch.utils.data.Dataset):
         if index in self._images:
             self._images.move_to_end(index)
             return self._images[index]
-        image = self.dataset.read_image(index)
+        image = self.dataset.load_image(index)
         self._images[index] = image
         while len(self._images) > 1 and sum(i.numel() * i.element_size() for i in self._images.values()) > self.cache_bytes:
             self._images.popitem(last=False)
@@ -224,7 +227,7 @@ class TrainingSamples(torch.utils.data.Dataset):
             image, target = self.dataset[index]
         if flip:
             image, target = horizontal_flip(image, target)
-        return image, target
+        return image, drop_polygon_bitmaps(target)
 
 
 class EpochBatches:
@@ -266,5 +269,7 @@ def epoch_loader(samples: TrainingSamples, batches: list[list[SampleKey]], num_w
         collate_fn=collate,
         num_workers=num_workers,
         persistent_workers=False,
+        # page-locked batches, so that the trainer's non_blocking copies to a GPU overlap
+        pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(seed),
     )

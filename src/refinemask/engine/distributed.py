@@ -9,13 +9,16 @@ We do not launch processes ourselves; ``torchrun`` does, and sets ``RANK``, ``WO
 :func:`init_distributed` reads them (a plain ``refinemask train`` is a world of one) and joins
 the process group: NCCL on CUDA, Gloo on the CPU. Rank 0 is the one that writes checkpoints,
 logs and metrics; every rank trains on its own shard of each epoch and evaluates its own share
-of the images, whose predictions :func:`all_gather_objects` brings together before scoring.
+of the images, whose predictions :func:`gather_objects` brings to rank 0 for scoring. Work
+that every rank needs but one can do (the scan of the image files) is :func:`computed_on_main`.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -87,6 +90,7 @@ def init_distributed(device: str = "auto") -> DistributedContext:
 
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
+        shutdown_waiting_group()
         dist.destroy_process_group()
 
 
@@ -99,12 +103,17 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_gather_objects(obj: Any) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` without a group)."""
+def gather_objects(obj: Any, dst: int = 0) -> list[Any] | None:
+    """``[obj of rank 0, obj of rank 1, ...]`` on rank ``dst``, None on the others (``[obj]`` without a group).
+
+    Only one rank needs them: gathered on every rank, evaluation results (LVIS's are large) and
+    RNG states would be copied to, and held by, every rank.
+    """
     if not is_initialized():
         return [obj]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
+    rank = dist.get_rank()
+    gathered: list[Any] | None = [None] * dist.get_world_size() if rank == dst else None
+    dist.gather_object(obj, gathered, dst=dst)
     return gathered
 
 
@@ -117,6 +126,56 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+T = TypeVar("T")
+
+# how long the other ranks wait for rank 0's share of the work (a scan of a large data set's
+# files takes minutes, far beyond NCCL's collective timeout, hence a Gloo group of its own)
+MAIN_WORK_TIMEOUT = timedelta(hours=4)
+_waiting_group = None
+
+
+def computed_on_main(compute: Callable[[], T]) -> T:
+    """``compute()`` run on rank 0 only; its result (or its :class:`RefineMaskError`) on every rank.
+
+    Every rank must call it, in the same order. The others wait in a CPU (Gloo) group with a
+    timeout of :data:`MAIN_WORK_TIMEOUT`, so a long ``compute`` does not trip the NCCL timeout.
+    """
+    global _waiting_group
+    if not is_initialized():
+        return compute()
+    if _waiting_group is None:
+        _waiting_group = dist.new_group(backend="gloo", timeout=MAIN_WORK_TIMEOUT)
+    outcome: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            outcome = [("ok", compute())]
+        except RefineMaskError as err:  # every rank stops with the same one line
+            outcome = [("error", str(err))]
+            dist.broadcast_object_list(outcome, src=0, group=_waiting_group)
+            raise
+    dist.broadcast_object_list(outcome, src=0, group=_waiting_group)
+    status, value = outcome[0]
+    if status == "error":
+        raise RefineMaskError(value)
+    return value
+
+
+def shutdown_waiting_group() -> None:
+    """Forget the Gloo group of :func:`computed_on_main` (the process group is going away)."""
+    global _waiting_group
+    _waiting_group = None
+
+
+def max_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """The largest value of each key over all ranks (decisions every rank must share; every rank calls it)."""
+    if not is_initialized() or not values:
+        return dict(values)
+    keys = sorted(values)
+    stacked = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(stacked, op=dist.ReduceOp.MAX)
+    return {k: float(v) for k, v in zip(keys, stacked.tolist())}
+
+
 def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average a dict of scalars over all ranks (for logging; every rank must call it)."""
     if not is_initialized() or not values:
@@ -126,12 +185,3 @@ def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str,
     dist.all_reduce(stacked)
     stacked /= dist.get_world_size()
     return {k: float(v) for k, v in zip(keys, stacked.tolist())}
-
-
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on at least one (every rank must call it)."""
-    if not is_initialized():
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)

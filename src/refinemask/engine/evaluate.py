@@ -46,6 +46,27 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+class EvaluationSamples(torch.utils.data.Dataset):
+    """``dataset`` for prediction: each image with its boxes, labels and id, but no mask decoded.
+
+    Ground-truth masks are scored from the dataset's COCO index, never from these targets, so
+    decoding every instance's full-image bitmap (and shipping it from the workers) is wasted.
+    """
+
+    def __init__(self, dataset, indices: Sequence[int]):
+        self.dataset = dataset
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int):
+        index = self.indices[position]
+        if not hasattr(self.dataset, "load_image"):  # another dataset: its own items
+            return self.dataset[index]
+        return self.dataset.load_image(index), self.dataset.load_target(index, masks=False)
+
+
 def predict_dataset(
     model: torch.nn.Module,
     dataset,
@@ -56,17 +77,20 @@ def predict_dataset(
     mask_threshold: float = 0.5,
     progress: bool = False,
     gt_boxes: bool = False,
+    num_workers: int = 0,
 ) -> tuple[list[dict], list[int]]:
     """COCO results of ``model`` on ``dataset[i]`` for ``i`` in ``indices``, and their image ids.
 
     ``gt_boxes``: segment each image's ground-truth boxes with their labels (crowd regions are
-    not in the targets) instead of the model's detections.
+    not in the targets) instead of the model's detections. ``num_workers``: data-loader
+    processes that read and decode the images while the model runs (``data.num_workers``).
     """
     from refinemask.evaluation import predictions_to_coco_results
 
     model = unwrap(model)
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, list(indices)), batch_size=batch_size, collate_fn=collate, num_workers=0,
+        EvaluationSamples(dataset, indices), batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
+        pin_memory=device.type == "cuda",
         generator=torch.Generator(),  # leave the global RNG alone (a resumed run must not diverge)
     )
     results: list[dict] = []
@@ -109,11 +133,13 @@ def evaluate(
     lvis: bool = False,
     progress: bool = True,
     gt_boxes: bool = False,
+    num_workers: int = 0,
 ) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Metrics (the same on every rank) and all COCO results (on rank 0; empty elsewhere).
 
     Every rank must call it: it gathers the ranks' predictions. ``gt_boxes``: masks on the
-    ground-truth boxes and labels (see the module docstring); no box AP then.
+    ground-truth boxes and labels (see the module docstring); no box AP then. ``num_workers``:
+    image-reading processes (``data.num_workers``).
     """
     if gt_boxes:
         masks_only = [t for t in eval_config.iou_types if t != "bbox"]
@@ -132,11 +158,12 @@ def evaluate(
         eval_config.mask_threshold,
         progress=progress and context.is_main,
         gt_boxes=gt_boxes,
+        num_workers=num_workers,
     )
-    gathered = distributed.all_gather_objects((results, image_ids))
+    gathered = distributed.gather_objects((results, image_ids))  # on rank 0 only: LVIS's results are large
     metrics: dict | None = None
     all_results: list[dict] = []
-    if context.is_main:
+    if gathered is not None:
         all_ids: list[int] = []
         for rank_results, rank_ids in gathered:
             all_results.extend(rank_results)
@@ -180,6 +207,7 @@ def evaluate_config(
         )
     metrics, results = evaluate(
         model, dataset, config.eval, context, label_to_category, lvis=config.data.format == "lvis", gt_boxes=gt_boxes,
+        num_workers=config.data.num_workers,
     )
     if out is not None and context.is_main:
         from refinemask.evaluation import save_metrics_json

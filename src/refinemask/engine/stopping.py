@@ -37,21 +37,46 @@ def out_of_memory_error(config: Config, iteration: int) -> RefineMaskError:
     )
 
 
+class TrainingStopped(Exception):
+    """A run stopped on SIGTERM at ``iteration``, after writing the checkpoint ``--resume`` continues from.
+
+    Not an error: ``refinemask train`` exits with status 0, so that ``torchrun`` (which tears
+    down the other ranks when one fails) and a cluster's requeue treat it as a clean stop.
+    """
+
+    def __init__(self, iteration: int):
+        super().__init__(f"stopped at iteration {iteration} (SIGTERM) with a checkpoint")
+        self.iteration = iteration
+
+
+# what a rank asks for, as a number so that the ranks' wishes reduce with MAX: an interrupt
+# (Ctrl-C) outranks a termination, so every rank leaves the same way
+NO_STOP, TERMINATE, INTERRUPT = 0, 1, 2
+
+
 class StopRequest:
     """Turn SIGINT/SIGTERM into a request to stop after the current step (with a checkpoint).
 
-    A second SIGINT raises KeyboardInterrupt at once.
+    The handler only records the request (:attr:`requested`, at any moment, on one rank or
+    several); the training loop decides once per step, from the requests of all ranks reduced
+    in the step's one all-reduce of flags, so every rank stops after the same iteration. A second SIGINT
+    raises KeyboardInterrupt at once.
     """
 
     def __init__(self) -> None:
-        self.requested = False
+        self.requested = NO_STOP
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        kind = INTERRUPT if signum == signal.SIGINT else TERMINATE
+        self.requested = max(self.requested, kind)
         logger.warning("stop requested: finishing this step and saving a checkpoint (Ctrl-C again to quit now)")
+
+    def request(self, kind: int = TERMINATE) -> None:
+        """Ask to stop as a signal would (for code that drives the trainer, e.g. benchmarks)."""
+        self.requested = max(self.requested, kind)
 
     def __enter__(self) -> StopRequest:
         try:

@@ -10,7 +10,10 @@ What a run writes to ``train.output_dir`` (rank 0 only):
 
 * ``config.yaml``: the full config of the run;
 * ``checkpoint_<iteration>.pth`` every ``train.checkpoint_every`` iterations, at the end and on
-  Ctrl-C / SIGTERM (the step under way finishes first; a second Ctrl-C stops at once);
+  Ctrl-C / SIGTERM (the step under way finishes first; a second Ctrl-C stops at once; under
+  ``torchrun`` a signal to any one rank stops all of them after the same iteration, and a
+  SIGTERM stop ends :func:`train` with :class:`~refinemask.engine.stopping.TrainingStopped`,
+  exit status 0 from the command line);
   ``last_checkpoint`` names the newest. Each holds the model, optimiser, scheduler, iteration,
   position in the epoch, config, label mapping and every rank's RNG states, written atomically
   and readable with ``torch.load(weights_only=True)``;
@@ -32,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import random
 import time
@@ -71,7 +75,14 @@ from refinemask.engine.schedule import (
     total_batch_size,
 )
 from refinemask.engine.precision import autocast, check_amp
-from refinemask.engine.stopping import StopRequest, is_out_of_memory, out_of_memory_error
+from refinemask.engine.stopping import (
+    INTERRUPT,
+    NO_STOP,
+    StopRequest,
+    TrainingStopped,
+    is_out_of_memory,
+    out_of_memory_error,
+)
 from refinemask.engine.training_checkpoints import (
     capture_rng_state,
     config_changes,
@@ -169,6 +180,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(context.device.type) if train.amp == "fp16" else None
         self.deadline: float | None = None  # time.monotonic() at which run() ends training (train.max_minutes)
         self.out_of_time = False
+        self.stopping = NO_STOP  # what the ranks decided together in the last step (stopping.py)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         self.iteration = 0
@@ -279,8 +291,10 @@ class Trainer:
         device = self.context.device
         accumulation = train.grad_accum_steps
         forward = self.ddp if self.ddp is not None else self.model
-        losses: dict[str, float] = defaultdict(float)
-        finite = True
+        # the micro-batches' losses summed on the device, read back once per step: each float() or
+        # bool() of a CUDA tensor waits for the GPU (there were seven per micro-batch)
+        names: list[str] = []
+        summed: torch.Tensor | None = None
         self.optimizer.zero_grad(set_to_none=True)
         for micro in range(accumulation):
             images, targets = next(stream)
@@ -293,20 +307,24 @@ class Trainer:
                 with autocast(train.amp, device):
                     loss_dict = forward(images, targets)
                 loss = sum(loss_dict.values())
-                finite = finite and bool(torch.isfinite(loss.detach()))
-                loss = loss / accumulation
-                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            for name, value in loss_dict.items():
-                losses[name] += float(value.detach()) / accumulation
+                (self.scaler.scale(loss / accumulation) if self.scaler is not None else loss / accumulation).backward()
+            names = list(loss_dict)
+            values = torch.stack([v.detach().float() for v in loss_dict.values()]) / accumulation
+            summed = values if summed is None else summed + values
+        host = summed.tolist() if summed is not None else []
+        losses = dict(zip(names, host))
+        finite = all(math.isfinite(v) for v in host)
         self.out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
-        if self.context.distributed:  # every rank must take the same decisions
-            flags = distributed.mean_over_ranks(
-                {"nonfinite": 0.0 if finite else 1.0, "stop": float(stop.requested), "time": float(self.out_of_time)},
-                device,
-            )
-            finite = flags["nonfinite"] == 0.0
-            stop.requested = flags["stop"] > 0.0
-            self.out_of_time = flags["time"] > 0.0
+        # every rank must take the same decisions, from one reduction per step: a stop request is
+        # read here once (a signal may arrive on one rank at any moment; one seen after this point
+        # waits for the next step's reduction, or the ranks would leave at different iterations)
+        flags = distributed.max_over_ranks(
+            {"nonfinite": 0.0 if finite else 1.0, "stop": float(stop.requested), "time": float(self.out_of_time)},
+            device,
+        )
+        finite = flags["nonfinite"] == 0.0
+        self.stopping = int(flags["stop"])
+        self.out_of_time = flags["time"] > 0.0
         if not finite:
             raise RefineMaskError(
                 f"the loss became NaN or infinite at iteration {self.iteration + 1} "
@@ -327,7 +345,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path | None:
         """Write the training state (every rank must call it: RNG states are gathered)."""
-        rng_states = distributed.all_gather_objects(capture_rng_state())
+        rng_states = distributed.gather_objects(capture_rng_state())
         if not self.context.is_main:
             return None
         checkpoint = {
@@ -359,6 +377,7 @@ class Trainer:
             self.val_dataset.label_to_category,
             lvis=self.config.data.format == "lvis",
             progress=self.config.train.progress_bar,
+            num_workers=self.config.data.num_workers,
         )
         self.model.train()
         logger.info("evaluation at iteration %d:\n%s", self.iteration, format_metrics_table(metrics))
@@ -380,6 +399,7 @@ class Trainer:
 
         self.deadline = time.monotonic() + train.max_minutes * 60 if train.max_minutes > 0 else None
         self.out_of_time = False
+        self.stopping = NO_STOP
         stream = self._samples()
         bar = progress_bar(self.total_iters, self.iteration, train.progress_bar and self.context.is_main)
         window: dict[str, float] = defaultdict(float)
@@ -406,7 +426,7 @@ class Trainer:
                     bar.set_postfix_str(f"loss {sum(losses.values()):.3f} lr {lr:.2e}")
 
                     if (self.iteration % train.log_every == 0 or self.iteration == self.total_iters
-                            or stop.requested or self.out_of_time):
+                            or self.stopping or self.out_of_time):
                         mean = distributed.mean_over_ranks(
                             {k: v / window_steps for k, v in window.items()}, self.context.device
                         )
@@ -424,14 +444,17 @@ class Trainer:
                     if self.iteration % train.checkpoint_every == 0 or self.iteration == self.total_iters:
                         self.save_checkpoint()
                         saved_at = self.iteration
-                    if stop.requested:
+                    if self.stopping:
                         if saved_at != self.iteration:
                             self.save_checkpoint()
+                        distributed.barrier()  # no rank leaves (and lets torchrun end the job) mid-write
                         logger.warning(
                             "stopped at iteration %d; continue with: refinemask train CONFIG --resume "
                             "(train.output_dir=%s)", self.iteration, self.output_dir,
                         )
-                        raise KeyboardInterrupt
+                        if self.stopping == INTERRUPT:
+                            raise KeyboardInterrupt
+                        raise TrainingStopped(self.iteration)
                     if self.out_of_time and self.iteration < self.total_iters:
                         if saved_at != self.iteration:
                             self.save_checkpoint()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import models
-from torchvision.ops import FrozenBatchNorm2d
+from refinemask.modeling.frozen_batchnorm import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 

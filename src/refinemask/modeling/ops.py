@@ -6,6 +6,12 @@ B images; C channels; H, W an image's height and width in pixels.
 These functions hold no parameters, so the model, the loss, the trainer, the benchmarks and the
 ONNX export all share one implementation, and each can be tested alone against hand-computed
 cases (tests/modeling/test_ops.py).
+
+Every RoIAlign and bilinear resize of the model goes through :func:`roi_align` and
+:func:`resize_bilinear`: torchvision's and PyTorch's kernels, except with deterministic
+algorithms on CUDA (``train.deterministic=true``), where their backward has no deterministic
+kernel and :mod:`refinemask.modeling.separable_ops` computes the same values as products with
+weight matrices instead.
 """
 from __future__ import annotations
 
@@ -13,7 +19,27 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
+import torchvision
+
+from refinemask.modeling.separable_ops import resize_by_matrices, separable_roi_align
+
+
+def deterministic_kernels_needed(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s RoIAlign and resizes take :mod:`~refinemask.modeling.separable_ops`.
+
+    On CUDA with ``torch.use_deterministic_algorithms(True)``: there torchvision's ``roi_align``
+    falls back to a Python version whose backward, with adaptive sampling, needs K×C×P×Q×H×W
+    values (out of memory at 256 px), and the bilinear ``F.interpolate`` backward has no
+    deterministic kernel at all. Never while tracing (the export keeps the standard operators).
+    """
+    return tensor.is_cuda and torch.are_deterministic_algorithms_enabled() and not torch.jit.is_tracing()
+
+
+def resize_bilinear(x: torch.Tensor, size: int, align_corners: bool) -> torch.Tensor:
+    """Bilinear resize of (N, C, h, w) maps to (N, C, size, size), deterministic on CUDA when asked."""
+    if deterministic_kernels_needed(x):
+        return resize_by_matrices(x, (size, size), align_corners)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=align_corners)
 
 
 def boundary_band(masks: torch.Tensor, width: int) -> torch.Tensor:
@@ -54,7 +80,7 @@ def upsample_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
 
     align_corners=True here to match the official assembly and BAR loss, which differ from the
     SFM feature upsampling (align_corners=False)."""
-    return F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=True)
+    return resize_bilinear(logits, size, align_corners=True)
 
 
 def assemble_stage_logits(stage_logits: list[torch.Tensor]) -> torch.Tensor:
@@ -108,6 +134,45 @@ def boxes_to_rois(boxes: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(rois, dim=0)
 
 
+def roi_align(
+    features: torch.Tensor,
+    rois: torch.Tensor,
+    output_size: int,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+) -> torch.Tensor:
+    """torchvision's ``roi_align`` (same arguments), with the RoI coordinates and the sampling grid
+    in float32 or wider, and deterministic on CUDA when asked (:func:`deterministic_kernels_needed`).
+
+    Under autocast the features are fp16/bf16. RoIs in that dtype would be rounded before any
+    sampling (bf16 keeps 8 significant bits: 2 px steps from 256 px, 8 px from 1024 px), so the
+    pooled windows would no longer be the boxes the mask targets are cut from (those stay
+    float32). Here the bilinear sampling runs in the coordinates' precision, as torchvision's own
+    autocast kernel does (it casts the features up, not the boxes down), whatever device or
+    autocast state; only the result takes the features' dtype.
+
+    Args:
+        features: (B, C, h, w) in any floating dtype.
+        rois: (N, 5) [batch_index, x1, y1, x2, y2] in input-image pixels.
+
+    Returns:
+        (N, C, output_size, output_size) in the features' dtype.
+    """
+    wide = torch.promote_types(rois.dtype, torch.float32)
+    # dtype checks in Python, not casts that are no-ops: an fp32 trace stays free of Cast nodes
+    if rois.dtype != wide:
+        rois = rois.to(wide)
+    source = features if features.dtype == wide else features.to(wide)
+    if deterministic_kernels_needed(source):
+        pooled = separable_roi_align(source, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    else:
+        pooled = torchvision.ops.roi_align(
+            source, rois, output_size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio, aligned=aligned
+        )
+    return pooled if pooled.dtype == features.dtype else pooled.to(features.dtype)
+
+
 def multilevel_roi_align(
     features: list[torch.Tensor],
     rois: torch.Tensor,
@@ -136,6 +201,8 @@ def multilevel_roi_align(
         (N, C, output_size, output_size).
     """
     num_levels = len(features)
+    # the level rule reads box areas: in fp16 w·h overflows above about 256×256 (such a box would
+    # go to P5), in bf16 it is rounded; coordinates stay float32 or wider (see roi_align)
     levels = map_roi_levels(rois[:, 1:], finest_scale, num_levels)
     out = features[0].new_zeros((rois.shape[0], features[0].shape[1], output_size, output_size))
     for level, (feature, stride) in enumerate(zip(features, strides)):
@@ -144,9 +211,7 @@ def multilevel_roi_align(
         # are empty depends on the image
         if index.numel() == 0 and not torch.jit.is_tracing():
             continue
-        pooled = roi_align(
-            feature, rois[index], output_size, spatial_scale=1.0 / stride, sampling_ratio=sampling_ratio, aligned=aligned
-        )
+        pooled = roi_align(feature, rois[index], output_size, 1.0 / stride, sampling_ratio, aligned)
         out.index_copy_(0, index, pooled.to(out.dtype))
     return out
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
+
+from refinemask.modeling.ops import resize_bilinear, roi_align
 
 
 class ConvReLU(nn.Module):
@@ -141,20 +142,20 @@ class SemanticFusionStage(nn.Module):
         scale = 1.0 / self.semantic_stride
         logits = select_class_logits(instance_feats, self.instance_logits, labels)
         instance_mask = logits.sigmoid()
-        pooled = roi_align(semantic_in, rois, size, spatial_scale=scale, sampling_ratio=0, aligned=True)
+        pooled = roi_align(semantic_in, rois, size, scale, sampling_ratio=0, aligned=True)
         pooled = F.relu(self.semantic_transform_out(pooled))
-        semantic_mask = roi_align(semantic_prob, rois, size, spatial_scale=scale, sampling_ratio=0, aligned=True)
+        semantic_mask = roi_align(semantic_prob, rois, size, scale, sampling_ratio=0, aligned=True)
         # official channel order: instance feature, pooled semantic feature, instance mask, semantic mask
         fused = torch.cat([instance_feats, pooled, instance_mask, semantic_mask], dim=1)
         fused = F.relu(self.fuse_conv[0](fused))
         fused = F.relu(self.fuse_conv[1](fused))
         fused = F.relu(self.fuse_transform_out(fused))
         # feature upsampling uses align_corners=False (nn.Upsample's default in the official code)
-        fused = F.interpolate(fused, scale_factor=2, mode="bilinear", align_corners=False)
-        # the masks are re-appended with align_corners=True, as in the official code
         up = 2 * size
+        fused = resize_bilinear(fused, up, align_corners=False)
+        # the masks are re-appended with align_corners=True, as in the official code
         masks = torch.cat([instance_mask, semantic_mask], dim=1)
-        masks = F.interpolate(masks, size=(up, up), mode="bilinear", align_corners=True)
+        masks = resize_bilinear(masks, up, align_corners=True)
         return logits, torch.cat([fused, masks], dim=1)
 
 

@@ -23,7 +23,7 @@ from refinemask.modeling.ops import assemble_stage_logits, boxes_to_rois, multil
 from refinemask.modeling.refinemask_head import RefineMaskHead
 from refinemask.modeling.rpn import Float32BoxCoder
 from refinemask.modeling.simple_refinemask_head import SimpleRefineMaskHead
-from refinemask.modeling.targets import semantic_target, stage_mask_targets
+from refinemask.modeling.targets import instance_union, semantic_target, stage_mask_targets
 
 
 class MultiLevelRoIPool(nn.Module):
@@ -44,7 +44,7 @@ class MultiLevelRoIPool(nn.Module):
         self.aligned = aligned
 
     def forward(self, features: dict, boxes: list[torch.Tensor], image_shapes=None) -> torch.Tensor:
-        rois = boxes_to_rois(boxes).to(features[self.featmap_names[0]])
+        rois = boxes_to_rois(boxes).to(features[self.featmap_names[0]].device)
         return self.pool_rois(features, rois)
 
     def pool_rois(self, features: dict, rois: torch.Tensor) -> torch.Tensor:
@@ -217,7 +217,7 @@ class MaskRoIHeads(RoIHeads):
         return positive[torch.randperm(positive.numel(), device=positive.device)[:cap]]
 
     def mask_loss(self, features, boxes, labels, gt_index, targets, image_shapes) -> dict[str, torch.Tensor]:
-        rois = boxes_to_rois(boxes).to(features["0"])
+        rois = boxes_to_rois(boxes).to(features["0"].device)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
         pooled = self.mask_roi_pool.pool_rois(features, rois)
         sizes = self.mask_head.stage_sizes if self.is_refinemask else (28,)
@@ -246,7 +246,7 @@ class MaskRoIHeads(RoIHeads):
         if semantic_logits is None:  # the faster-better head: BAR loss only (docs/design.md §4.4)
             return {"loss_instance": loss_instance}
         padded = (p2.shape[-2] * self.mask_head.semantic_stride, p2.shape[-1] * self.mask_head.semantic_stride)
-        sem_target = semantic_target([t["masks"] for t in targets], padded, tuple(p2.shape[-2:]))
+        sem_target = semantic_target([instance_union(t) for t in targets], padded, tuple(p2.shape[-2:]))
         return {
             "loss_instance": loss_instance,
             "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic_logits, sem_target),
@@ -261,7 +261,7 @@ class MaskRoIHeads(RoIHeads):
         to show what the refinement adds.
         """
         counts = [len(b) for b in boxes]
-        rois = boxes_to_rois(boxes).to(features["0"])
+        rois = boxes_to_rois(boxes).to(features["0"].device)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
         semantic = None
         if self.is_refinemask:

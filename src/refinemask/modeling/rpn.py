@@ -17,7 +17,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 
 
 class Float32BoxCoder(det_utils.BoxCoder):
-    """torchvision's box coder, decoding in float32 whatever the deltas' precision.
+    """torchvision's box coder, decoding in float32 (or float64 for a float64 model) whatever the deltas' precision.
 
     Under autocast the deltas come out of a convolution or linear layer in fp16/bf16, and
     torchvision's decoder casts the boxes down to them: coordinates above 1024 px would be rounded
@@ -29,7 +29,8 @@ class Float32BoxCoder(det_utils.BoxCoder):
         return cls(coder.weights, coder.bbox_xform_clip)
 
     def decode(self, rel_codes: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
-        return super().decode(rel_codes.float(), [b.float() for b in boxes])
+        wide = torch.promote_types(rel_codes.dtype, torch.float32)
+        return super().decode(rel_codes.to(wide), [b.to(wide) for b in boxes])
 
 
 class ProposalNetwork(RegionProposalNetwork):

@@ -45,9 +45,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
-from refinemask.modeling.ops import upsample_logits
+from refinemask.modeling.ops import resize_bilinear, roi_align, upsample_logits
 from refinemask.modeling.refinemask_head import MultiBranchFusion, _plain_conv, conv_stack, select_class_logits
 
 
@@ -70,7 +69,7 @@ def point_roi_align(features: torch.Tensor, rois: torch.Tensor, size: int, strid
     """
     padded = F.pad(features, (1, 1, 1, 1))
     shift = torch.tensor([0.0, stride, stride, stride, stride], dtype=rois.dtype, device=rois.device)
-    return roi_align(padded, rois + shift, size, spatial_scale=1.0 / stride, sampling_ratio=1, aligned=True)
+    return roi_align(padded, rois + shift, size, 1.0 / stride, sampling_ratio=1, aligned=True)
 
 
 class MultiBranchFusionAvg(MultiBranchFusion):
@@ -141,7 +140,7 @@ class SimpleFusionStage(nn.Module):
         # the mask is appended before upsampling here ("same as paper", says the official code)
         fused = torch.cat([fused, instance_mask], dim=1)
         if self.upsample:
-            fused = F.interpolate(fused, scale_factor=2, mode="bilinear", align_corners=False)
+            fused = resize_bilinear(fused, 2 * self.size, align_corners=False)  # a Python int: traceable
         return fused
 
 

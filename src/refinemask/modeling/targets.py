@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
-from torchvision.ops import roi_align
+
+from refinemask.modeling.ops import roi_align
 
 
 def rasterize_polygons_in_boxes(
@@ -137,7 +138,7 @@ def resample_masks_in_boxes(masks: torch.Tensor, boxes: torch.Tensor, gt_index: 
     if boxes.shape[0] == 0:
         return masks.new_zeros((0, size, size), dtype=torch.float32)
     rois = torch.cat([gt_index.to(boxes.dtype)[:, None], boxes], dim=1)
-    sampled = roi_align(masks[:, None].float(), rois, size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    sampled = roi_align(masks[:, None].float(), rois, size, 1.0, sampling_ratio=0, aligned=True)
     return (sampled[:, 0] >= 0.5).float()
 
 
@@ -151,12 +152,15 @@ def stage_mask_targets(
     """Mask targets of one image's positive RoIs at every stage size.
 
     Instances with polygons are rasterised per RoI (exact, the official COCO/LVIS way); the
-    others (RLE or bitmap-only ground truth) are resampled from ``target["masks"]``.
+    others (RLE or bitmap-only ground truth) are resampled from ``target["masks"]``: row
+    ``target["mask_rows"][g]`` for instance g when the target is compact
+    (:func:`refinemask.data.transforms.drop_polygon_bitmaps`), row g otherwise.
 
     Args:
         boxes: (N, 4) positive proposals in the resized image's pixels.
         gt_index: (N,) matched GT instance of each proposal.
-        target: the image's target dict (``masks`` (G, H, W) and optionally ``polygons``).
+        target: the image's target dict (``masks`` (G, H, W) or (G_b, H, W) with ``mask_rows``,
+            and optionally ``polygons``).
         sizes: stage sizes, e.g. (14, 28, 56, 112).
         image_size: (H, W) of the resized (unpadded) image; boxes are clipped to it.
 
@@ -169,44 +173,58 @@ def stage_mask_targets(
     clipped[:, 0::2] = clipped[:, 0::2].clamp(0, w)
     clipped[:, 1::2] = clipped[:, 1::2].clamp(0, h)
     n = boxes.shape[0]
+    if n == 0:
+        return [torch.zeros((0, size, size), dtype=torch.float32, device=device) for size in sizes]
+    # one device -> host copy for the whole image, not one per RoI
+    instances = gt_index.tolist()
     polygons = target.get("polygons")
-    if polygons is not None:
-        has_poly = torch.tensor([polygons[int(g)] is not None for g in gt_index], dtype=torch.bool)
-    else:
-        has_poly = torch.zeros(n, dtype=torch.bool)
-    poly_rows = torch.nonzero(has_poly).squeeze(1)
+    poly_rows = [i for i, g in enumerate(instances) if polygons is not None and polygons[g] is not None]
+    bitmap_rows = [i for i, g in enumerate(instances) if polygons is None or polygons[g] is None]
     rasters = None
-    if poly_rows.numel():
-        polys = [polygons[int(gt_index[i])] for i in poly_rows]
+    if poly_rows:
+        polys = [polygons[instances[i]] for i in poly_rows]
         rasters = rasterize_polygons_at_sizes(polys, clipped[poly_rows].cpu().numpy(), tuple(sizes))
+    if len(poly_rows) == n:
+        # uint8 to the device (a quarter of the bytes), made float there
+        return [torch.from_numpy(r).to(device).float() for r in rasters]
+    masks = target["masks"]
+    rows = torch.as_tensor(bitmap_rows, dtype=torch.int64, device=device)
+    bitmap_gt = gt_index[rows]
+    if "mask_rows" in target:
+        bitmap_gt = target["mask_rows"].to(device)[bitmap_gt]
+    # only the bitmaps these RoIs read, made float once for all stages
+    used, local = torch.unique(bitmap_gt, return_inverse=True)
+    bitmaps = masks[used].float()
+    poly_index = torch.as_tensor(poly_rows, dtype=torch.int64, device=device)
     outputs = []
     for k, size in enumerate(sizes):
-        if rasters is not None and len(poly_rows) == n:
-            # uint8 to the device (a quarter of the bytes), made float and contiguous in one copy
-            out = torch.empty((n, size, size), dtype=torch.float32, device=device)
-            out.copy_(torch.from_numpy(rasters[k]).to(device))
-            outputs.append(out)
-            continue
         out = torch.zeros((n, size, size), dtype=torch.float32, device=device)
         if rasters is not None:
-            out[poly_rows.to(device)] = torch.from_numpy(rasters[k]).to(device).float()
-        bitmap_rows = torch.nonzero(~has_poly).squeeze(1).to(device)
-        if bitmap_rows.numel():
-            out[bitmap_rows] = resample_masks_in_boxes(
-                target["masks"], clipped[bitmap_rows], gt_index[bitmap_rows], size
-            )
+            out[poly_index] = torch.from_numpy(rasters[k]).to(device).float()
+        out[rows] = resample_masks_in_boxes(bitmaps, clipped[rows], local, size)
         outputs.append(out)
     return outputs
 
 
-def semantic_target(masks: list[torch.Tensor], padded_size: tuple[int, int], map_size: tuple[int, int]) -> torch.Tensor:
+def instance_union(target: dict) -> torch.Tensor:
+    """(H, W) union of an image's instance masks: ``target["semantic"]`` when the data pipeline
+    built it (compact targets), else the maximum over ``target["masks"]`` (G, H, W)."""
+    if "semantic" in target:
+        return target["semantic"]
+    masks = target["masks"]
+    if masks.shape[0] == 0:
+        return masks.new_zeros(masks.shape[-2:])
+    return masks.amax(dim=0)
+
+
+def semantic_target(unions: list[torch.Tensor], padded_size: tuple[int, int], map_size: tuple[int, int]) -> torch.Tensor:
     """Foreground target of the semantic head for a batch (docs/design.md §3.2).
 
     The union of each image's GT instance masks (crowd regions are not instances), zero-padded
     to the batch size, resized bilinearly (align_corners=False) to the stride-4 map, ≥ 0.5.
 
     Args:
-        masks: per image, (G_i, H_i, W_i) instance masks (G_i may be 0).
+        unions: per image, the (H_i, W_i) union of its instance masks (:func:`instance_union`).
         padded_size: (Hp, Wp) of the padded batch.
         map_size: (h, w) of the semantic logits.
 
@@ -214,9 +232,8 @@ def semantic_target(masks: list[torch.Tensor], padded_size: tuple[int, int], map
         (B, h, w) float {0, 1}.
     """
     hp, wp = padded_size
-    union = torch.zeros((len(masks), 1, hp, wp), dtype=torch.float32, device=masks[0].device if masks else "cpu")
-    for i, m in enumerate(masks):
-        if m.shape[0]:
-            union[i, 0, : m.shape[-2], : m.shape[-1]] = m.amax(dim=0).float()
+    union = torch.zeros((len(unions), 1, hp, wp), dtype=torch.float32, device=unions[0].device if unions else "cpu")
+    for i, m in enumerate(unions):
+        union[i, 0, : m.shape[-2], : m.shape[-1]] = m.float()
     resized = F.interpolate(union, size=map_size, mode="bilinear", align_corners=False)
     return (resized[:, 0] >= 0.5).float()

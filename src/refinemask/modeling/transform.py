@@ -81,11 +81,19 @@ class DetectionTransform(nn.Module):
         for i, image in enumerate(images):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"image {i}: expected a 3×H×W tensor, got shape {tuple(image.shape)}")
+            if not image.is_floating_point():
+                # torchvision's contract, and its error type: a uint8 image scaled as 0-1 would be
+                # normalised from 0-65025 and give confident garbage
+                raise TypeError(
+                    f"image {i}: expected a floating-point tensor with values in 0-1, got {image.dtype}; "
+                    "convert it with image.float() / 255 (refinemask.Predictor takes uint8 arrays and files as they are)"
+                )
             h, w = image.shape[-2:]
             nh, nw = rescale_size(h, w, short, self.max_size)
-            # in place on one float copy: the same arithmetic as (x * 255 - mean) / std without two
-            # more image-sized temporaries (a 36 MP image is 0.43 GB a copy)
-            x = image.to(torch.float32, copy=True).mul_(255.0).sub_(self.pixel_mean).div_(self.pixel_std)
+            # in the model's dtype (its statistics buffers follow .double()/.half()); autocast
+            # casts later, per op. In place on one copy: the same arithmetic as
+            # (x * 255 - mean) / std without two more image-sized temporaries (0.43 GB each at 36 MP)
+            x = image.to(self.pixel_mean.dtype, copy=True).mul_(255.0).sub_(self.pixel_mean).div_(self.pixel_std)
             if (nh, nw) != (h, w):
                 x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
             resized.append(x)
@@ -95,9 +103,9 @@ class DetectionTransform(nn.Module):
         ph = max(s[0] for s in sizes)
         pw = max(s[1] for s in sizes)
         ph, pw = padded_size(ph, pw, self.size_divisible)
-        batch = resized[0].new_zeros((len(resized), 3, ph, pw))
-        for x, b in zip(resized, batch):
-            b[:, : x.shape[1], : x.shape[2]].copy_(x)
+        # zero padding out of place, so that an image that requires grad (saliency, attribution)
+        # gets gradients back through the whole detector
+        batch = torch.stack([F.pad(x, (0, pw - x.shape[-1], 0, ph - x.shape[-2])) for x in resized])
         return ImageList(batch, [(int(h), int(w)) for h, w in sizes]), targets
 
     def postprocess(self, results: list[dict], image_sizes, original_sizes, original_boxes=None) -> list[dict]:
@@ -129,14 +137,9 @@ def _resize_target(target: dict, old: tuple[int, int], new: tuple[int, int]) -> 
     sx, sy = nw / w, nh / h
     boxes = target["boxes"] * torch.as_tensor([sx, sy, sx, sy], dtype=torch.float32, device=target["boxes"].device)
     target["boxes"] = boxes
-    if "masks" in target:
-        masks = target["masks"]
-        if masks.shape[0]:
-            # nearest, as mmcv rescales bitmap masks
-            masks = F.interpolate(masks[:, None].float(), size=(nh, nw), mode="nearest")[:, 0].to(masks.dtype)
-        else:
-            masks = masks.new_zeros((0, nh, nw))
-        target["masks"] = masks
+    for key in ("masks", "semantic"):
+        if key in target:
+            target[key] = _resize_bitmaps(target[key], (nh, nw))
     if target.get("polygons") is not None:
         scaled = []
         for polys in target["polygons"]:
@@ -152,3 +155,13 @@ def _resize_target(target: dict, old: tuple[int, int], new: tuple[int, int]) -> 
             scaled.append(out)
         target["polygons"] = scaled
     return target
+
+
+def _resize_bitmaps(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(G, H, W) or (H, W) bitmaps resized nearest, as mmcv rescales bitmap masks, in their own dtype
+    (uint8 stays uint8: no float copy of G full-size maps on the device)."""
+    if masks.numel() == 0:
+        return masks.new_zeros((*masks.shape[:-2], *size))
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).as_subclass(torch.Tensor)
+    resized = F.interpolate(flat.to(torch.uint8) if flat.dtype == torch.bool else flat, size=size, mode="nearest")
+    return resized.to(masks.dtype).reshape(*masks.shape[:-2], *size)
