@@ -283,3 +283,55 @@ def test_transfer_writes_a_clean_set_of_other_shapes_and_high_bit_makes_it_faint
     high_bit.to_faint_16_bit(images)
     image = Image.open(images / data["images"][0]["file_name"])
     assert image.mode == "I;16" and max(image.getextrema()) <= 235
+
+
+def test_memory_reports_the_peak_rss_of_a_prediction_with_the_asked_detections(tmp_path, capsys):
+    memory = _load("memory")
+    out = tmp_path / "rows.json"
+    src = str(ROOT.parent / "src")
+    memory.main(["--megapixels", "0.05", "--detections", "3", "--extra", "--code", src, "--json", str(out)])
+    (row,) = json.loads(out.read_text())
+    assert row["found"] == 3 and row["box_local"] and row["masks"] == "box-local masks"
+    assert row["peak_bytes"] >= row["start_bytes"] > 0
+    assert (row["height"], row["width"]) == memory.image_size(0.05) == (194, 258)
+    assert "| box-local masks | 0.05 MP (258x194) | 3 |" in capsys.readouterr().out
+
+
+def test_large_images_stitches_cells_into_mosaics_with_their_annotations_moved(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from refinemask.data.synthetic import make_synthetic
+    from refinemask.data.validation import segmentation_to_rle
+
+    large = _load("large_images")
+    paths = make_synthetic(tmp_path / "cells", 4, size=64, seed=0, preset="easy")
+    ann = paths.train if paths.train.is_file() else paths.root / "annotations.json"
+    mosaic_json = large.stitch(ann, paths.images, 0, 2, 1, tmp_path / "mosaic", "train")
+    cells, mosaic = json.loads(ann.read_text()), json.loads(mosaic_json.read_text())
+    assert mosaic["images"][0]["width"] == 128 and len(mosaic["annotations"]) == len(cells["annotations"])
+    # the last cell's objects sit in the bottom-right quarter, pixel for pixel
+    last = cells["images"][3]["id"]
+    for a, b in zip(cells["annotations"], mosaic["annotations"]):
+        cell_mask = mask_utils.decode(_bytes(segmentation_to_rle(a["segmentation"], 64, 64)))
+        big = mask_utils.decode(_bytes(b["segmentation"]))
+        k = [im["id"] for im in cells["images"]].index(a["image_id"])
+        top, left = (k // 2) * 64, (k % 2) * 64
+        assert big.sum() == cell_mask.sum() and (big[top : top + 64, left : left + 64] == cell_mask).all()
+        assert b["bbox"][:2] == [a["bbox"][0] + left, a["bbox"][1] + top]
+    assert any(a["image_id"] == last for a in cells["annotations"])
+
+
+def _bytes(rle):
+    return {**rle, "counts": rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]}
+
+
+@pytest.mark.slow
+def test_large_images_trains_on_crops_and_compares_tiled_with_whole_inference(tmp_path, capsys):
+    large = _load("large_images")
+    out = tmp_path / "rows.json"
+    large.main(["--cell", "128", "--train-images", "1", "--train-cells", "2", "--val-cells", "3", "--iters", "2",
+                "--tile", "128", "--set", "model.min_size=[128]", "model.max_size=128", "--out", str(tmp_path / "b"),
+                "--json", str(out)])
+    whole, tiled = json.loads(out.read_text())
+    assert whole["inference"].startswith("whole") and tiled["inference"].startswith("tiled 128 px")
+    assert tiled["peak_rss_bytes"] > 0 and "| tiled 128 px, overlap 0.25 |" in capsys.readouterr().out

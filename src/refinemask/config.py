@@ -199,6 +199,9 @@ class DataConfig(Checked):
     val_images: str = ""
     polygons: bool = True  # False: per-RoI mask targets cut from bitmaps (the Cityscapes setting)
     flip_prob: float = 0.5
+    # > 0: train on a random crop_size x crop_size window of each image (one instance's centre in
+    # it), for sets of a few images far larger than the model's input; 0: whole images
+    crop_size: int = key(0, at_least=0)
     repeat_factor_threshold: float = 0.0  # > 0: repeat-factor sampling (LVIS: 1e-3)
     repeat: int = key(1, at_least=1)  # every image this many times per epoch (Cityscapes: RepeatDataset x8)
     group_by_aspect_ratio: bool = True

@@ -85,14 +85,27 @@ def _thinness(mask: np.ndarray) -> float:
     return float(edge.sum()) / max(1.0, float(mask.sum()))
 
 
-def _overlay(image: np.ndarray, masks: np.ndarray, colour=(255, 60, 60)) -> np.ndarray:
+def _overlay(image: np.ndarray, masks, colour=(255, 60, 60)) -> np.ndarray:
+    """``image`` (H, W, 3) with ``masks`` (bool (N, H, W) or MaskWindows) tinted and outlined."""
+    import torch
+
+    from refinemask.modeling.box_masks import window_masks
+
     out = image.astype(np.float32).copy()
-    for m in masks:
-        out[m] = 0.45 * out[m] + 0.55 * np.array(colour, np.float32)
+    height, width = image.shape[:2]
+    windows = window_masks(torch.as_tensor(masks) if isinstance(masks, np.ndarray) else masks)
+    for (top, left), window in zip(windows.origins, windows.masks):
+        # the window and one pixel around it: the outline's neighbours, clipped to the image
+        y0, x0 = max(top - 1, 0), max(left - 1, 0)
+        y1, x1 = min(top + window.shape[0] + 1, height), min(left + window.shape[1] + 1, width)
+        m = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        m[top - y0 : top - y0 + window.shape[0], left - x0 : left - x0 + window.shape[1]] = window.numpy()
+        region = out[y0:y1, x0:x1]
+        region[m] = 0.45 * region[m] + 0.55 * np.array(colour, np.float32)
         # outline, so that boundary errors are visible
         inner = np.zeros_like(m)
         inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
-        out[m & ~inner] = (255, 255, 255)
+        region[m & ~inner] = (255, 255, 255)
     return out.clip(0, 255).astype(np.uint8)
 
 
@@ -124,9 +137,9 @@ def comparison_picture(runs: dict[str, Path], dataset, path: Path, num_images: i
         box = (max(0, xs.min() - pad), max(0, ys.min() - pad), min(rgb.shape[1], xs.max() + pad + 1), min(rgb.shape[0], ys.max() + pad + 1))
         panels = [("ground truth", _overlay(rgb, gt, (60, 200, 60)))]
         for name, model in models.items():
-            out = detect(model, [image])[0]
+            out = detect(model, [image], mask_output="box")[0]
             keep = out["scores"] >= score_thresh
-            pred = (out["masks"][keep, 0] >= 0.5).numpy()
+            pred = out["masks"][keep].binarize(0.5)
             panels.append((name, _overlay(rgb, pred)))
         tiles = []
         for title, panel in panels:

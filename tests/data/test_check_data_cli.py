@@ -140,3 +140,14 @@ def test_a_wrong_area_is_a_note_of_check_data(make_coco, coco_dict, capsys) -> N
     code, out, _ = run_check(capsys, str(ann_file), "--images", str(image_dir))
     assert code == 0
     assert "note: 1 annotations' 'area' differs from their segmentation's pixel area by more than 25% (annotation 10: 960" in out
+
+
+def test_images_far_larger_than_the_model_input_get_a_note_on_crops_and_tiles(make_coco, coco_dict, capsys) -> None:
+    ann_file, image_dir = make_coco(coco_dict)
+    code, out, _ = run_check(capsys, str(ann_file), "--input-size", "1333")
+    assert code == 0 and "note:" not in out  # 40 px images: nothing to say
+    code, out, _ = run_check(capsys, str(ann_file), "--input-size", "16")
+    assert code == 0
+    (note,) = [line for line in out.splitlines() if line.startswith("note:")]
+    assert "2 of 3 images have a long side over 2x the model's 16 px input (up to 40 px" in note
+    assert "data.crop_size" in note and "--tile" in note

@@ -107,3 +107,86 @@ def test_dataset_flip_keeps_image_and_target_together(tiny_coco) -> None:
     assert np.array_equal(
         rasterise(flipped_target["polygons"][0], 36, 20), flipped_target["masks"][0].numpy()
     )
+
+
+# --- training crops (data.crop_size) -----------------------------------------------------------
+
+def test_crop_keeps_image_masks_boxes_and_polygons_together() -> None:
+    from refinemask.data.transforms import crop
+
+    image, target = sample(L_SHAPE)
+    window = (4, 5, 10, 12)  # top, left, h, w: cuts the L through both arms
+    cropped_image, cropped = crop(image, target, window)
+    assert torch.equal(cropped_image, image[:, 4:14, 5:17])
+    assert torch.equal(cropped["masks"][0], target["masks"][0, 4:14, 5:17])
+    # the shifted polygon, rasterised in the window, is the cropped mask: nothing needs clipping
+    assert np.array_equal(rasterise(cropped["polygons"][0], 10, 12), cropped["masks"][0].numpy())
+    assert cropped["boxes"].tolist() == [[0.0, 0.0, 7.0, 10.0]] and cropped["boxes"].canvas_size == (10, 12)
+
+
+def test_crop_drops_instances_left_without_pixels_in_the_window() -> None:
+    from refinemask.data.transforms import crop
+
+    image, target = sample(L_SHAPE)
+    _, cropped = crop(image, target, (18, 20, 6, 12))  # bottom right: the L is not there
+    assert len(cropped["boxes"]) == len(cropped["labels"]) == len(cropped["masks"]) == len(cropped["polygons"]) == 0
+
+
+def test_crop_windows_hold_an_instance_centre_and_stay_in_the_image() -> None:
+    from refinemask.data.transforms import crop_window
+
+    boxes = torch.tensor([[900.0, 100.0, 960.0, 140.0], [100.0, 1500.0, 180.0, 1580.0]])
+    g = torch.Generator().manual_seed(0)
+    centres = set()
+    for _ in range(40):
+        top, left, h, w = crop_window(2000, 1200, 512, boxes, g)
+        assert (h, w) == (512, 512) and 0 <= top <= 2000 - 512 and 0 <= left <= 1200 - 512
+        inside = [k for k, (x0, y0, x1, y1) in enumerate(boxes.tolist())
+                  if left <= (x0 + x1) / 2 < left + w and top <= (y0 + y1) / 2 < top + h]
+        assert inside
+        centres.update(inside)
+    assert centres == {0, 1}  # every instance gets its turn
+    assert crop_window(300, 200, 512, boxes[:0], g) == (0, 0, 300, 200)  # smaller than a crop: whole
+
+
+def test_training_samples_crop_reproducibly_from_their_key(tiny_coco) -> None:
+    from refinemask.engine.data import TrainingSamples
+
+    dataset = CocoDetection(*tiny_coco)
+    samples = TrainingSamples(dataset, flip_prob=0.5, crop_size=16)
+    image, target = samples[(0, 123)]
+    again, target_again = samples[(0, 123)]
+    assert image.shape[-2] <= 16 and image.shape[-1] <= 16 and torch.equal(image, again)
+    assert torch.equal(target["masks"], target_again["masks"]) and len(target["boxes"]) >= 1
+    assert target["masks"].shape[-2:] == image.shape[-2:]
+
+
+def test_a_window_loaded_from_the_dataset_is_the_crop_of_the_whole_sample(tiny_coco) -> None:
+    from refinemask.data.transforms import crop
+
+    dataset = CocoDetection(*tiny_coco)
+    window = (0, 0, 14, 20)  # image 1 (40x30): holds some instances, not all
+    image, target = dataset.load_sample(0, window)
+    expected_image, expected = crop(*dataset[0], window)
+    assert torch.equal(image, expected_image)
+    assert torch.equal(target["masks"], expected["masks"]) and torch.equal(target["labels"], expected["labels"])
+    assert torch.equal(torch.as_tensor(target["boxes"]), torch.as_tensor(expected["boxes"]))
+    assert 0 < len(dataset.load_target(0, window=window)["labels"]) < len(dataset.load_target(0)["labels"])
+    assert torch.equal(dataset.instance_boxes(0), torch.as_tensor(dataset.load_target(0)["boxes"]))
+
+
+def test_training_crops_decode_each_image_once_within_the_cache(tiny_coco) -> None:
+    from refinemask.engine.data import TrainingSamples
+
+    dataset = CocoDetection(*tiny_coco)
+    reads = []
+    load_image = dataset.load_image
+    dataset.load_image = lambda index: reads.append(index) or load_image(index)
+    samples = TrainingSamples(dataset, flip_prob=0.0, crop_size=16)
+    for seed in range(5):
+        samples[(0, seed)]
+    assert reads == [0]
+    small = TrainingSamples(dataset, flip_prob=0.0, crop_size=16, cache_bytes=1)  # holds one image
+    for index in (0, 1, 0):
+        small[(index, 0)]
+    assert reads == [0, 0, 1, 0]

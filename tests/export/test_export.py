@@ -172,6 +172,17 @@ def test_a_score_threshold_keeps_the_detections_scoring_at_least_that(exported, 
     assert (kept["scores"] >= cut).all()
 
 
+def test_onnx_masks_as_windows_and_rle_equal_the_image_masks(onnx_predictor):
+    from refinemask.evaluation.coco import encode_masks
+    from refinemask.modeling.box_masks import MaskWindows
+
+    image = smooth_image(120, 160, seed=1)
+    full, windows, rles = (onnx_predictor(image, masks=form) for form in ("image", "box", "rle"))
+    assert len(full["masks"]) > 0 and isinstance(windows["masks"], MaskWindows)
+    assert np.array_equal(windows["masks"].to_image().numpy(), full["masks"])
+    assert rles["masks"] == encode_masks(full["masks"].view(np.uint8))
+
+
 def test_predictor_reads_class_names_and_category_ids_from_the_file(onnx_predictor):
     assert onnx_predictor.category_names == ["cat", "dog", "bird"]
     assert onnx_predictor.label_to_category == {1: 1, 2: 2, 3: 3}

@@ -77,3 +77,14 @@ def test_training_picks_each_batch_short_side_from_min_size():
 def test_evaluation_uses_the_last_short_side():
     transform = DetectionTransform([16, 20, 28], 1000).eval()
     assert {min(transform([torch.rand(3, H, W)])[0].image_sizes[0]) for _ in range(5)} == {28}
+
+
+def test_a_thin_strip_keeps_at_least_one_pixel_and_is_predicted():
+    from refinemask.engine.predict import Predictor
+    from tests.tiny_models import confident_tiny_model
+
+    assert rescale_size(1, 6000, 800, 1333) == (1, 1333) and rescale_size(6000, 2, 800, 1333) == (1333, 1)
+    predictor = Predictor(confident_tiny_model("refinemask", min_size=[800], max_size=1333))
+    for shape in ((1, 600), (600, 2)):
+        result = predictor(torch.rand(3, *shape, generator=torch.Generator().manual_seed(0)), masks="box")
+        assert result["masks"].shape == (len(result["scores"]), *shape)

@@ -9,8 +9,10 @@ The checks are those a dataset runs when it loads (:mod:`refinemask.data.validat
 image files: each is decoded completely, in parallel (``--header-only`` reads headers only:
 much faster, but does not notice a truncated file), and its size compared with the json's; the
 result is cached as for training (:mod:`refinemask.data.scan`). A note line says when the
-images of more than 8 bits use a small part of their range. A labelme, YOLO, VOC, CVAT or
-label-image export is named, with the ``refinemask import`` command that converts it.
+images of more than 8 bits use a small part of their range, and one when images are far larger
+than the model's input (``--input-size``), pointing to training crops and tiled prediction. A
+labelme, YOLO, VOC, CVAT or label-image export is named, with the ``refinemask import`` command
+that converts it.
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
         help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})",
+    )
+    parser.add_argument(
+        "--input-size", type=int, default=1333, metavar="PX",
+        help="the long side the model resizes images to (model.max_size; default 1333), for the large-image note",
     )
 
 
@@ -69,7 +75,7 @@ def _refuse_other_formats(path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from refinemask.data.scan import scan_image_files
-    from refinemask.data.validation import dataset_notes, fill_image_sizes, iter_problems, load_annotation_json
+    from refinemask.data.validation import dataset_notes, fill_image_sizes, iter_problems, large_image_note, load_annotation_json
     from refinemask.errors import RefineMaskError
 
     if args.images is not None and not args.images.is_dir():
@@ -101,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
             f"note: {note}; training and prediction stretch each such image (model.high_bit_scaling="
             "percentiles, the default); with model.high_bit_scaling=full the network would see them nearly black"
         )
+
+    large = large_image_note(data["images"], args.input_size)
+    if large:
+        print(f"note: {large}")
 
     annotations = data.get("annotations", [])
     counts = (

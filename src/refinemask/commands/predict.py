@@ -70,6 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--classify", action="store_true",
         help="with --boxes: ignore the file's category ids; the model's box head classifies each box",
     )
+    parser.add_argument(
+        "--tile", type=int, metavar="SIZE",
+        help="predict large images in SIZE x SIZE tiles, each at the model's own scale; objects cut by "
+             "seams are merged (choose SIZE near the model's input size, e.g. its model.min_size)",
+    )
+    parser.add_argument(
+        "--overlap", type=float, default=0.2, metavar="FRACTION",
+        help="with --tile: how much neighbouring tiles overlap, a fraction of SIZE (default 0.2)",
+    )
     # images may come before and after options; plain parse_args stops at the first option
 
 
@@ -85,6 +94,12 @@ def run(args: argparse.Namespace) -> int:
         raise RefineMaskError(f"--mask-thresh must be between 0 and 1 (exclusive), got {args.mask_thresh}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RefineMaskError("--device cuda: no CUDA device is available; use --device cpu")
+    if args.tile is not None:
+        from refinemask.engine.tiling import check_tiling
+
+        check_tiling(args.tile, args.overlap)
+        if args.boxes is not None:
+            raise RefineMaskError("--tile is for the model's own detections, not with --boxes")
     if args.classify and args.boxes is None:
         raise RefineMaskError("--classify is for --boxes BOXES.json")
     if args.boxes is not None:
@@ -105,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     results = predict_files(
         predictor, args.inputs, args.out, args.annotations, overlays=not args.no_overlays,
         overlay_labels=not args.no_labels, overlay_fill=not args.outlines,
+        tile=args.tile, overlap=args.overlap,
     )
     print(f"results: {results}")
     return 0

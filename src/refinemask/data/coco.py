@@ -44,6 +44,7 @@ from torchvision import tv_tensors
 
 from refinemask.data.categories import categories_from_entries
 from refinemask.data.images import DEFAULT_MAX_PIXELS, load_image
+from refinemask.data.transforms import crop
 from refinemask.data.validation import (
     Problem,
     box_only_note,
@@ -134,8 +135,20 @@ class CocoDetection(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, Target]:
-        image = self.load_image(index)
-        target = self.load_target(index)
+        return self.load_sample(index)
+
+    def load_sample(
+        self, index: int, window: tuple[int, int, int, int] | None = None, image: torch.Tensor | None = None
+    ) -> tuple[tv_tensors.Image, Target]:
+        """``self[index]``, or with ``window`` (top, left, h, w) that window of it
+        (:func:`refinemask.data.transforms.crop`): only the instances whose box meets the window
+        have their masks decoded, which is what makes crops of huge scenes with hundreds of
+        objects cheap (each full-image mask is H x W bytes). ``image``: the image of ``index``
+        as :meth:`load_image` gives it, already in hand (a cache of decoded huge images)."""
+        image = self.load_image(index) if image is None else image
+        target = self.load_target(index, window=window)
+        if window is not None:
+            image, target = crop(image, target, window)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
@@ -157,16 +170,35 @@ class CocoDetection(torch.utils.data.Dataset):
             )
         return tv_tensors.Image(image)
 
-    def load_target(self, index: int, masks: bool = True) -> Target:
+    def instance_boxes(self, index: int) -> torch.Tensor:
+        """(N, 4) XYXY boxes of the target's instances, from the json (nothing is decoded)."""
+        boxes = [a["bbox"] for a in self._instances(index)]
+        out = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        out[:, 2:] += out[:, :2]
+        return out
+
+    def _instances(self, index: int) -> list[dict]:
+        return [a for a in self.coco.imgToAnns.get(self.ids[index], []) if not a["iscrowd"]]
+
+    def load_target(self, index: int, masks: bool = True, window: tuple[int, int, int, int] | None = None) -> Target:
         """The target of ``index`` without reading the image (see the module docstring).
 
         ``masks=False`` leaves out ``masks`` (no decoding), for what needs boxes and labels only:
-        evaluation scores against :attr:`coco`, not against these bitmaps.
+        evaluation scores against :attr:`coco`, not against these bitmaps. ``window`` (top,
+        left, h, w): only the instances whose box meets it (still at the image's size;
+        :func:`refinemask.data.transforms.crop` cuts them).
         """
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         height, width = info["height"], info["width"]
-        annotations = [a for a in self.coco.imgToAnns.get(image_id, []) if not a["iscrowd"]]
+        annotations = self._instances(index)
+        if window is not None:
+            top, left, h, w = window
+            annotations = [
+                a for a in annotations
+                if a["bbox"][0] < left + w and a["bbox"][0] + a["bbox"][2] > left
+                and a["bbox"][1] < top + h and a["bbox"][1] + a["bbox"][3] > top
+            ]
 
         boxes = torch.zeros((len(annotations), 4), dtype=torch.float32)
         bitmaps = torch.zeros((len(annotations), height, width) if masks else (0,), dtype=torch.uint8)

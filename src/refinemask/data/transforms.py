@@ -8,6 +8,9 @@ Every transform is a callable ``(image, target) -> (image, target)`` on the data
 the same rule, which keeps the three consistent: a flipped polygon rasterises to the flipped
 mask (up to pycocotools' rounding on slanted edges).
 
+:func:`crop_window` and :func:`crop` cut a training window out of a large image
+(``data.crop_size``), so that a few huge images train at the model's scale.
+
 Resizing is not done here: the model resizes every image and its target itself, by the official
 rule and with the multi-scale choice of ``model.min_size``
 (:class:`refinemask.modeling.transform.DetectionTransform`), in training and at test time alike.
@@ -22,6 +25,7 @@ pycocotools, mmdetection and detectron2).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -103,6 +107,72 @@ class RandomHorizontalFlip:
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
+
+
+def crop_window(
+    height: int, width: int, size: int, boxes: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random ``size`` x ``size`` window of an H x W image (the image's
+    side where it is smaller), placed so that it holds the centre of one instance drawn at random.
+
+    Centring on an instance (as mmdetection's ``RandomCrop`` with ``allow_negative_crop=False``
+    retries until a crop holds one) keeps crops of a huge, sparsely annotated image from being
+    mostly empty; an image without instances gets a uniform window.
+    """
+    h, w = min(size, height), min(size, width)
+
+    def start(length: int, span: int, centre: float | None) -> int:
+        lo, hi = 0, length - span
+        if centre is not None:  # the window [s, s + span) must hold the centre
+            lo, hi = max(lo, math.floor(centre) - span + 1), min(hi, math.floor(centre))
+        return lo + int(torch.randint(hi - lo + 1, (), generator=generator)) if hi > lo else lo
+
+    cx = cy = None
+    if len(boxes):
+        k = int(torch.randint(len(boxes), (), generator=generator))
+        cx, cy = float(boxes[k, 0] + boxes[k, 2]) / 2, float(boxes[k, 1] + boxes[k, 3]) / 2
+        cx, cy = min(max(cx, 0.0), width - 1e-3), min(max(cy, 0.0), height - 1e-3)
+    top = start(height, h, cy)
+    left = start(width, w, cx)
+    return top, left, h, w
+
+
+def crop(image: torch.Tensor, target: Target, window: tuple[int, int, int, int]) -> Pair:
+    """The (top, left, h, w) window of the image (3, H, W) and its target.
+
+    Boxes are clipped to the window and instances left with no mask pixel in it (or no box area)
+    are dropped. Polygons are only shifted: parts outside the window lie outside every RoI,
+    which is clipped to the image, so they never reach a per-RoI target.
+    """
+    top, left, h, w = window
+    height, width = image.shape[-2:]
+    if (top, left, h, w) == (0, 0, height, width):
+        return image, target
+    out = dict(target)
+    keep = None
+    if "boxes" in target:
+        boxes = torch.as_tensor(target["boxes"]).float() - torch.tensor([left, top, left, top], dtype=torch.float32)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if "masks" in target:
+        masks = torch.as_tensor(target["masks"])[:, top : top + h, left : left + w]
+        present = (masks.flatten(1) != 0).any(1) if masks.shape[0] else torch.zeros(0, dtype=torch.bool)
+        keep = present if keep is None else keep & present
+        out["masks"] = tv_tensors.Mask(masks[keep].clone())
+    if "boxes" in target:
+        out["boxes"] = tv_tensors.BoundingBoxes(boxes[keep], format="XYXY", canvas_size=(h, w))
+    for key in ("labels", "iscrowd", "area"):
+        if key in target and keep is not None:
+            out[key] = target[key][keep]
+    if target.get("polygons") is not None and keep is not None:
+        shift = np.array([left, top], dtype=np.float32)
+        out["polygons"] = [
+            None if parts is None else [(np.asarray(p, np.float32).reshape(-1, 2) - shift).reshape(-1) for p in parts]
+            for parts, kept in zip(target["polygons"], keep.tolist()) if kept
+        ]
+    cropped = image[..., top : top + h, left : left + w]
+    return (tv_tensors.Image(cropped.clone()) if isinstance(image, tv_tensors.Image) else cropped.clone()), out
 
 
 def drop_polygon_bitmaps(target: Target) -> Target:

@@ -457,6 +457,33 @@ def high_bit_range(image) -> ValueRange | None:
     return low, high, top
 
 
+# the long side the bundled configs resize to (the official 1333 x 800)
+MODEL_LONG_SIDE = 1333
+
+
+def large_image_note(images: list[Any], long_side: int = MODEL_LONG_SIDE, factor: float = 2.0) -> str | None:
+    """A note when images are far larger than the model's input, or None.
+
+    ``images``: the json's image entries (``width``/``height``). An image whose long side is more
+    than ``factor`` times ``long_side`` is shrunk that much as a whole, and its small objects
+    with it; crops (training) and tiles (prediction) keep them at the model's scale.
+    """
+    sides = [
+        max(int(im["width"]), int(im["height"]))
+        for im in images
+        if isinstance(im, dict) and _is_int(im.get("width")) and _is_int(im.get("height"))
+    ]
+    large = [s for s in sides if s > factor * long_side]
+    if not large:
+        return None
+    shrink = max(large) / long_side
+    return (
+        f"{len(large)} of {len(sides)} images have a long side over {factor:g}x the model's {long_side} px input "
+        f"(up to {max(large)} px: shrunk whole, {shrink:.1f}x smaller); train on crops (data.crop_size=800) "
+        f"and predict in tiles (refinemask predict --tile 800) to keep objects at the model's scale"
+    )
+
+
 def remove_problems(data: dict[str, Any], problems: Iterable[Problem]) -> dict[str, Any]:
     """``data`` without the entries the problems concern, with COCO defaults filled in.
 

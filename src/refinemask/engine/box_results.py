@@ -155,7 +155,7 @@ def segment_box_results(
         boxes[:, 2:] += boxes[:, :2]  # XYWH -> XYXY
         labels = None if classify else [category_to_label[entries[i]["category_id"]] for i in group]
         try:
-            prediction = predictor(image, boxes=boxes.float(), labels=labels)
+            prediction = predictor(image, boxes=boxes.float(), labels=labels, masks="box")
         except RefineMaskError as err:
             raise RefineMaskError(f"{boxes_file}, image {path.name}: {err}") from None
         rows = predictions_to_coco_results([prediction], [image_id], predictor.label_to_category)

@@ -12,6 +12,8 @@ repeat-factor sampling, and multiplied by ``data.repeat`` it is mmdetection's ``
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import logging
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from refinemask.data.samplers import (
     aspect_ratio_groups,
     repeat_factors,
 )
-from refinemask.data.transforms import drop_polygon_bitmaps, horizontal_flip
+from refinemask.data.transforms import crop_window, drop_polygon_bitmaps, horizontal_flip
 from refinemask.errors import RefineMaskError
 
 logger = logging.getLogger("refinemask.run")
@@ -186,22 +188,49 @@ def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
 class TrainingSamples(torch.utils.data.Dataset):
     """``dataset`` with the random training augmentation, keyed by ``(index, sample_seed)``.
 
-    The flip of a sample is drawn from its own generator, so it does not depend on the process
-    or worker that loads it, nor on what was loaded before.
+    The flip (and, with ``crop_size``, the crop window) of a sample is drawn from its own
+    generator, so it does not depend on the process or worker that loads it, nor on what was
+    loaded before.
+
+    With ``crop_size``, decoded images are kept (up to ``cache_bytes``, least recently used
+    out first): a set of a few huge images is cropped many times per epoch, and decoding a
+    4096 px PNG costs far more than the crop's forward.
     """
 
-    def __init__(self, dataset: CocoDetection, flip_prob: float):
+    def __init__(self, dataset: CocoDetection, flip_prob: float, crop_size: int = 0, cache_bytes: int = 2**30):
         self.dataset = dataset
         self.flip_prob = flip_prob
+        self.crop_size = crop_size
+        self.cache_bytes = cache_bytes
+        self._images: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def _image(self, index: int) -> torch.Tensor:
+        if index in self._images:
+            self._images.move_to_end(index)
+            return self._images[index]
+        image = self.dataset.load_image(index)
+        self._images[index] = image
+        while len(self._images) > 1 and sum(i.numel() * i.element_size() for i in self._images.values()) > self.cache_bytes:
+            self._images.popitem(last=False)
+        return image
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: SampleKey):
         index, seed = key
-        image, target = self.dataset[index]
         generator = torch.Generator().manual_seed(seed)
-        if self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob:
+        flip = self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob
+        if self.crop_size > 0:
+            # the window first, from the json's boxes: only the instances in it are decoded
+            info = self.dataset.coco.imgs[self.dataset.ids[index]]
+            window = crop_window(
+                info["height"], info["width"], self.crop_size, self.dataset.instance_boxes(index), generator
+            )
+            image, target = self.dataset.load_sample(index, window, self._image(index))
+        else:
+            image, target = self.dataset[index]
+        if flip:
             image, target = horizontal_flip(image, target)
         return image, drop_polygon_bitmaps(target)
 

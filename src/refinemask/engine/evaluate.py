@@ -97,9 +97,13 @@ def predict_dataset(
     image_ids: list[int] = []
     for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
         if gt_boxes:
-            outputs = detect(model, images, device, boxes=[t["boxes"] for t in targets], labels=[t["labels"] for t in targets])
+            outputs = detect(
+                model, images, device, boxes=[t["boxes"] for t in targets], labels=[t["labels"] for t in targets],
+                mask_output="box",
+            )
         else:
-            outputs = detect(model, images, device)
+            # box-local masks: RLE from each mask's window, never an (N, H, W) map
+            outputs = detect(model, images, device, mask_output="box")
         ids = [int(t["image_id"]) for t in targets]
         results.extend(predictions_to_coco_results(outputs, ids, label_to_category, mask_threshold))
         image_ids.extend(ids)

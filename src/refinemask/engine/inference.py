@@ -47,18 +47,28 @@ def detect(
     device: torch.device | str | None = None,
     boxes: Sequence[Any] | None = None,
     labels: Sequence[Any] | None = None,
-) -> list[dict[str, torch.Tensor]]:
+    mask_output: str | None = None,
+) -> list[dict[str, Any]]:
     """The model's detections of B float (3, H_i, W_i) images in [0, 1], run as one batch.
 
     Returns per image ``boxes`` (N_i, 4) XYXY, ``labels`` (N_i,), ``scores`` (N_i,) and
     ``masks`` (N_i, 1, H_i, W_i) probabilities, in the image's pixels and on ``device`` (default:
     the model's). ``boxes``/``labels``: per image, boxes given to segment instead of the model's
-    own detections (see the model's ``forward``). The model is in eval mode under no_grad for
-    the call and in its former mode after it.
+    own detections (see the model's ``forward``). ``mask_output``: "box" returns ``masks`` as
+    :class:`~refinemask.modeling.box_masks.BoxMasks` (no full-image map per detection), "image"
+    as above; None keeps the model's setting. The model is in eval mode under no_grad for the
+    call and in its former mode (and ``mask_output``) after it.
     """
     device = model_device(model) if device is None else torch.device(device)
     images = [image.to(device) for image in images]
+    before = getattr(model, "mask_output", None)
     with evaluating(model):
-        if boxes is None:
-            return model(images)
-        return model(images, boxes=boxes, labels=labels)
+        try:
+            if mask_output is not None:
+                model.mask_output = mask_output
+            if boxes is None:
+                return model(images)
+            return model(images, boxes=boxes, labels=labels)
+        finally:
+            if mask_output is not None:
+                model.mask_output = before

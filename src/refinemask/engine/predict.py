@@ -8,6 +8,7 @@ Shapes: N detections of one image; H x W the image size.
     >>> result["masks"].shape                      # (N, H, W) bool
     >>> results = predictor(["a.jpg", "b.png"])   # a list in, a list out
     >>> result = predictor("street.jpg", boxes=[[10, 20, 200, 180]], labels=[1])  # masks for your boxes
+    >>> result = predictor("scene.tif", masks="rle")  # large images: COCO RLEs, no (N, H, W) map
 
 :func:`predict_files` (behind the command) writes one PNG overlay per image (masks and boxes
 drawn with ``torchvision.utils``) and one COCO results json with RLE masks, whose category ids
@@ -30,6 +31,7 @@ from refinemask.data.categories import label_name
 from refinemask.data.images import as_image_tensor
 from refinemask.engine.inference import detect, evaluating
 from refinemask.errors import RefineMaskError
+from refinemask.modeling.box_masks import BoxMasks, MaskWindows, window_masks
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,17 @@ class Predictor:
     ``predictor(image, coarse=True)`` adds ``coarse_masks`` bool (N, H, W): RefineMask's 28 x 28
     stage (before the boundary refinement) of the same detections, pasted into the image as the
     final masks are (None for a Mask R-CNN model). ``refinemask serve`` shows them.
+
+    ``predictor(image, tile=SIZE, overlap=FRACTION)`` predicts an image far larger than the
+    model's input tile by tile, each tile at the model's own scale, and merges the objects that
+    tiles share into one detection each (:mod:`refinemask.engine.tiling`): for aerial scenes,
+    slides and other large images whose objects would vanish if the image were shrunk whole.
+
+    ``masks=`` chooses the form of ``masks`` (and ``coarse_masks``): "image" (default) bool
+    (N, H, W); "box" a :class:`~refinemask.modeling.box_masks.MaskWindows` (each mask a bool
+    window at its box: memory grows with the boxes' areas, not with N x H x W); "rle" a list of
+    N COCO compressed RLEs (``counts`` a str). Whatever the form, no full-image map per
+    detection is made before it (the model returns box-local masks to the Predictor).
     """
 
     def __init__(
@@ -102,14 +115,24 @@ class Predictor:
         self.mask_threshold = mask_threshold
         self.best_scores: list[float] = []
 
-    def __call__(self, images: Any, boxes: Any = None, labels: Any = None, coarse: bool = False) -> dict | list[dict]:
+    def __call__(
+        self, images: Any, boxes: Any = None, labels: Any = None, coarse: bool = False, masks: str = "image",
+        tile: int | None = None, overlap: float = 0.2,
+    ) -> dict | list[dict]:
         single = not isinstance(images, (list, tuple))
         batch = [images] if single else list(images)
         self.best_scores = []
+        if masks not in MASK_FORMATS:
+            raise RefineMaskError(f"masks={masks!r}: choose one of {', '.join(map(repr, MASK_FORMATS))}")
+        if tile is not None:
+            if boxes is not None or labels is not None or coarse:
+                raise RefineMaskError("tile= is for the model's own detections: not with boxes=, labels= or coarse=True")
+            outputs = [self._tiled(image, tile, overlap, masks) for image in batch]
+            return outputs[0] if single else outputs
         if boxes is not None:
             if coarse:
                 raise RefineMaskError("coarse=True is for the model's own detections, not for given boxes")
-            return self._given_boxes(batch, single, boxes, labels)
+            return self._given_boxes(batch, single, boxes, labels, masks)
         if labels is not None:
             raise RefineMaskError("labels are for given boxes: pass boxes= as well")
         heads = self.model.roi_heads
@@ -135,10 +158,10 @@ class Predictor:
             # one image a forward; evaluating() also covers the coarse stage's extra head call
             with evaluating(self.model):
                 for image in batch:
-                    output = detect(self.model, [as_image_tensor(image, **self.scaling)], self.device)[0]
+                    output = detect(self.model, [as_image_tensor(image, **self.scaling)], self.device, mask_output="box")[0]
                     if coarse:
                         output["coarse_masks"] = self._coarse_masks(seen, output) if seen else None
-                    outputs.append(self._binarise(output))
+                    outputs.append(self._binarise(output, masks))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -146,7 +169,25 @@ class Predictor:
         self.best_scores = best
         return outputs[0] if single else outputs
 
-    def _given_boxes(self, batch: list, single: bool, boxes: Any, labels: Any) -> dict | list[dict]:
+    def _tiled(self, image: Any, tile: int, overlap: float, masks: str) -> dict:
+        """One image predicted tile by tile and merged (:func:`refinemask.engine.tiling.predict_tiled`)."""
+        from refinemask.engine.tiling import check_tiling, predict_tiled
+
+        check_tiling(tile, overlap)
+        tensor = as_image_tensor(image, **self.scaling)
+        best: list[float] = []
+
+        def predict_tile(part: torch.Tensor) -> dict:
+            result = self(part, masks="box")
+            best.extend(self.best_scores)
+            return result
+
+        result = predict_tiled(predict_tile, tensor, int(tile), float(overlap))
+        self.best_scores = [max(best, default=0.0)]
+        result["masks"] = mask_form(result["masks"], masks)
+        return result
+
+    def _given_boxes(self, batch: list, single: bool, boxes: Any, labels: Any, masks: str) -> dict | list[dict]:
         """One mask per given box: the model's forward with ``boxes``/``labels`` (see the class)."""
         per_image_boxes = [boxes] if single else list(boxes)
         per_image_labels = [labels] if single else (list(labels) if labels is not None else [None] * len(batch))
@@ -156,28 +197,27 @@ class Predictor:
         for image, image_boxes, image_labels in zip(batch, per_image_boxes, per_image_labels):
             tensor = as_image_tensor(image, **self.scaling)
             output = detect(
-                self.model, [tensor], self.device, boxes=[image_boxes], labels=None if image_labels is None else [image_labels]
+                self.model, [tensor], self.device, boxes=[image_boxes], labels=None if image_labels is None else [image_labels],
+                mask_output="box",
             )[0]
-            result = self._binarise(output, threshold=False)
+            result = self._binarise(output, masks, threshold=False)
             # the boxes as given (the model returns them clipped to the image)
             result["boxes"] = torch.as_tensor(image_boxes, dtype=torch.float32).reshape(-1, 4).cpu()
             outputs.append(result)
         return outputs[0] if single else outputs
 
-    def _coarse_masks(self, seen: dict, output: dict) -> torch.Tensor:
-        """(N, 1, H, W) probabilities of RefineMask's 28 x 28 stage for ``output``'s detections.
+    def _coarse_masks(self, seen: dict, output: dict) -> BoxMasks:
+        """RefineMask's 28 x 28 stage for ``output``'s detections, in their boxes.
 
         ``seen`` holds the backbone features and the RoI heads' detections (in the resized
-        image's pixels) of the forward that made ``output``; the stage is pasted into the
-        output's boxes (in the image's pixels), as the model pastes the final masks.
+        image's pixels) of the forward that made ``output``; the stage goes with the output's
+        boxes (in the image's pixels), as the model's final masks do.
         """
-        from refinemask.modeling.ops import paste_masks
-
         probs = self.model.roi_heads.predict_masks(seen["features"], seen["boxes"], seen["labels"], coarse=True)[0]
-        height, width = output["masks"].shape[-2:]
-        return paste_masks(probs, output["boxes"], int(height), int(width))
+        return BoxMasks(probs, output["boxes"], output["masks"].image_size)
 
-    def _binarise(self, output: dict, threshold: bool = True) -> dict:
+    def _binarise(self, output: dict, masks: str, threshold: bool = True) -> dict:
+        """Detections kept (score threshold) on the CPU, masks binarised in the form ``masks``."""
         keep = torch.ones_like(output["scores"], dtype=torch.bool)
         if threshold and self.score_thresh is not None:
             keep = output["scores"] >= self.score_thresh
@@ -190,11 +230,22 @@ class Predictor:
             if output[key] is None:
                 result[key] = None
                 continue
-            masks = output[key][keep]
-            if masks.dim() == 4:
-                masks = masks[:, 0]
-            result[key] = (masks >= self.mask_threshold).cpu()
+            result[key] = mask_form(output[key][keep].binarize(self.mask_threshold), masks)
         return result
+
+
+MASK_FORMATS = ("image", "box", "rle")
+
+
+def mask_form(windows: MaskWindows, form: str):
+    """Binary masks as ``Predictor(...)(..., masks=form)`` returns them (see the class)."""
+    if form == "box":
+        return windows
+    if form == "rle":
+        from refinemask.evaluation.coco import encode_mask_windows
+
+        return encode_mask_windows(windows)
+    return windows.to_image()
 
 
 def _best_foreground_score(class_logits: torch.Tensor) -> float:
@@ -253,10 +304,15 @@ def draw_overlay(
     halo (:func:`mask_edges`), so that a mask shows even on an object of its own colour.
     For dense images (hundreds of nuclei), ``labels=False`` leaves out the boxes and their name
     and score tags, and ``fill=False`` draws the outlines only, so the image shows through.
+
+    ``prediction["masks"]``: bool (N, H, W) or :class:`MaskWindows`. Each mask is drawn over its
+    own window (widened by the outline), so a large image costs its uint8 canvas plus the
+    windows, never a float copy of the image or a full-image map per mask.
     """
     from PIL import Image, ImageDraw
 
-    canvas = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    # one float temporary (clamp's copy) rather than three, for large images
+    canvas = image if image.dtype == torch.uint8 else image.clamp(0, 1).mul_(255).round_().to(torch.uint8)
     height, width = canvas.shape[-2:]
     scale = overlay_scale(height, width, min_side)
     canvas = canvas.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
@@ -264,32 +320,38 @@ def draw_overlay(
     if not classes:
         return canvas
     colours = [PALETTE[(label - 1) % len(PALETTE)] for label in classes]
-    masks = prediction["masks"].bool().cpu()
-    masks = masks.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    windows = window_masks(prediction["masks"])
     line = max(2, round(max(canvas.shape[-2:]) / 384))  # 2 px at 768, 4 px at 1536
+    big_h, big_w = canvas.shape[-2:]
 
-    out = canvas.float()
-    for mask, colour in zip(masks, colours) if fill else ():
-        tint = torch.tensor(colour, dtype=torch.float32)[:, None]
-        out[:, mask] = out[:, mask] * (1 - alpha) + tint * alpha
-    # edges after every fill, and every halo before any outline, so that no mask hides another's outline
-    edges = []
-    for mask, colour in zip(masks, colours):
-        rows, cols = torch.nonzero(mask.any(1)).flatten(), torch.nonzero(mask.any(0)).flatten()
-        if rows.numel() == 0:
+    # each mask at the canvas's scale in its window widened by the outline: the edges of a
+    # crop, not of the whole image (beyond the image counts as outside, as beyond the crop)
+    crops = []
+    for (top, left), mask, colour in zip(windows.origins, windows.masks, colours):
+        if not mask.any():
             continue
-        # the mask's bounding box and the halo around it: the edges of a crop, not of the whole image
-        y0, x0 = max(int(rows[0]) - line, 0), max(int(cols[0]) - line, 0)
-        y1, x1 = int(rows[-1]) + line + 1, int(cols[-1]) + line + 1
-        edges.append(((slice(y0, y1), slice(x0, x1)), *mask_edges(mask[y0:y1, x0:x1], line), colour))
+        y0, x0 = max(top * scale - line, 0), max(left * scale - line, 0)
+        y1 = min((top + mask.shape[0]) * scale + line, big_h)
+        x1 = min((left + mask.shape[1]) * scale + line, big_w)
+        crop = torch.zeros((y1 - y0, x1 - x0), dtype=torch.bool)
+        big = mask.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+        crop[top * scale - y0 : top * scale - y0 + big.shape[0], left * scale - x0 : left * scale - x0 + big.shape[1]] = big
+        crops.append(((slice(y0, y1), slice(x0, x1)), crop, colour))
+    for (rows, cols), crop, colour in crops if fill else ():
+        region = canvas[:, rows, cols].float()
+        tint = torch.tensor(colour, dtype=torch.float32)[:, None]
+        region[:, crop] = region[:, crop] * (1 - alpha) + tint * alpha
+        canvas[:, rows, cols] = region.round().clamp(0, 255).to(torch.uint8)
+    # edges after every fill, and every halo before any outline, so that no mask hides another's outline
+    edges = [(where, *mask_edges(crop, line), colour) for where, crop, colour in crops]
     for (rows, cols), _, halo, _ in edges:
-        out[:, rows, cols][:, halo] = torch.tensor(HALO, dtype=torch.float32)[:, None]
+        canvas[:, rows, cols][:, halo] = torch.tensor(HALO, dtype=torch.uint8)[:, None]
     for (rows, cols), outline, _, colour in edges:
-        out[:, rows, cols][:, outline] = torch.tensor(colour, dtype=torch.float32)[:, None]
+        canvas[:, rows, cols][:, outline] = torch.tensor(colour, dtype=torch.uint8)[:, None]
 
-    picture = Image.fromarray(out.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
     if not labels:
-        return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
+        return canvas
+    picture = Image.fromarray(canvas.permute(1, 2, 0).numpy())
     draw = ImageDraw.Draw(picture)
     font = _label_font(max(12, round(max(picture.size) / 48)))  # 16 px at 768
     pad = max(2, line)
@@ -305,6 +367,7 @@ def draw_overlay(
         dark_text = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 140
         draw.text((x0 + pad - left, tag_y + pad - top), text, fill=(0, 0, 0) if dark_text else (255, 255, 255), font=font)
     return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
+
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -377,12 +440,16 @@ def predict_files(
     progress: bool = True,
     overlay_labels: bool = True,
     overlay_fill: bool = True,
+    tile: int | None = None,
+    overlap: float = 0.2,
 ) -> Path:
     """Predict every image of ``inputs``; write ``out_dir/<name>.png`` overlays and
     ``out_dir/results.json`` (COCO results with RLE masks, plus each image's ``file_name`` and
     each detection's ``category_name``).
 
     ``overlay_labels``, ``overlay_fill``: :func:`draw_overlay`'s ``labels`` and ``fill``.
+    ``tile``/``overlap``: predict each image tile by tile (see :class:`Predictor`).
+
     Returns the results path.
     """
     from PIL import Image
@@ -401,7 +468,7 @@ def predict_files(
     category_name = {cat: label_name(label, predictor.category_names) for label, cat in predictor.label_to_category.items()}
     for path, image_id in tqdm(list(zip(files, image_ids)), desc="predict", unit="image", disable=not progress):
         image = load_image(path, **predictor.scaling)
-        prediction = predictor(image)
+        prediction = predictor(image, masks="box", tile=tile, overlap=overlap)  # no full-image map per detection
         if len(prediction["scores"]) == 0:
             empty += 1
             tqdm.write(f"{path}: {_nothing_found(predictor)}")

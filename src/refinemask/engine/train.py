@@ -156,7 +156,13 @@ class Trainer:
         self.epoch_batches = EpochBatches(
             self.dataset, config.data, train.batch_size, train.seed, context.rank, context.world_size
         )
-        self.samples = TrainingSamples(self.dataset, config.data.flip_prob)
+        self.samples = TrainingSamples(self.dataset, config.data.flip_prob, config.data.crop_size)
+        if config.data.crop_size == 0 and context.is_main:
+            from refinemask.data.validation import large_image_note
+
+            note = large_image_note([self.dataset.coco.imgs[i] for i in self.dataset.ids], config.model.max_size)
+            if note:
+                logger.warning("%s: %s", self.dataset.ann_file.name, note)
         batches_per_epoch = len(self.epoch_batches.epoch(0))
         self.iters_per_epoch = max(1, batches_per_epoch // train.grad_accum_steps)
         self.total_iters = solver.max_iters if solver.max_iters > 0 else solver.epochs * self.iters_per_epoch

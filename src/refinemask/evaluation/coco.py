@@ -77,7 +77,9 @@ def predictions_to_coco_results(
             ``boxes`` (N, 4) XYXY absolute pixels, ``labels`` (N,) int contiguous 1..C,
             ``scores`` (N,), and optionally ``masks``: float (N, 1, H, W) or (N, H, W)
             probabilities in 0-1, or already binary bool/uint8 (N, H, W). Tensors (any device)
-            or numpy arrays.
+            or numpy arrays; or box-local masks (``BoxMasks``, binarised here, or
+            ``MaskWindows``, see :mod:`refinemask.modeling.box_masks`), encoded window by
+            window without a full-image map.
         image_ids: the COCO image id of each entry of ``outputs``.
         label_to_category: contiguous label -> COCO category id (the dataset's mapping).
         mask_threshold: probability masks are binarised with ``>= mask_threshold``, as the
@@ -114,11 +116,16 @@ def predictions_to_coco_results(
         xywh[:, 2:] -= xywh[:, :2]
 
         rles: list[dict] | None = None
-        if output.get("masks") is not None:
-            binary = binary_masks(output["masks"], mask_threshold)
-            if len(binary) != len(boxes):
-                raise ValueError(f"image {image_id}: {len(binary)} masks for {len(boxes)} boxes")
-            rles = encode_masks(binary)
+        masks = output.get("masks")
+        if masks is not None:
+            from refinemask.modeling.box_masks import BoxMasks, MaskWindows
+
+            if isinstance(masks, (BoxMasks, MaskWindows)):
+                rles = encode_mask_windows(masks.binarize(mask_threshold) if isinstance(masks, BoxMasks) else masks)
+            else:
+                rles = encode_masks(binary_masks(masks, mask_threshold))
+            if len(rles) != len(boxes):
+                raise ValueError(f"image {image_id}: {len(rles)} masks for {len(boxes)} boxes")
 
         for i in range(len(boxes)):
             result = {
@@ -166,6 +173,44 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     for rle in rles:
         if isinstance(rle["counts"], bytes):
             rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def encode_mask_windows(windows) -> list[dict]:
+    """:class:`~refinemask.modeling.box_masks.MaskWindows` -> N compressed RLEs with str ``counts``.
+
+    The same RLEs as :func:`encode_masks` of the full-image masks, built from each window alone
+    (pycocotools encodes full arrays only). COCO's runs go down the columns of the H x W image;
+    a window of h x w at (top, left) is, column-major, a run of left·H + top zeros, then each
+    window column followed by the H - h zeros that lead to the next one, and the zeros after
+    the last. Each window is flattened with one "gap" cell before each of its columns, each cell
+    weighted by how many pixels it stands for, and the runs are sums of those weights.
+    """
+    height, width = windows.image_size
+    rles = []
+    for (top, left), mask in zip(windows.origins, windows.masks):
+        h, w = (int(v) for v in mask.shape)
+        cells = np.zeros((w, h + 1), dtype=np.uint8)
+        weights = np.ones((w, h + 1), dtype=np.int64)
+        if w:
+            cells[:, 1:] = np.asarray(mask, dtype=bool).T
+            weights[:, 0] = height - h
+            weights[0, 0] = left * height + top
+        cells = np.append(cells.ravel(), np.uint8(0))
+        weights = np.append(weights.ravel(), 0)
+        weights[-1] = height * width - weights.sum()  # the zeros after the window
+        keep = weights > 0  # a zero-pixel gap (a window of full height) must not split a run
+        cells, weights = cells[keep], weights[keep]
+        ends = np.flatnonzero(np.diff(cells.astype(np.int8))) + 1  # where a new run starts
+        totals = np.cumsum(weights)
+        bounds = np.concatenate([[0], totals[ends - 1], [totals[-1]]]) if len(cells) else np.zeros(1, np.int64)
+        counts = np.diff(bounds).tolist()
+        if len(cells) and cells[0] == 1:
+            counts = [0] + counts  # COCO's runs start with the zeros
+        rle = mask_api.frPyObjects({"counts": counts or [0], "size": [height, width]}, height, width)
+        if isinstance(rle["counts"], bytes):
+            rle["counts"] = rle["counts"].decode("ascii")
+        rles.append(rle)
     return rles
 
 

@@ -98,13 +98,24 @@ def paste_masks_numpy(masks: np.ndarray, boxes: np.ndarray, height: int, width: 
     The numpy twin of :func:`refinemask.modeling.ops.paste_masks`: bilinear reads at pixel
     centres, as two separable 1-D interpolations, each mask computed only over the window of
     pixels whose taps can reach it (everywhere else a full-image paste gives exact zeros).
-    Memory is K * height * width floats; paste in chunks of detections for large images (as
-    :class:`OnnxPredictor` does).
+    Memory is K * height * width floats; for large images read :func:`paste_windows_numpy`
+    instead (as :class:`OnnxPredictor` does).
+    """
+    out = np.zeros((len(masks), height, width), dtype=np.float32)
+    for i, top, left, window in paste_windows_numpy(masks, boxes, height, width):
+        out[i, top : top + window.shape[0], left : left + window.shape[1]] = window
+    return out
+
+
+def paste_windows_numpy(masks: np.ndarray, boxes: np.ndarray, height: int, width: int):
+    """``(i, top, left, window (h, w) float32)`` per mask whose box meets the image, in order.
+
+    The numpy twin of :func:`refinemask.modeling.ops.paste_windows`: each mask's paste over its
+    own window only, so that a large image costs its boxes' areas, not K x H x W floats.
     """
     k, mh, mw = masks.shape
-    out = np.zeros((k, height, width), dtype=np.float32)
     if k == 0:
-        return out
+        return
     padded = np.pad(masks.astype(np.float32), ((0, 0), (1, 1), (1, 1)))
     x0, fx = _paste_taps(boxes[:, 0], boxes[:, 2], width, mw)  # (K, W)
     y0, fy = _paste_taps(boxes[:, 1], boxes[:, 3], height, mh)  # (K, H)
@@ -116,8 +127,7 @@ def paste_masks_numpy(masks: np.ndarray, boxes: np.ndarray, height: int, width: 
         cx, wx = x0[i, xs:xe], fx[i, xs:xe]
         cy, wy = y0[i, ys:ye], fy[i, ys:ye, None]
         rows = padded[i][:, cx] * (1 - wx) + padded[i][:, cx + 1] * wx  # (M + 2, w)
-        out[i, ys:ye, xs:xe] = rows[cy] * (1 - wy) + rows[cy + 1] * wy
-    return out
+        yield i, ys, xs, rows[cy] * (1 - wy) + rows[cy + 1] * wy
 
 
 def _reading_span(index: np.ndarray, frac: np.ndarray, size: int) -> tuple[int, int]:

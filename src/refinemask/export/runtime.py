@@ -19,7 +19,7 @@ import numpy as np
 
 from refinemask.data.images import as_rgb_array, scaling_options
 from refinemask.errors import RefineMaskError
-from refinemask.export.glue import SIZE_DIVISOR, paste_masks_numpy, preprocess
+from refinemask.export.glue import SIZE_DIVISOR, paste_masks_numpy, paste_windows_numpy, preprocess
 from refinemask.export.graphs import BOXES_OUTPUTS, DETECTOR_OUTPUTS
 from refinemask.export.onnx import ONNX_FORMAT
 
@@ -76,7 +76,9 @@ class OnnxPredictor:
     Calling it with one image (path, PIL image, (H, W, 3) array or (3, H, W) tensor) returns a
     dict like :class:`~refinemask.engine.predict.Predictor`'s, with numpy arrays: ``boxes``
     float32 (K, 4) XYXY pixels, ``labels`` int64 (K,) in 1..C, ``scores`` (K,), ``masks`` bool
-    (K, H, W). A list of images gives a list of dicts.
+    (K, H, W). A list of images gives a list of dicts. ``predictor(image, masks="box")`` (or
+    "rle") returns the masks box-local as ``Predictor`` does: each pasted over its own window,
+    never K x H x W.
     """
 
     def __init__(
@@ -100,8 +102,8 @@ class OnnxPredictor:
         outputs["image_size"] = size
         return outputs
 
-    def predict_array(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """One (H, W, 3) float32 image in [0, 1] -> the detections kept, masks pasted."""
+    def predict_array(self, image: np.ndarray, masks: str = "image") -> dict[str, Any]:
+        """One (H, W, 3) float32 image in [0, 1] -> the detections kept, masks pasted (see the class)."""
         height, width = image.shape[:2]
         out = self.run_graph(image)
         k = int(out["num_detections"])
@@ -111,25 +113,46 @@ class OnnxPredictor:
         h, w = (int(v) for v in out["image_size"])
         scale = np.asarray([width / w, height / h, width / w, height / h], dtype=np.float32)
         boxes = (out["boxes"][keep] * scale).astype(np.float32)
-        masks = np.zeros((len(keep), height, width), dtype=bool)
-        # bound the float32 memory of a paste to ~2**25 values (128 MB), as paste_masks does
-        step = max(1, 2**25 // max(1, height * width))
-        for start in range(0, len(keep), step):
-            chunk = slice(start, start + step)
-            probs = paste_masks_numpy(out["masks"][keep[chunk], 0], boxes[chunk], height, width)
-            masks[chunk] = probs >= self.mask_threshold
         return {
             "boxes": boxes,
             "labels": out["labels"][keep].astype(np.int64),
             "scores": out["scores"][keep].astype(np.float32),
-            "masks": masks,
+            "masks": window_masks_numpy(out["masks"][keep, 0], boxes, height, width, self.mask_threshold, masks),
         }
 
-    def __call__(self, images: Any) -> dict | list[dict]:
+    def __call__(self, images: Any, masks: str = "image") -> dict | list[dict]:
+        from refinemask.engine.predict import MASK_FORMATS
+
+        if masks not in MASK_FORMATS:
+            raise RefineMaskError(f"masks={masks!r}: choose one of {', '.join(map(repr, MASK_FORMATS))}")
         single = not isinstance(images, (list, tuple))
         batch = [images] if single else list(images)
-        outputs = [self.predict_array(as_rgb_array(image, **self.scaling)) for image in batch]
+        outputs = [self.predict_array(as_rgb_array(image, **self.scaling), masks) for image in batch]
         return outputs[0] if single else outputs
+
+
+def window_masks_numpy(probs: np.ndarray, boxes: np.ndarray, height: int, width: int, threshold: float, form: str):
+    """(K, M, M) probabilities in their (K, 4) boxes -> binary masks in ``form`` ("image": bool
+    (K, H, W); "box": MaskWindows; "rle": COCO RLEs), pasted one window at a time."""
+    import torch
+
+    from refinemask.modeling.box_masks import MaskWindows
+
+    if form == "image":
+        full = np.zeros((len(probs), height, width), dtype=bool)
+        for i, top, left, window in paste_windows_numpy(probs, boxes, height, width):
+            full[i, top : top + window.shape[0], left : left + window.shape[1]] = window >= threshold
+        return full
+    origins = [(0, 0)] * len(probs)
+    crops = [torch.zeros((0, 0), dtype=torch.bool)] * len(probs)
+    for i, top, left, window in paste_windows_numpy(probs, boxes, height, width):
+        origins[i], crops[i] = (top, left), torch.from_numpy(window >= threshold)
+    windows = MaskWindows((height, width), origins, crops)
+    if form == "rle":
+        from refinemask.evaluation.coco import encode_mask_windows
+
+        return encode_mask_windows(windows)
+    return windows
 
 
 class OnnxBoxesPredictor:

@@ -6,6 +6,10 @@ The result is a torchvision ``GeneralizedRCNN`` with torchvision's contract:
 ``dict(boxes, labels, scores, masks)`` per image in eval, masks (N, 1, H, W) in 0–1 at the
 input image's size. Every part is built here, where it can be seen.
 
+``model.mask_output = "box"`` returns each image's ``masks`` as a
+:class:`~refinemask.modeling.box_masks.BoxMasks` instead (the head's squares and their boxes):
+memory then grows with the detections, not with detections × pixels, for large images.
+
 In eval, ``model(images, boxes=..., labels=...)`` segments boxes that come from elsewhere (another
 detector, the ground truth) instead of the RPN's: the same forward with the proposals replaced
 (see :meth:`RefineMaskRCNN.forward` and :func:`check_given_boxes`).
@@ -26,6 +30,7 @@ from refinemask.config import ModelConfig, from_dict
 from refinemask.errors import RefineMaskError
 from refinemask.modeling.anchors import ExactAnchorGenerator
 from refinemask.modeling.backbone import build_backbone
+from refinemask.modeling.box_masks import check_mask_output
 from refinemask.modeling.refinemask_head import RefineMaskHead
 from refinemask.modeling.roi_heads import MaskRoIHeads, MultiLevelRoIPool
 from refinemask.modeling.rpn import ProposalNetwork
@@ -177,6 +182,15 @@ class RefineMaskRCNN(GeneralizedRCNN):
         features = self.backbone(image_list.tensors)
         detections, _ = self.roi_heads(features, None, image_list.image_sizes, given=given)
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes, original_boxes=clipped)
+
+    @property
+    def mask_output(self) -> str:
+        """"image" (default): masks (N, 1, H, W) in the image; "box": :class:`BoxMasks` per image."""
+        return self.transform.mask_output
+
+    @mask_output.setter
+    def mask_output(self, value: str) -> None:
+        self.transform.mask_output = check_mask_output(value, "model.mask_output")
 
     def eager_outputs(self, losses, detections):
         # always the contract's output, also under scripting/tracing

@@ -15,6 +15,8 @@ weight matrices instead.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -224,13 +226,10 @@ def paste_masks(
     does in mmdetection's and detectron2's ``_do_paste_mask``. (torchvision's paste instead
     resizes each mask to integer box sizes and loses up to a pixel at every edge.)
 
-    The sampling grid is separable (a column's x depends only on j, a row's y only on i), so
-    the bilinear read is two 1-D interpolations with index lookups. Only a window is computed
-    per mask: the rows and columns whose sample falls within one mask cell of the mask, that is
-    the box widened by half a cell and rounded out to pixels. Everywhere else both taps read the
-    zero padding, so the full-image computation gives exact zeros there, and inside the window
-    the same per-pixel arithmetic gives the same values: the result equals a full-image paste,
-    for a fraction of the work (a 28×28 mask of a 100×100 box touches 1% of an 800×1216 image).
+    The values are those of :func:`paste_windows`, written into zero (N, 1, H, W) maps: N·H·W
+    floats, which is what large images cannot afford (a 36 MP image with 24 detections is 3.5
+    GB); callers that only need RLE, overlays or crops read the windows instead
+    (:class:`refinemask.modeling.box_masks.BoxMasks`).
 
     Args:
         masks: (N, 1, M, M) or (N, M, M) probabilities.
@@ -241,12 +240,36 @@ def paste_masks(
     Returns:
         (N, 1, height, width) float probabilities; threshold at 0.5 for binary masks.
     """
+    n = masks.shape[0]
+    out = masks.new_zeros((n, 1, height, width))
+    for i, top, left, window in paste_windows(masks, boxes, height, width, chunk_pixels):
+        out[i, 0, top : top + window.shape[0], left : left + window.shape[1]] = window
+    return out
+
+
+def paste_windows(
+    masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int, chunk_pixels: int = 2**25
+) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+    """Each mask's paste over its own window of the image: ``(i, top, left, window (h, w))``.
+
+    The sampling of :func:`paste_masks`, computed only where it can be non-zero: the rows and
+    columns whose sample falls within one mask cell of the mask, that is the box widened by half
+    a cell and rounded out to pixels. Everywhere else both bilinear taps read the zero padding,
+    so a full-image computation gives exact zeros there, and inside the window the same
+    per-pixel arithmetic gives the same values (a 28×28 mask of a 100×100 box touches 1% of an
+    800×1216 image). The sampling is separable (a column's x depends only on j, a row's y only
+    on i), so the read is two 1-D interpolations with index lookups.
+
+    Masks whose window is empty (boxes wholly outside the image) are skipped; the others come
+    in order. Memory: one window at a time, plus N·(H + W) positions per chunk.
+
+    Args: as :func:`paste_masks`.
+    """
     if masks.dim() == 4:
         masks = masks[:, 0]
     n, mh, mw = masks.shape
-    out = masks.new_zeros((n, 1, height, width))
     if n == 0:
-        return out
+        return
     # one zero row/column on each side stands for grid_sample's zero padding
     padded = F.pad(masks, (1, 1, 1, 1))
     per_chunk = max(1, chunk_pixels // max(1, height + width))
@@ -267,8 +290,7 @@ def paste_masks(
             cy, wy = y0[k, ys[k] : ye[k]], fy[k, ys[k] : ye[k], None]
             rows = m.index_select(1, cx) * (1 - wx) + m.index_select(1, cx + 1) * wx  # (M + 2, w)
             window = rows.index_select(0, cy) * (1 - wy) + rows.index_select(0, cy + 1) * wy  # (h, w)
-            out[i, 0, ys[k] : ye[k], xs[k] : xe[k]] = window
-    return out
+            yield i, ys[k], xs[k], window
 
 
 def _reading_span(index: torch.Tensor, frac: torch.Tensor, size: int) -> tuple[list[int], list[int]]:

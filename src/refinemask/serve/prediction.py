@@ -2,10 +2,11 @@
 
 Shapes: N detections of one image; H x W the image size.
 
-:func:`decode_upload` checks and decodes the bytes, :class:`~refinemask.engine.predict.Predictor`
-runs the model with ``coarse=True`` (RefineMask's coarse 28 x 28 stage beside the final masks),
-and :func:`encode_prediction` turns its result into the JSON the page draws (each mask the PNG
-of its tight crop).
+:func:`decode_upload` checks and decodes the bytes, :func:`predict_image` runs the
+:class:`~refinemask.engine.predict.Predictor` with ``coarse=True`` (RefineMask's coarse 28 x 28
+stage beside the final masks) and box-local masks (memory: the image plus the boxes' windows,
+not detections x pixels), and :func:`encode_prediction` turns its result into the JSON the page
+draws (each mask the PNG of its tight crop).
 """
 from __future__ import annotations
 
@@ -98,8 +99,14 @@ def check_test_size(height: int, width: int, short_side: int, max_long_side: int
         )
 
 
-def _mask_png(mask: np.ndarray, colour: tuple[int, int, int]) -> dict:
-    """A bool (H, W) mask as the PNG of its tight crop: ``colour`` where set, transparent elsewhere."""
+def predict_image(predictor, image: torch.Tensor) -> dict:
+    """The page's prediction of a decoded (3, H, W) upload: final and coarse masks as ``MaskWindows``."""
+    return predictor(image, coarse=True, masks="box")
+
+
+def _mask_png(mask: np.ndarray, origin: tuple[int, int], colour: tuple[int, int, int]) -> dict:
+    """A bool (h, w) mask window at ``origin`` (top, left) of the image as the PNG of its tight
+    crop: ``colour`` where set, transparent elsewhere."""
     from PIL import Image
 
     rows = np.flatnonzero(mask.any(axis=1))
@@ -108,6 +115,7 @@ def _mask_png(mask: np.ndarray, colour: tuple[int, int, int]) -> dict:
         return {"x": 0, "y": 0, "area": 0, "png": None}
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     crop = mask[y0:y1, x0:x1]
+    y0, x0 = y0 + int(origin[0]), x0 + int(origin[1])
     rgba = np.zeros((*crop.shape, 4), dtype=np.uint8)
     rgba[crop] = (*colour, 255)
     buffer = io.BytesIO()
@@ -128,14 +136,18 @@ def encode_prediction(
     {"x", "y", "area", "png"}, "coarse": {...}}}]}``: each mask is the base64 PNG of its tight
     crop at (x, y), coloured where the mask is set and transparent elsewhere (``png`` is null
     for an empty mask).
+
+    The masks may be bool (N, H, W) or box-local ``MaskWindows`` (``predictor(image,
+    coarse=True, masks="box")``, which keeps a large upload's memory to its boxes).
     """
     from refinemask.data.categories import label_name
     from refinemask.engine.predict import PALETTE
+    from refinemask.modeling.box_masks import window_masks
 
     height, width = prediction["masks"].shape[-2:]
-    stages = {"final": prediction["masks"].numpy()}
+    stages = {"final": window_masks(prediction["masks"])}
     if prediction["coarse_masks"] is not None:
-        stages["coarse"] = prediction["coarse_masks"].numpy()
+        stages["coarse"] = window_masks(prediction["coarse_masks"])
     detections = []
     for i, (box, label, score) in enumerate(zip(
         prediction["boxes"].tolist(), prediction["labels"].tolist(), prediction["scores"].tolist()
@@ -149,7 +161,9 @@ def encode_prediction(
             "score": score,
             "box": [round(v, 2) for v in box],
             "color": list(colour),
-            "masks": {stage: _mask_png(masks[i], colour) for stage, masks in stages.items()},
+            "masks": {
+                stage: _mask_png(masks.masks[i].numpy(), masks.origins[i], colour) for stage, masks in stages.items()
+            },
         })
     return {
         "width": int(width),

@@ -37,6 +37,7 @@ from refinemask.serve.prediction import (
     check_test_size,
     decode_upload,
     encode_prediction,
+    predict_image,
 )
 
 DEFAULT_HOST = "127.0.0.1"
@@ -363,7 +364,7 @@ class DemoServer:
         cfg = self.model.config
         check_test_size(image.shape[-2], image.shape[-1], int(cfg.min_size[-1]), int(cfg.max_size))
         start = time.perf_counter()
-        prediction = self.predictor(image, coarse=True)
+        prediction = predict_image(self.predictor, image)  # box-local masks: memory bounded by the boxes
         seconds = time.perf_counter() - start
         return encode_prediction(prediction, self.category_names, seconds, self.predictor.label_to_category)
 
