@@ -81,24 +81,6 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS, scaling: dict | Non
         raise UploadError(HTTPStatus.BAD_REQUEST, f"the image cannot be decoded ({reason}); is the file complete?") from None
 
 
-def check_test_size(height: int, width: int, short_side: int, max_long_side: int) -> None:
-    """Refuse (422) an image so thin that the model's test resize would leave a side of 0 pixels.
-
-    The model rescales to ``short_side`` with the long side at most ``max_long_side``
-    (:func:`~refinemask.modeling.transform.rescale_size`): with the long side at most 192, a
-    3 x 6000 strip would become 0 x 192, which no layer can take.
-    """
-    from refinemask.modeling.transform import rescale_size
-
-    new_height, new_width = rescale_size(height, width, short_side, max_long_side)
-    if min(new_height, new_width) < 1:
-        raise UploadError(
-            HTTPStatus.UNPROCESSABLE_ENTITY,
-            f"the image is {width}x{height}: at the model's test size (long side <= {max_long_side}) it would be "
-            f"{new_width}x{new_height} pixels; crop it closer to square first",
-        )
-
-
 def predict_image(predictor, image: torch.Tensor) -> dict:
     """The page's prediction of a decoded (3, H, W) upload: final and coarse masks as ``MaskWindows``."""
     return predictor(image, coarse=True, masks="box")

@@ -34,7 +34,6 @@ from refinemask.serve.jobs import PredictionQueue, QueueClosed
 from refinemask.serve.prediction import (
     MAX_PIXELS,
     UploadError,
-    check_test_size,
     decode_upload,
     encode_prediction,
     predict_image,
@@ -361,8 +360,6 @@ class DemoServer:
         import time
 
         image = decode_upload(data, self.max_pixels, self.predictor.scaling)  # >8-bit images as in training
-        cfg = self.model.config
-        check_test_size(image.shape[-2], image.shape[-1], int(cfg.min_size[-1]), int(cfg.max_size))
         start = time.perf_counter()
         prediction = predict_image(self.predictor, image)  # box-local masks: memory bounded by the boxes
         seconds = time.perf_counter() - start
