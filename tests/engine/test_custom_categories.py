@@ -83,10 +83,10 @@ def test_evaluation_writes_coco_results_with_the_users_ids(custom_run, tmp_path)
 
 
 def test_the_web_page_names_the_users_categories(custom_run):
-    from refinemask.serve import DemoServer
+    from refinemask.serve import make_server
 
     model = load_model(custom_run / "out" / "model_final.safetensors")
-    server = DemoServer(("127.0.0.1", 0), model, None, 1 << 20, 1 << 20, quiet=True)
+    server = make_server(model, "127.0.0.1", 0, quiet=True)
     try:
         assert server.category_names == ["Kelp frond", "urchin", "sea star", "anemone", "crab"]
     finally:
