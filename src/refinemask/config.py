@@ -231,6 +231,10 @@ class SolverConfig(Checked):
     scale_lr: bool = True
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # parameters without weight decay: norm (every norm layer's), bias, position (Swin's relative
+    # position tables); official RefineMask: none; the Swin recipes [norm, position], ConvNeXt's
+    # [norm, bias] (refinemask.engine.schedule.decay_groups)
+    no_weight_decay: list[Literal["norm", "bias", "position"]] = field(default_factory=list)
     epochs: int = 12
     max_iters: int = 0  # > 0: train this many iterations instead of `epochs` epochs
     lr_schedule: Literal["step", "cosine", "constant"] = "step"

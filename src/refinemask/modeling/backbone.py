@@ -85,7 +85,7 @@ def build_backbone(
     body, piece_strides = _library_body(name, weights, drop_path)
     levels = probe_levels(body, name)
     modules = dict(body.named_modules())
-    norms = {p for p in piece_strides if _is_norm(modules.get(p))}
+    norms = {p for p in piece_strides if is_norm_layer(modules.get(p))}
     for piece, stage in stage_of_pieces(piece_strides, norms).items():
         # stem = 0, stride 4 = 1, ..., stride 32 = 4: the top `trainable_layers` of the five train.
         # (a piece without parameters may be absent from a traced extractor)
@@ -367,9 +367,11 @@ def stage_of_pieces(piece_strides: dict[str, int], norms: set[str] = frozenset()
     return stages
 
 
-def _is_norm(module: nn.Module | None) -> bool:
-    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, FrozenBatchNorm2d)
-    return isinstance(module, norm_types) or type(module).__name__.startswith(("FrozenBatchNorm", "LayerNorm"))
+def is_norm_layer(module: nn.Module | None) -> bool:
+    """True for a batch, layer or group norm of torch, torchvision or timm (by class, or by the
+    class name for frozen or fused variants that are not subclasses of torch's)."""
+    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, FrozenBatchNorm2d)
+    return isinstance(module, norm_types) or type(module).__name__.startswith(("FrozenBatchNorm", "LayerNorm", "GroupNorm", "RmsNorm"))
 
 
 def _load_body_weights(body: nn.Module, state: dict, source: str) -> None:
