@@ -105,7 +105,7 @@ def _library_body(name: str, weights: str | None, drop_path: float | None) -> tu
         if drop_path is not None:
             raise RefineMaskError("model.backbone_drop_path: efficientnet_lite0 has no stochastic depth; leave it null")
         body = _efficientnet_lite0_body(weights)
-        return body, _piece_strides(body, ["_conv_stem", "_bn0"] + [f"_blocks.{i}" for i in range(len(body._blocks))])
+        return body, _piece_strides(body, name, ["_conv_stem", "_bn0"] + [f"_blocks.{i}" for i in range(len(body._blocks))])
     if library == "torchvision" and model_name:
         return _torchvision_body(model_name, weights, drop_path)
     if library == "timm" and model_name:
@@ -156,7 +156,7 @@ def _torchvision_body(name: str, weights: str | None, drop_path: float | None) -
     except TypeError:
         raise RefineMaskError(f"model.backbone_drop_path: torchvision's {name} has no stochastic depth; leave it null") from None
     classifier = freeze_batch_norm(classifier).eval()
-    strides = _module_strides(classifier)
+    strides = _module_strides(classifier, f"torchvision:{name}")
     taps, pieces = _torchvision_taps(classifier, strides, name)
     # the strides are read on the classifier: a traced extractor never calls its containers
     body = create_feature_extractor(classifier, return_nodes={tap: str(i) for i, tap in enumerate(taps)})
@@ -219,13 +219,13 @@ def _torchvision_taps(classifier: nn.Module, strides: dict[str, int], name: str)
     return taps, pieces[: pieces.index(taps[-1]) + 1]
 
 
-def _piece_strides(body: nn.Module, pieces: list[str]) -> dict[str, int]:
+def _piece_strides(body: nn.Module, name: str, pieces: list[str]) -> dict[str, int]:
     """Output stride of each piece, in forward order (1 for a piece whose output is no feature map)."""
-    strides = _module_strides(body, pieces)
+    strides = _module_strides(body, name, pieces)
     return {p: strides.get(p, 1) for p in pieces}
 
 
-def _module_strides(network: nn.Module, names: list[str] | None = None) -> dict[str, int]:
+def _module_strides(network: nn.Module, name: str, names: list[str] | None = None) -> dict[str, int]:
     """Output stride of each module (or of those ``names``) in one probe pass; NCHW or NHWC maps only."""
     height, width = PROBE_SIZE
     found: dict[str, int] = {}
@@ -241,12 +241,25 @@ def _module_strides(network: nn.Module, names: list[str] | None = None) -> dict[
 
         hooks.append(module.register_forward_hook(record))
     try:
-        with torch.no_grad():
-            network.eval()(torch.zeros(1, 3, height, width))
+        run_probe(network, name)
     finally:
         for hook in hooks:
             hook.remove()
     return found
+
+
+def run_probe(network: nn.Module, name: str):
+    """``network``'s output for the probe image; a network that cannot take it is one line."""
+    height, width = PROBE_SIZE
+    try:
+        with torch.no_grad():
+            return network.eval()(torch.zeros(1, 3, height, width))
+    except Exception as err:  # noqa: BLE001 - whatever the library raises for that size
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RefineMaskError(
+            f"backbone {name}: fails on a {height}x{width} image ({type(err).__name__}: {first[:200]}); refinemask needs "
+            "a backbone that takes any image size divisible by 32 and gives four levels at strides 4, 8, 16, 32"
+        ) from None
 
 
 def _map_layout(output, height: int, width: int) -> tuple[int, bool] | None:
@@ -285,7 +298,7 @@ def _timm_body(name: str, weights: str | None, drop_path: float | None) -> tuple
         # open the containers that hold a tapped module (timm's EfficientNet keeps `blocks` whole)
         inner = [f"{child_name}.{n}" for n, _ in child.named_children()]
         pieces += inner if any(t.startswith(child_name + ".") for t in tapped) else [child_name]
-    return body, _piece_strides(body, pieces)
+    return body, _piece_strides(body, f"timm:{name}", pieces)
 
 
 def _timm_child(body: nn.Module, module: str) -> str:
@@ -327,8 +340,7 @@ def probe_levels(body: nn.Module, name: str) -> dict:
     stride where several are) and the ``channels`` and ``channels_last`` of each.
     """
     height, width = PROBE_SIZE
-    with torch.no_grad():
-        outputs = body.eval()(torch.zeros(1, 3, height, width))
+    outputs = run_probe(body, name)
     maps = list(outputs.values()) if isinstance(outputs, dict) else list(outputs)
     layouts = [_map_layout(m, height, width) for m in maps]
     found = {layout[0]: i for i, layout in enumerate(layouts) if layout}  # the last of each stride
