@@ -372,13 +372,15 @@ def millions(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
-def backbone_row(backbone: str, size: str, n: int, head: str, repeats: int, device: str) -> dict:
-    """Parameters and detector time of RefineMask and Mask R-CNN on ``backbone``, timed in turns."""
+def backbone_row(backbone: str, size: str, n: int, head: str, repeats: int, device: str, warmups: int = 1) -> dict:
+    """Parameters and detector time of RefineMask and Mask R-CNN on ``backbone``, timed in turns
+    after ``warmups`` untimed passes of each."""
     height, width = (int(v) for v in size.lower().split("x"))
     image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1)).to(device)
     refine, baseline = build_pair(backbone, n, min(height, width), max(height, width), device, head=head)
-    time_detector(refine, image)  # warm-up
-    time_detector(baseline, image)
+    for _ in range(warmups):
+        time_detector(refine, image)
+        time_detector(baseline, image)
     det_r, det_b, counts = [], [], set()
     for _ in range(repeats):
         t, c = time_detector(refine, image)
@@ -437,6 +439,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backbones", nargs="+", metavar="NAME",
                         help="instead: one row per backbone (resnet50, torchvision:NAME, timm:NAME), parameters and "
                              "detector times of the first --mask-heads head and Mask R-CNN")
+    parser.add_argument("--warmups", type=int, default=1, help="with --backbones: untimed passes of each model first")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     if args.threads:
@@ -446,7 +449,7 @@ def main(argv=None) -> int:
         for size in args.sizes:
             for n in args.detections:
                 for backbone in args.backbones:
-                    rows.append(backbone_row(backbone, size, n, args.mask_heads[0], args.repeats, args.device))
+                    rows.append(backbone_row(backbone, size, n, args.mask_heads[0], args.repeats, args.device, args.warmups))
                     print(json.dumps(rows[-1]), flush=True)
         print()
         print_backbone_table(rows)
