@@ -25,6 +25,7 @@ Reports, per image size and detection count:
     python benchmarks/speed.py --sizes 512x768 800x1216 --detections 100 --repeats 3
     python benchmarks/speed.py --device cuda --no-memory --train
     python benchmarks/speed.py --detections 100 --torchvision-only --threads 1
+    python benchmarks/speed.py --detections 100 --no-memory --backbones resnet50 torchvision:convnext_tiny
 """
 from __future__ import annotations
 
@@ -367,6 +368,51 @@ def train_step_ratio(refine, baseline, height: int, width: int, repeats: int, de
     return row
 
 
+def millions(module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def backbone_row(backbone: str, size: str, n: int, head: str, repeats: int, device: str, warmups: int = 1) -> dict:
+    """Parameters and detector time of RefineMask and Mask R-CNN on ``backbone``, timed in turns
+    after ``warmups`` untimed passes of each."""
+    height, width = (int(v) for v in size.lower().split("x"))
+    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1)).to(device)
+    refine, baseline = build_pair(backbone, n, min(height, width), max(height, width), device, head=head)
+    for _ in range(warmups):
+        time_detector(refine, image)
+        time_detector(baseline, image)
+    det_r, det_b, counts = [], [], set()
+    for _ in range(repeats):
+        t, c = time_detector(refine, image)
+        det_r.append(t)
+        counts.add(c)
+        t, c = time_detector(baseline, image)
+        det_b.append(t)
+        counts.add(c)
+    row = {
+        "backbone": backbone, "mask_head": head, "size": size, "detections": n, "detections_seen": sorted(counts),
+        "params_body_m": millions(refine.backbone.body), "params_refinemask_m": millions(refine),
+        "params_maskrcnn_m": millions(baseline),
+        "detector_refinemask_s": statistics.median(det_r), "detector_maskrcnn_s": statistics.median(det_b),
+    }
+    row["detector_ratio"] = row["detector_refinemask_s"] / row["detector_maskrcnn_s"]
+    return row
+
+
+def print_backbone_table(rows: list[dict]) -> None:
+    first = rows[0]["detector_refinemask_s"] if rows else 1.0
+    header = ("| backbone | body params (M) | RM params (M) | MR params (M) | detector RM (s) | detector MR (s) "
+              "| RM / MR | RM vs first row |")
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for r in rows:
+        print(
+            f"| {r['backbone']} | {r['params_body_m']:.1f} | {r['params_refinemask_m']:.1f} | {r['params_maskrcnn_m']:.1f} | "
+            f"{r['detector_refinemask_s']:.2f} | {r['detector_maskrcnn_s']:.2f} | {r['detector_ratio']:.2f} | "
+            f"{r['detector_refinemask_s'] / first:.2f} |"
+        )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["800x1216"], help="HxW image sizes")
@@ -390,10 +436,27 @@ def main(argv=None) -> int:
     parser.add_argument("--torchvision", action="store_true",
                         help="also compare our Mask R-CNN with torchvision's, part by part (ResNet backbones)")
     parser.add_argument("--torchvision-only", action="store_true", help="only the comparison with torchvision's")
+    parser.add_argument("--backbones", nargs="+", metavar="NAME",
+                        help="instead: one row per backbone (resnet50, torchvision:NAME, timm:NAME), parameters and "
+                             "detector times of the first --mask-heads head and Mask R-CNN")
+    parser.add_argument("--warmups", type=int, default=1, help="with --backbones: untimed passes of each model first")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.backbones:
+        rows = []
+        for size in args.sizes:
+            for n in args.detections:
+                for backbone in args.backbones:
+                    rows.append(backbone_row(backbone, size, n, args.mask_heads[0], args.repeats, args.device, args.warmups))
+                    print(json.dumps(rows[-1]), flush=True)
+        print()
+        print_backbone_table(rows)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return 0
 
     rows = []
     for size in [] if args.torchvision_only else args.sizes:

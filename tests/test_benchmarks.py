@@ -335,3 +335,18 @@ def test_large_images_trains_on_crops_and_compares_tiled_with_whole_inference(tm
     whole, tiled = json.loads(out.read_text())
     assert whole["inference"].startswith("whole") and tiled["inference"].startswith("tiled 128 px")
     assert tiled["peak_rss_bytes"] > 0 and "| tiled 128 px, overlap 0.25 |" in capsys.readouterr().out
+
+
+def test_speed_compares_backbones_one_row_each_with_their_parameters(tmp_path, capsys):
+    speed = _load("speed")
+    out = tmp_path / "rows.json"
+    speed.main(["--sizes", "64x96", "--detections", "3", "--repeats", "1", "--no-memory", "--threads", "1",
+                "--backbones", "resnet18", "torchvision:mobilenet_v3_small", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [r["backbone"] for r in rows] == ["resnet18", "torchvision:mobilenet_v3_small"]
+    for row in rows:
+        assert row["detections_seen"] == [3] and row["detector_refinemask_s"] > 0
+        # the same body under both heads; RefineMask's head has more parameters than Mask R-CNN's
+        assert row["params_refinemask_m"] > row["params_maskrcnn_m"] > row["params_body_m"] > 0
+    assert rows[1]["params_body_m"] < rows[0]["params_body_m"]  # MobileNetV3-Small is far smaller than ResNet-18
+    assert "| torchvision:mobilenet_v3_small |" in capsys.readouterr().out

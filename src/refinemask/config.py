@@ -35,11 +35,18 @@ class ModelConfig(Checked):
     """What decides the model's architecture and its test-time behaviour."""
 
     num_classes: int | None = None  # None: the number of categories of the training annotations
-    # resnet18 | resnet34 | resnet50 | resnet101 | efficientnet_lite0: refinemask.modeling.backbone.BACKBONES,
-    # declared and checked beside their builders
+    # resnet18 | resnet34 | resnet50 | resnet101 | efficientnet_lite0 (refinemask.modeling.backbone.BACKBONES),
+    # torchvision:NAME (any torchvision classifier: convnext_tiny, swin_t, regnet_y_1_6gf...) or
+    # timm:NAME (any timm model with levels at strides 4-32; pip install "refinemask[timm]");
+    # checked beside their builders (docs/backbones.md)
     backbone: str = "resnet50"
-    backbone_weights: str | None = None  # None | "imagenet" | path to a classifier state dict
-    trainable_backbone_layers: int = 3  # 3 = official frozen_stages=1
+    # None | "imagenet" (the library's ImageNet weights) | a torchvision weights name such as
+    # IMAGENET1K_V2 | path to a classifier state dict
+    backbone_weights: str | None = None
+    trainable_backbone_layers: int = key(3, rule=(lambda n: 0 <= n <= 5, "0 to 5"))  # stages from the top; 3 = official frozen_stages=1
+    # stochastic depth of the backbones that have it (torchvision stochastic_depth_prob, timm
+    # drop_path_rate; the Swin-T recipe 0.2, ConvNeXt-T 0.4); None = the library's default
+    backbone_drop_path: float | None = None
     fpn_channels: int = 256  # FPN width, also the mask heads' width (official: 256)
     # refinemask (the released checkpoints' head) | simple_refinemask (the official "faster-better"
     # SimpleRefineMaskHead, as Co-DETR uses it) | maskrcnn (the stock 28x28 head)
@@ -227,6 +234,10 @@ class SolverConfig(Checked):
     scale_lr: bool = True
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # parameters without weight decay: norm (every norm layer's), bias, position (Swin's relative
+    # position tables); official RefineMask: none; the Swin recipes [norm, position], ConvNeXt's
+    # [norm, bias] (refinemask.engine.schedule.decay_groups)
+    no_weight_decay: list[Literal["norm", "bias", "position"]] = field(default_factory=list)
     epochs: int = 12
     max_iters: int = 0  # > 0: train this many iterations instead of `epochs` epochs
     lr_schedule: Literal["step", "cosine", "constant"] = "step"

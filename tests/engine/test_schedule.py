@@ -61,3 +61,31 @@ def test_sgd_uses_the_configured_momentum_and_weight_decay_for_trainable_paramet
     optimizer = build_optimizer([frozen, trained], SolverConfig(), lr=0.02)
     group = optimizer.param_groups[0]
     assert group["params"] == [trained] and (group["momentum"], group["weight_decay"]) == (0.9, 1e-4)
+
+
+def test_decay_groups_exempt_the_kinds_a_recipe_names_and_nothing_else():
+    from refinemask.engine.schedule import decay_groups
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.ln = torch.nn.LayerNorm(4)  # named like torchvision's index-named norms: by type, not name
+            self.relative_position_bias_table = torch.nn.Parameter(torch.zeros(9, 2))
+
+    block = Block()
+    solver = SolverConfig(optimizer="adamw", weight_decay=0.05)
+
+    def exempt(kinds):
+        groups = build_optimizer(decay_groups(block, kinds), solver, lr=1e-4).param_groups
+        return {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}, groups
+
+    none, groups = exempt([])
+    assert none == set() and len(groups) == 1 and groups[0]["weight_decay"] == 0.05
+    norms = {id(p) for p in [*block.bn.parameters(), *block.ln.parameters()]}
+    assert exempt(["norm"])[0] == norms
+    assert exempt(["norm", "bias"])[0] == norms | {id(block.conv.bias)}
+    assert exempt(["norm", "position"])[0] == norms | {id(block.relative_position_bias_table)}
+    decayed = [p for g in exempt(["norm", "bias"])[1] if g["weight_decay"] == 0.05 for p in g["params"]]
+    assert {id(p) for p in decayed} == {id(block.conv.weight), id(block.relative_position_bias_table)}

@@ -15,7 +15,7 @@ def test_resnet_weights_load_from_a_local_classifier_file(tmp_path, name):
     path = tmp_path / f"{name}.pth"
     torch.save(classifier.state_dict(), path)
     backbone = build_backbone(name, str(path))
-    assert torch.equal(backbone.body.layer2[0].conv1.weight, classifier.layer2[0].conv1.weight)
+    assert torch.equal(backbone.body.get_submodule("layer2.0.conv1").weight, classifier.layer2[0].conv1.weight)
     assert torch.equal(backbone.body.bn1.running_var, classifier.bn1.running_var)
 
 
@@ -26,7 +26,7 @@ def test_resnet_weights_in_a_safetensors_file_load_too(tmp_path):
     path = tmp_path / "r18.safetensors"
     save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(path))
     backbone = build_backbone("resnet18", str(path))
-    assert torch.equal(backbone.body.layer4[1].conv2.weight, classifier.layer4[1].conv2.weight)
+    assert torch.equal(backbone.body.get_submodule("layer4.1.conv2").weight, classifier.layer4[1].conv2.weight)
 
 
 def test_weights_of_another_network_are_refused_in_one_line(tmp_path):

@@ -59,9 +59,45 @@ def lr_factor(
     return factor
 
 
+# parameters that a Swin recipe exempts from weight decay by name (mmdetection's custom_keys)
+POSITION_PARAMETERS = ("relative_position_bias_table", "absolute_pos_embed", "pos_embed")
+
+
+def decay_groups(model: torch.nn.Module, no_weight_decay: Sequence[str]) -> list[dict]:
+    """The trainable parameters as optimiser groups: those of the ``no_weight_decay`` kinds get
+    ``weight_decay=0``, the rest the solver's.
+
+    Kinds: ``norm`` (every batch/layer/group norm's weight and bias, found by module type, since
+    torchvision names many norms by index), ``bias`` (every other ``*.bias``), ``position``
+    (Swin's relative position bias tables and position embeddings). The official RefineMask
+    configs exempt nothing; mmdetection's Swin recipes exempt norms and position tables, its
+    ConvNeXt recipes norms and biases (every 1-D parameter).
+    """
+    from refinemask.modeling.backbone import is_norm_layer
+
+    exempt: set[int] = set()
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if ("norm" in no_weight_decay and is_norm_layer(module)) or ("bias" in no_weight_decay and name == "bias") or (
+                "position" in no_weight_decay and name.endswith(POSITION_PARAMETERS)
+            ):
+                exempt.add(id(parameter))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in exempt]}]
+    if exempt:
+        groups.append({"params": [p for p in trainable if id(p) in exempt], "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(params, solver: SolverConfig, lr: float) -> torch.optim.Optimizer:
-    """One parameter group, the same rate and weight decay for all (as the official configs)."""
-    params = [p for p in params if p.requires_grad]
+    """The solver's optimiser over ``params`` (parameters, or groups from :func:`decay_groups`);
+    frozen parameters are left out. One rate for all; weight decay as each group says."""
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        params = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in params]
+        params = [g for g in params if g["params"]]
+    else:
+        params = [p for p in params if p.requires_grad]
     if solver.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=solver.momentum, weight_decay=solver.weight_decay)
     if solver.optimizer == "adamw":

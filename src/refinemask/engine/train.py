@@ -69,6 +69,7 @@ from refinemask.engine.logging import (
 from refinemask.engine.schedule import (
     build_optimizer,
     build_scheduler,
+    decay_groups,
     scaled_learning_rate,
     total_batch_size,
 )
@@ -167,7 +168,7 @@ class Trainer:
         self.iters_per_epoch = max(1, batches_per_epoch // train.grad_accum_steps)
         self.total_iters = solver.max_iters if solver.max_iters > 0 else solver.epochs * self.iters_per_epoch
 
-        self.optimizer = build_optimizer(self.model.parameters(), solver, self.lr)
+        self.optimizer = build_optimizer(decay_groups(self.model, solver.no_weight_decay), solver, self.lr)
         self.scheduler = build_scheduler(self.optimizer, solver, self.total_iters, self.iters_per_epoch)
         self.scaler = torch.amp.GradScaler(context.device.type) if train.amp == "fp16" else None
         self.deadline: float | None = None  # time.monotonic() at which run() ends training (train.max_minutes)

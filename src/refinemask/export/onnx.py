@@ -87,6 +87,72 @@ def _require_onnx() -> None:
         raise RefineMaskError("ONNX export needs the onnx package: pip install 'refinemask[export]'") from None
 
 
+class _BackboneGraph(nn.Module):
+    """Backbone + FPN alone, its five maps as a tuple (what :func:`check_backbone_exports` compares)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.backbone(images).values())
+
+
+def check_backbone_exports(model: nn.Module, images: torch.Tensor, opset: int = DEFAULT_OPSET) -> None:
+    """Refuse, in one line, a library backbone (``torchvision:``/``timm:``) whose ONNX graph is
+    wrong at other image sizes or does not export at all.
+
+    The detector's graph takes any image size, but a backbone may read a size as a Python
+    number while traced (torchvision's Swin pads its windows so), which the graph keeps as a
+    constant: right at the traced size, silently wrong at every other. The backbone alone is
+    exported at ``images``' size and compared with PyTorch at a larger and a small size (small
+    maps take other branches: Swin skips its window shift when a map fits in one window). The
+    built-in backbones are covered by the export tests instead.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    name = model.config.backbone
+    if ":" not in name:
+        return
+    graph = _BackboneGraph(model.backbone).eval()
+    generator = torch.Generator().manual_seed(0)
+    sizes = [(images.shape[2] + SIZE_DIVISOR, images.shape[3] + 2 * SIZE_DIVISOR), (2 * SIZE_DIVISOR, 3 * SIZE_DIVISOR)]
+    others = [torch.rand(1, 3, h, w, generator=generator) for h, w in sizes]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "backbone.onnx"
+        try:
+            _legacy_export(graph, (images,), path, opset, ["images"], [f"p{i}" for i in range(2, 7)], {"images": {2: "height", 3: "width"}})
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            exported = [session.run(None, {"images": other.numpy()}) for other in others]
+        except Exception as err:  # noqa: BLE001 - the exporter's or onnxruntime's refusal, in one line
+            import re
+
+            text = str(err)
+            op = re.search(r"(aten|prim|torchvision)::\w+", text)
+            first = (text.strip().splitlines() or [type(err).__name__])[0][:200]
+            raise RefineMaskError(
+                f"backbone {name} does not export to ONNX (opset {opset}): "
+                + (f"the operator {op.group(0)} does not export" if op else f"{type(err).__name__}: {first}")
+                + "; serve it with PyTorch (refinemask serve / predict) or choose another backbone"
+            ) from None
+    for other, theirs in zip(others, exported):
+        with torch.no_grad():
+            ours = graph(other)
+        for level, (mine, got) in enumerate(zip(ours, theirs)):
+            scale = float(mine.abs().max()) + 1e-6
+            if tuple(got.shape) == tuple(mine.shape) and float(np.abs(got - mine.numpy()).max()) <= 1e-3 * scale:
+                continue
+            raise RefineMaskError(
+                f"backbone {name} does not export to ONNX for other image sizes: traced at "
+                f"{images.shape[2]}x{images.shape[3]}, its graph gives other P{level + 2} features than PyTorch at "
+                f"{other.shape[2]}x{other.shape[3]} (a size-dependent step, such as torchvision Swin's window shift, "
+                "was traced as a constant); serve it with PyTorch, or use a backbone that exports "
+                "(for Swin: timm:swin_tiny_patch4_window7_224)"
+            )
+
+
 def example_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """(height, width, 3) float32 in [0, 1]: smooth colour blobs, an image to trace with."""
     rng = np.random.default_rng(seed)
@@ -124,6 +190,7 @@ def export_onnx(
         short = int(config.min_size[-1])
         example = example_image(short, min(int(config.max_size), round(short * 4 / 3)))
     batch, size = preprocess(example, int(config.min_size[-1]), int(config.max_size))
+    check_backbone_exports(model, torch.from_numpy(batch), opset)
     dynamic = {"images": {2: "height", 3: "width"}}
     _legacy_export(
         DetectorGraph(model).eval(),
@@ -191,6 +258,7 @@ def export_boxes_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_O
     short = int(config.min_size[-1])
     example = example_image(short, min(int(config.max_size), round(short * 4 / 3)))
     batch, size = preprocess(example, short, int(config.max_size))
+    check_backbone_exports(model, torch.from_numpy(batch), opset)
     generator = torch.Generator().manual_seed(0)
     h, w = (int(v) for v in size)
     corners = torch.rand(num_boxes, 2, generator=generator) * torch.tensor([w / 2, h / 2])

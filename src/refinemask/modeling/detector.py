@@ -73,7 +73,9 @@ class RefineMaskRCNN(GeneralizedRCNN):
 
     def __init__(self, config: ModelConfig):
         cfg = config
-        backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.trainable_backbone_layers, cfg.fpn_channels)
+        backbone = build_backbone(
+            cfg.backbone, cfg.backbone_weights, cfg.trainable_backbone_layers, cfg.fpn_channels, cfg.backbone_drop_path
+        )
         anchors = ExactAnchorGenerator() if cfg.exact_anchors else AnchorGenerator(
             sizes=((32,), (64,), (128,), (256,), (512,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
         )
