@@ -252,3 +252,19 @@ def test_transfer_writes_a_clean_set_of_other_shapes_and_high_bit_makes_it_faint
     high_bit.to_faint_16_bit(images)
     image = Image.open(images / data["images"][0]["file_name"])
     assert image.mode == "I;16" and max(image.getextrema()) <= 235
+
+
+def test_runtimes_times_each_runtime_in_turns_with_the_same_detections(capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    runtimes = _load("runtimes")
+    rows = runtimes.speed_rows(runtimes.argparse.Namespace(
+        sizes=["64x96"], detections=[2], heads=["maskrcnn"], runtimes=["eager", "ort-tuned", "openvino"],
+        backbone="resnet18", threads=1, repeats=1, calibration_images=1, memory=False,
+    ))
+    (row,) = rows
+    assert set(row["seconds"]) == {"eager", "ort-tuned", "openvino"}
+    assert set(row["counts"].values()) == {2}  # the same fixed number of detections in every runtime
+    assert row["speedup_vs_eager"]["eager"] == 1.0
+    runtimes.print_speed_table(rows)
+    assert "| maskrcnn | 64x96 | 2 |" in capsys.readouterr().out
