@@ -148,3 +148,12 @@ def test_quantize_options_used_wrongly_are_one_line_errors(tmp_path, capsys, wor
     code = main(["export", "--weights", str(weights), *words, str(tmp_path / "model.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_export_command_checks_the_file_in_openvino_when_asked(tmp_path, capsys):
+    pytest.importorskip("openvino")
+    weights = save_weights(confident_tiny_model("refinemask"), tmp_path / "model.safetensors")
+    code = main(["export", "--weights", str(weights), "--runtime", "openvino", "--detections", "4", str(tmp_path / "model.onnx")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "openvino vs PyTorch on 1 image(s)" in out
