@@ -268,3 +268,16 @@ def test_runtimes_times_each_runtime_in_turns_with_the_same_detections(capsys):
     assert row["speedup_vs_eager"]["eager"] == 1.0
     runtimes.print_speed_table(rows)
     assert "| maskrcnn | 64x96 | 2 |" in capsys.readouterr().out
+
+
+def test_quality_study_entries_differ_from_refinemask_only_in_the_mask_losses():
+    from refinemask.config import load_config
+
+    quality = _load("quality")
+    base = load_config("quickstart_refinemask").model
+    for key, (config_name, _, overrides) in quality.STUDY.items():
+        model = load_config(config_name, overrides).model
+        changed = {k for k in vars(base) if getattr(base, k) != getattr(model, k)}
+        assert changed and changed <= {"mask_loss_to_features", "bar_stage_weights", "semantic_loss_weight"}, key
+    # Mask R-CNN trains on as many mask positives as RefineMask in the quickstart recipe
+    assert load_config("quickstart_maskrcnn").model.mask_positives_per_image == base.mask_positives_per_image == 6
