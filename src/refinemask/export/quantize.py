@@ -115,16 +115,15 @@ def quantize_static_int8(fp32_path: str | Path, out: str | Path, calibration: Se
     kernels and OpenVINO reads too), per-channel int8 weights, uint8 activations with min/max
     ranges over ``calibration`` (paths, arrays or tensors: the user's images, 10-50 are enough).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    import onnx
-
     from refinemask.export.runtime import OnnxPredictor
 
     fp32_path, out = Path(fp32_path), Path(out)
     if not calibration:
         raise RefineMaskError("--quantize int8 needs calibration images: --calibration IMAGES_DIR (10-50 of your images)")
-    predictor = OnnxPredictor(fp32_path)  # checks the file and gives the resize settings
+    predictor = OnnxPredictor(fp32_path)  # checks the file (and onnxruntime) and gives the resize settings
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     keep = fp32_nodes(onnx.load(str(fp32_path), load_external_data=False))
     quantize_static(
         str(fp32_path), str(out), _CalibrationImages(calibration, predictor),
@@ -138,14 +137,13 @@ def quantize_static_int8(fp32_path: str | Path, out: str | Path, calibration: Se
 
 def quantize_dynamic_int8(fp32_path: str | Path, out: str | Path) -> Path:
     """Write a dynamically quantised copy: int8 weights of the fully connected layers, no calibration."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    import onnx
-
     from refinemask.export.runtime import OnnxPredictor
 
     fp32_path, out = Path(fp32_path), Path(out)
-    OnnxPredictor(fp32_path)  # a detector of ours, or a one-line error
+    OnnxPredictor(fp32_path)  # a detector of ours (and onnxruntime installed), or a one-line error
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     keep = fp32_nodes(onnx.load(str(fp32_path), load_external_data=False))
     quantize_dynamic(str(fp32_path), str(out), op_types_to_quantize=["Gemm", "MatMul"], nodes_to_exclude=keep,
                      weight_type=QuantType.QInt8)
