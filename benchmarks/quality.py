@@ -12,6 +12,12 @@ the ground-truth boxes and labels (``refinemask eval --gt-boxes``): the masks ap
     python benchmarks/quality.py --iters 300 --seeds 0 1 --out bench-quality
     python benchmarks/quality.py --preset easy --heads simple_refinemask maskrcnn
     python benchmarks/quality.py --ceilings-only
+    python benchmarks/quality.py --preset easy --heads refinemask maskrcnn refinemask_mask_grad_stopped refinemask_mask_losses_scaled
+
+The ``refinemask_mask_*`` entries are the study of RefineMask's box AP (docs/benchmarks.md,
+"RefineMask's boxes"): the same RefineMask with its mask losses' gradient stopped at the FPN
+(``model.mask_loss_to_features=false``), or with every mask-loss weight scaled by 0.4 (the BAR
+stage weights then sum to 1.0, as Mask R-CNN's one mask loss). Not official settings.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROWS = (("segm", "AP"), ("segm", "AP75"), ("boundary", "AP"), ("boundary@0.008", "AP"))
+ROWS = (("segm", "AP"), ("segm", "AP75"), ("boundary", "AP"), ("boundary@0.008", "AP"), ("bbox", "AP"))
 # --heads name -> (bundled config, name in the table)
 HEADS = {
     "refinemask": ("quickstart_refinemask", "RefineMask"),
@@ -32,6 +38,13 @@ HEADS = {
     "refinemask_narrow": ("quickstart_refinemask_narrow", "RefineMask narrow (not official)"),
     "simple_refinemask_narrow": ("quickstart_simple_refinemask_narrow", "faster-better narrow (not official)"),
     "maskrcnn": ("quickstart_maskrcnn", "Mask R-CNN"),
+}
+# the box-AP study: --heads name -> (bundled config, name in the table, overrides)
+STUDY = {
+    "refinemask_mask_grad_stopped": ("quickstart_refinemask", "RefineMask, mask losses stopped at the FPN",
+                                     ["model.mask_loss_to_features=false"]),
+    "refinemask_mask_losses_scaled": ("quickstart_refinemask", "RefineMask, mask losses x0.4",
+                                      ["model.bar_stage_weights=[0.1,0.2,0.3,0.4]", "model.semantic_loss_weight=0.4"]),
 }
 
 
@@ -66,7 +79,8 @@ def ceilings(dataset, dilations) -> dict[str, dict]:
     return out
 
 
-def train_and_score(key: str, config_name: str, out: Path, iters: int, seed: int, data: list[str]) -> dict:
+def train_and_score(key: str, config_name: str, out: Path, iters: int, seed: int, data: list[str],
+                    extra: list[str] = ()) -> dict:
     from refinemask.config import load_config
     from refinemask.demo_report import evaluate_run
     from refinemask.engine.train import train
@@ -76,7 +90,7 @@ def train_and_score(key: str, config_name: str, out: Path, iters: int, seed: int
         [
             f"train.output_dir={out / f'{key}_seed{seed}'}", *data,
             f"train.seed={seed}", f"solver.max_iters={iters}", "train.eval_at_end=false",
-            "train.progress_bar=false", f"train.checkpoint_every={max(iters, 1)}",
+            "train.progress_bar=false", f"train.checkpoint_every={max(iters, 1)}", *extra,
         ],
     )
     weights = train(config)
@@ -92,7 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default="hard")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for both models, e.g. solver.base_lr=4e-4")
-    parser.add_argument("--heads", nargs="+", choices=list(HEADS), default=list(HEADS))
+    parser.add_argument("--heads", nargs="+", choices=[*HEADS, *STUDY], default=list(HEADS))
     parser.add_argument("--out", default="bench-quality")
     parser.add_argument("--ceilings-only", action="store_true")
     args = parser.parse_args(argv)
@@ -115,12 +129,12 @@ def main(argv=None) -> int:
     if not args.ceilings_only:
         for seed in args.seeds:
             for key in args.heads:
-                config_name, display = HEADS[key]
-                metrics = train_and_score(key, config_name, out, args.iters, seed, data)
+                config_name, display, extra = STUDY[key] if key in STUDY else (*HEADS[key], [])
+                metrics = train_and_score(key, config_name, out, args.iters, seed, data, extra)
                 table.setdefault(display, []).append(metrics)
                 gt_rows = {k[len(GT_BOXES):]: v for k, v in metrics.items() if k.startswith(GT_BOXES)}
                 table.setdefault(f"{display} on GT boxes", []).append(gt_rows)
-                print(display, "seed", seed, json.dumps({f"{a}.{b}": metrics[a][b] for a, b in ROWS}), flush=True)
+                print(display, "seed", seed, json.dumps({f"{a}.{b}": metrics.get(a, {}).get(b) for a, b in ROWS}), flush=True)
 
     header = "| | " + " | ".join(f"{a} {b}" for a, b in ROWS) + " |"
     print()
@@ -129,7 +143,10 @@ def main(argv=None) -> int:
     for name, runs in table.items():
         cells = []
         for a, b in ROWS:
-            values = [r[a][b] for r in runs]
+            values = [r[a][b] for r in runs if a in r]  # no box AP on GT boxes or for the ceilings
+            if not values:
+                cells.append("")
+                continue
             spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
             cells.append(f"{np.mean(values):.3f}{spread}")
         print(f"| {name} ({len(runs)} run{'s' if len(runs) > 1 else ''}) | " + " | ".join(cells) + " |")

@@ -350,3 +350,32 @@ def test_speed_compares_backbones_one_row_each_with_their_parameters(tmp_path, c
         assert row["params_refinemask_m"] > row["params_maskrcnn_m"] > row["params_body_m"] > 0
     assert rows[1]["params_body_m"] < rows[0]["params_body_m"]  # MobileNetV3-Small is far smaller than ResNet-18
     assert "| torchvision:mobilenet_v3_small |" in capsys.readouterr().out
+
+
+def test_runtimes_times_each_runtime_in_turns_with_the_same_detections(capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    runtimes = _load("runtimes")
+    rows = runtimes.speed_rows(runtimes.argparse.Namespace(
+        sizes=["64x96"], detections=[2], heads=["maskrcnn"], runtimes=["eager", "ort-tuned", "openvino"],
+        backbone="resnet18", threads=1, repeats=1, calibration_images=1, memory=False,
+    ))
+    (row,) = rows
+    assert set(row["seconds"]) == {"eager", "ort-tuned", "openvino"}
+    assert set(row["counts"].values()) == {2}  # the same fixed number of detections in every runtime
+    assert row["speedup_vs_eager"]["eager"] == 1.0
+    runtimes.print_speed_table(rows)
+    assert "| maskrcnn | 64x96 | 2 |" in capsys.readouterr().out
+
+
+def test_quality_study_entries_differ_from_refinemask_only_in_the_mask_losses():
+    from refinemask.config import load_config
+
+    quality = _load("quality")
+    base = load_config("quickstart_refinemask").model
+    for key, (config_name, _, overrides) in quality.STUDY.items():
+        model = load_config(config_name, overrides).model
+        changed = {k for k in vars(base) if getattr(base, k) != getattr(model, k)}
+        assert changed and changed <= {"mask_loss_to_features", "bar_stage_weights", "semantic_loss_weight"}, key
+    # Mask R-CNN trains on as many mask positives as RefineMask in the quickstart recipe
+    assert load_config("quickstart_maskrcnn").model.mask_positives_per_image == base.mask_positives_per_image == 6

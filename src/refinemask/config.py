@@ -116,6 +116,10 @@ class ModelConfig(Checked):
     bar_stage_weights: list[float] | None = None
     boundary_width: int = 2
     semantic_loss_weight: float = 1.0  # refinemask only: simple_refinemask has no semantic loss
+    # official: the mask losses train the FPN and backbone too. False detaches the features the
+    # mask head reads (RoI features and P2), so only the box losses shape them; a study option
+    # (docs/benchmarks.md, "RefineMask's boxes"), not an official setting
+    mask_loss_to_features: bool = True
 
     def __post_init__(self):
         super().__post_init__()

@@ -260,3 +260,22 @@ def test_narrow_heads_train_and_come_back_from_their_weights_file(mask_head, tmp
     loaded = load_model(save_weights(model.eval(), tmp_path / "narrow.safetensors"))
     assert (loaded.config.mask_instance_channels, loaded.config.mask_semantic_channels) == (32, 16)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+@pytest.mark.parametrize("mask_head", ["refinemask", "maskrcnn"])
+def test_mask_loss_to_features_false_keeps_the_mask_losses_out_of_the_backbone_and_fpn(mask_head):
+    image, target = image_and_target(128, 160)
+    grads = {}
+    for flows in (True, False):
+        model = tiny_model(mask_head, mask_loss_to_features=flows)
+        model.train()
+        losses = model([image], [target])
+        mask_losses = sum(v for k, v in losses.items() if k in ("loss_instance", "loss_semantic", "loss_mask"))
+        mask_losses.backward()
+        fpn = [p.grad for n, p in model.backbone.named_parameters() if p.requires_grad]
+        head = [p.grad for p in model.roi_heads.mask_head.parameters()]
+        grads[flows] = (sum(0.0 if g is None else float(g.abs().sum()) for g in fpn),
+                        sum(0.0 if g is None else float(g.abs().sum()) for g in head))
+    assert grads[True][0] > 0 and grads[False][0] == 0.0  # the FPN learns from the masks only officially
+    assert grads[False][1] > 0  # the mask head still learns
+    assert tiny_model(mask_head).roi_heads.mask_loss_to_features  # official default

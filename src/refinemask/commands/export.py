@@ -3,6 +3,7 @@
     refinemask export --weights model_final.safetensors model.onnx
     refinemask export --weights model_final.safetensors --mask-head-only head.onnx
     refinemask export --weights model_final.safetensors --given-boxes boxes.onnx
+    refinemask export --weights model_final.safetensors --quantize int8 --calibration images/ model.onnx
 
 The whole detector goes into the graph except the resize before it and the mask paste after
 it, which :class:`refinemask.export.OnnxPredictor` does in numpy (docs/export.md).
@@ -11,6 +12,10 @@ After writing, the file is run in onnxruntime next to PyTorch on an example imag
 detection on the example image, a copy of the graph exported with a lower threshold (one that
 keeps the example's 10 best detections) is compared instead, so that the check covers boxes
 and masks. A check that compares no detection says so and exits with status 1.
+
+``--quantize int8`` then writes OUT.onnx as an int8 copy calibrated on ``--calibration`` images
+(the fp32 graph stays beside it as OUT.fp32.onnx) and reports how the int8 detections agree
+with the fp32 ones on those images (or on ``--verify``'s): mask IoU and box error of the pairs.
 """
 from __future__ import annotations
 
@@ -73,35 +78,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "threshold when the model's leaves no detection on it)",
     )
     parser.add_argument("--no-verify", action="store_true", help="do not run the exported file")
+    parser.add_argument(
+        "--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+        help="the runtime the check runs the file in (openvino: pip install 'refinemask[openvino]')",
+    )
+    parser.add_argument(
+        "--quantize", choices=("int8", "int8-dynamic"), default=None,
+        help="write an int8 copy as OUT.onnx (fp32 kept as OUT.fp32.onnx): int8 = static, calibrated on "
+        "--calibration images (the fast one); int8-dynamic = int8 fully connected weights, no calibration",
+    )
+    parser.add_argument(
+        "--calibration", nargs="+", metavar="IMAGES", default=None,
+        help="images or folders of images to calibrate --quantize int8 on (10-50 of yours)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from refinemask.export import (
-        DEFAULT_OPSET,
-        check_export,
-        check_export_at_threshold,
-        describe_export,
-        example_image,
-        export_mask_head_onnx,
-        export_onnx,
-        threshold_keeping,
-    )
+    from refinemask.export import DEFAULT_OPSET, describe_export, export_mask_head_onnx, export_onnx
     from refinemask.model_files import load_model
     from refinemask.errors import RefineMaskError
 
     if args.out is None:
-        if args.verify and args.verify[-1].lower().endswith(".onnx"):
-            args.out = Path(args.verify.pop())  # `--verify IMAGE ... OUT.onnx`: the last word is the output
+        for option in ("verify", "calibration"):  # `--verify IMAGE ... OUT.onnx`: the last word is the output
+            words = getattr(args, option)
+            if args.out is None and words and words[-1].lower().endswith(".onnx"):
+                args.out = Path(words.pop())
+                if not words:
+                    raise RefineMaskError(f"--{option} needs at least one image before OUT.onnx")
         if args.out is None:
             raise RefineMaskError("OUT.onnx is required: refinemask export --weights W OUT.onnx [--verify IMAGE ...]")
-        if args.verify == []:
-            raise RefineMaskError("--verify needs at least one image before OUT.onnx")
     if args.given_boxes and args.mask_head_only:
         raise RefineMaskError("--given-boxes and --mask-head-only are two different graphs: choose one")
     if (args.given_boxes or args.mask_head_only) and (args.detections is not None or args.score_thresh is not None):
         # neither graph detects anything: the boxes come in, every box gets a mask
         graph = "--given-boxes" if args.given_boxes else "--mask-head-only"
         raise RefineMaskError(f"--detections and --score-thresh shape the detector's graph; {graph} takes no threshold or cap")
+    if args.quantize is not None and (args.given_boxes or args.mask_head_only):
+        raise RefineMaskError("--quantize is for the detector's graph; export it without --given-boxes / --mask-head-only")
+    if args.quantize == "int8" and not args.calibration:
+        raise RefineMaskError("--quantize int8 needs --calibration IMAGES_DIR (10-50 of your images); "
+                              "--quantize int8-dynamic needs none")
+    if args.calibration and args.quantize != "int8":
+        raise RefineMaskError("--calibration is for --quantize int8")
     opset = DEFAULT_OPSET if args.opset is None else args.opset
     if opset < 16:
         raise RefineMaskError(f"--opset {opset}: RoIAlign with aligned=True needs opset 16 or newer")
@@ -124,16 +142,65 @@ def run(args: argparse.Namespace) -> int:
     if args.given_boxes:
         return _export_given_boxes(args, model, out, opset)
 
-    export_onnx(model, out, opset=opset)
-    print(f"wrote {describe_export(out)}")
+    calibration = []
+    if args.quantize is not None:
+        from refinemask.engine.predict import collect_images
+
+        calibration = collect_images(args.calibration) if args.calibration else []  # fails before the export
+        fp32 = out.with_name(out.stem + ".fp32.onnx")
+    else:
+        fp32 = out
+    export_onnx(model, fp32, opset=opset)
+    print(f"wrote {describe_export(fp32)}")
+    status = 0 if args.no_verify else _check_fp32(args, model, fp32, opset)
+    if args.quantize is None:
+        return status
+    return max(status, _quantize(args, fp32, out, calibration))
+
+
+def _quantize(args: argparse.Namespace, fp32: Path, out: Path, calibration: list[Path]) -> int:
+    """Write the int8 copy and report its agreement with the fp32 graph (not with PyTorch: int8
+    is an approximation, so the figures to read are the pairs' mean mask IoU and box error)."""
+    from refinemask.export import check_quantized, describe_export, quantize_dynamic_int8, quantize_static_int8
+
+    if args.quantize == "int8":
+        print(f"calibrating int8 ranges on {len(calibration)} image(s)")
+        quantize_static_int8(fp32, out, calibration)
+    else:
+        quantize_dynamic_int8(fp32, out)
+    print(f"wrote {describe_export(out)} ({args.quantize}; fp32 graph kept as {fp32.name})")
     if args.no_verify:
         return 0
+    images = list(args.verify) if args.verify else calibration
+    if not images:
+        print("int8 not compared with fp32: pass --verify IMAGE ... (int8-dynamic has no calibration images)")
+        return 0
+    check = check_quantized(fp32, out, images)
+    if check.num_matched == 0:
+        print(f"int8 not verified: fp32 found {check.num_detections} detection(s) on {check.num_images} image(s); "
+              "pass --verify with images the model finds objects in")
+        return 1
+    print(
+        f"int8 vs fp32 on {check.num_images} image(s): {check.num_matched} detection pairs (fp32 {check.num_detections}), "
+        f"mask IoU mean {check.mean_mask_iou:.3f} (min {check.min_mask_iou:.3f}), box error mean "
+        f"{check.mean_box_difference:.2g} px (max {check.max_box_difference:.2g}), "
+        f"{check.count_mismatches} image(s) with another count"
+    )
+    if check.mean_mask_iou < 0.9:
+        print("warning: the int8 masks differ much from fp32's; calibrate on more of your images, or use the fp32 file")
+    return 0
+
+
+def _check_fp32(args: argparse.Namespace, model, out: Path, opset: int) -> int:
+    """The exported graph against PyTorch, in ``args.runtime``: 0 when they agree."""
+    from refinemask.export import check_export, check_export_at_threshold, example_image, threshold_keeping
+
     if args.verify:
-        check = check_export(model, out, list(args.verify))
+        check = check_export(model, out, list(args.verify), runtime=args.runtime)
     else:
         short = int(model.config.min_size[-1])
         example = example_image(short, round(short * 4 / 3))
-        check = check_export(model, out, [example])
+        check = check_export(model, out, [example], runtime=args.runtime)
         if check.num_matched == 0:
             threshold = threshold_keeping(model, example)
             print(
@@ -141,15 +208,15 @@ def run(args: argparse.Namespace) -> int:
                 f"{model.roi_heads.score_thresh:g}; checking a copy of the graph exported with threshold "
                 f"{threshold:.3g} instead"
             )
-            check = check_export_at_threshold(model, [example], threshold, opset)
+            check = check_export_at_threshold(model, [example], threshold, opset, runtime=args.runtime)
     if check.num_matched == 0:
         print(
-            f"not verified: PyTorch and onnxruntime found {check.num_detections} detection(s) to compare on "
+            f"not verified: PyTorch and {args.runtime} found {check.num_detections} detection(s) to compare on "
             f"{check.num_images} image(s); pass --verify with images the model finds objects in"
         )
         return 1
     print(
-        f"onnxruntime vs PyTorch on {check.num_images} image(s): {check.num_matched} detections compared "
+        f"{args.runtime} vs PyTorch on {check.num_images} image(s): {check.num_matched} detections compared "
         f"(PyTorch {check.num_detections}), "
         f"{check.count_mismatches} image(s) with another count, boxes within {check.max_box_difference:.2g} px, "
         f"mask IoU >= {check.min_mask_iou:.4f}"

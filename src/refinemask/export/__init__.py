@@ -26,7 +26,8 @@ The modules, in the order a file goes through them:
 * :mod:`~refinemask.export.graphs`: the traceable modules (what goes into the file)
 * :mod:`~refinemask.export.onnx`: writing the file and its metadata; describing a file
 * :mod:`~refinemask.export.glue`: the numpy steps before and after the graph
-* :mod:`~refinemask.export.runtime`: the onnxruntime predictors
+* :mod:`~refinemask.export.runtime`: the predictors (onnxruntime, tuned; or OpenVINO)
+* :mod:`~refinemask.export.quantize`: int8 copies (static with calibration, or dynamic)
 * :mod:`~refinemask.export.check`: onnxruntime against PyTorch on the same images
 * :mod:`~refinemask.export.timing`: onnxruntime's speed, for the benchmarks
 """
@@ -35,6 +36,8 @@ from refinemask.export.check import (
     check_boxes_export,
     check_export,
     check_export_at_threshold,
+    check_quantized,
+    compare_detections,
     match_detections,
     threshold_keeping,
 )
@@ -48,11 +51,13 @@ from refinemask.export.onnx import (
     export_mask_head_onnx,
     export_onnx,
 )
-from refinemask.export.runtime import OnnxBoxesPredictor, OnnxPredictor
+from refinemask.export.quantize import QUANTIZE_MODES, fp32_nodes, quantize_dynamic_int8, quantize_static_int8
+from refinemask.export.runtime import OnnxBoxesPredictor, OnnxPredictor, available_cores, session_options
 from refinemask.export.timing import OnnxTiming, onnx_inference_time
 
 __all__ = [
     "DEFAULT_OPSET",
+    "QUANTIZE_MODES",
     "BoxesGraph",
     "DetectorGraph",
     "ExportCheck",
@@ -63,11 +68,18 @@ __all__ = [
     "check_boxes_export",
     "check_export",
     "check_export_at_threshold",
+    "check_quantized",
+    "compare_detections",
     "describe_export",
     "example_image",
     "export_boxes_onnx",
     "export_mask_head_onnx",
     "export_onnx",
+    "fp32_nodes",
+    "available_cores",
+    "session_options",
+    "quantize_dynamic_int8",
+    "quantize_static_int8",
     "match_detections",
     "onnx_inference_time",
     "paste_masks_numpy",

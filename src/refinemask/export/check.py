@@ -5,7 +5,7 @@ checked nothing, and says so (:attr:`ExportCheck.num_matched`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ class ExportCheck:
     max_box_difference: float  # pixels, over matched pairs
     min_mask_iou: float  # over matched pairs (1.0 when there is no detection)
     num_matched: int = 0  # pairs compared; 0 means the check checked nothing
+    mean_mask_iou: float = 1.0  # over matched pairs: the figure for an int8 graph, whose worst pair says little
+    mean_box_difference: float = 0.0  # pixels, the largest coordinate difference of a pair, averaged
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,27 +62,48 @@ def match_detections(boxes_a: np.ndarray, labels_a: np.ndarray, boxes_b: np.ndar
     return pairs
 
 
-def check_export(model: nn.Module, onnx_path: str | Path, images: Sequence[Any]) -> ExportCheck:
-    """Run the model (PyTorch) and the exported file (onnxruntime) on ``images``; compare."""
+def compare_detections(reference: Callable[[np.ndarray], dict], candidate: Callable[[np.ndarray], dict],
+                       arrays: Sequence[np.ndarray]) -> ExportCheck:
+    """Run two predictors on the same (H, W, 3) float images and compare their detections.
+
+    Each returns ``boxes``, ``labels``, ``masks`` (bool, the image's size), as tensors or
+    arrays; detections are paired by :func:`match_detections`.
+    """
+    count_mismatches, total, box_diffs, ious = 0, 0, [], []
+    for array in arrays:
+        ours = {k: np.asarray(v) for k, v in reference(array).items()}
+        theirs = {k: np.asarray(v) for k, v in candidate(array).items()}
+        total += len(ours["boxes"])
+        count_mismatches += int(len(ours["boxes"]) != len(theirs["boxes"]))
+        for i, j in match_detections(ours["boxes"], ours["labels"], theirs["boxes"], theirs["labels"]):
+            box_diffs.append(float(np.abs(ours["boxes"][i] - theirs["boxes"][j]).max()))
+            union = np.logical_or(ours["masks"][i], theirs["masks"][j]).sum()
+            inter = np.logical_and(ours["masks"][i], theirs["masks"][j]).sum()
+            ious.append(float(inter / union) if union else 1.0)
+    return ExportCheck(
+        len(arrays), total, count_mismatches, max(box_diffs, default=0.0), min(ious, default=1.0), len(ious),
+        float(np.mean(ious)) if ious else 1.0, float(np.mean(box_diffs)) if box_diffs else 0.0,
+    )
+
+
+def check_export(model: nn.Module, onnx_path: str | Path, images: Sequence[Any], runtime: str = "onnxruntime") -> ExportCheck:
+    """Run the model (PyTorch) and the exported file (``runtime``) on ``images``; compare."""
     from refinemask.engine.predict import Predictor
 
     torch_predictor = Predictor(model)
-    onnx_predictor = OnnxPredictor(onnx_path)
-    count_mismatches, total, matched, box_diff, min_iou = 0, 0, 0, 0.0, 1.0
-    for image in images:
-        array = as_rgb_array(image, **torch_predictor.scaling)  # one input for both runtimes
-        ours = torch_predictor(array)
-        theirs = onnx_predictor.predict_array(array)
-        boxes, labels, masks = ours["boxes"].numpy(), ours["labels"].numpy(), ours["masks"].numpy()
-        total += len(boxes)
-        count_mismatches += int(len(boxes) != len(theirs["boxes"]))
-        for i, j in match_detections(boxes, labels, theirs["boxes"], theirs["labels"]):
-            matched += 1
-            box_diff = max(box_diff, float(np.abs(boxes[i] - theirs["boxes"][j]).max()))
-            union = np.logical_or(masks[i], theirs["masks"][j]).sum()
-            inter = np.logical_and(masks[i], theirs["masks"][j]).sum()
-            min_iou = min(min_iou, float(inter / union) if union else 1.0)
-    return ExportCheck(len(images), total, count_mismatches, box_diff, min_iou, matched)
+    onnx_predictor = OnnxPredictor(onnx_path, runtime=runtime)
+    arrays = [as_rgb_array(image, **torch_predictor.scaling) for image in images]  # one input for both
+    return compare_detections(torch_predictor, onnx_predictor.predict_array, arrays)
+
+
+def check_quantized(fp32_path: str | Path, int8_path: str | Path, images: Sequence[Any]) -> ExportCheck:
+    """How an int8 copy agrees with its fp32 graph on ``images`` (both in onnxruntime): detections
+    paired by overlap, mask IoU and box error of the pairs, and the images whose count differs.
+    Read ``mean_mask_iou`` and ``mean_box_difference``; int8 is not expected to match exactly."""
+    reference = OnnxPredictor(fp32_path)
+    candidate = OnnxPredictor(int8_path)
+    arrays = [as_rgb_array(image, **reference.scaling) for image in images]
+    return compare_detections(reference.predict_array, candidate.predict_array, arrays)
 
 
 def threshold_keeping(model: nn.Module, image: np.ndarray, count: int = 10) -> float:
@@ -104,7 +127,8 @@ def threshold_keeping(model: nn.Module, image: np.ndarray, count: int = 10) -> f
     return (scores[count - 1] + scores[count]) / 2
 
 
-def check_export_at_threshold(model: nn.Module, images: Sequence[Any], threshold: float, opset: int = DEFAULT_OPSET) -> ExportCheck:
+def check_export_at_threshold(model: nn.Module, images: Sequence[Any], threshold: float, opset: int = DEFAULT_OPSET,
+                              runtime: str = "onnxruntime") -> ExportCheck:
     """Export a copy of the detector with box score threshold ``threshold`` to a temporary
     file and compare it with PyTorch at that threshold (:func:`check_export`).
 
@@ -120,7 +144,7 @@ def check_export_at_threshold(model: nn.Module, images: Sequence[Any], threshold
     try:
         with tempfile.TemporaryDirectory(prefix="refinemask-export-check-") as folder:
             path = export_onnx(model, Path(folder) / "check.onnx", opset=opset)
-            return check_export(model, path, images)
+            return check_export(model, path, images, runtime=runtime)
     finally:
         heads.score_thresh = saved
 

@@ -11,6 +11,7 @@ of the mask prediction; H x W the input image.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,32 +24,125 @@ from refinemask.export.glue import SIZE_DIVISOR, paste_masks_numpy, paste_window
 from refinemask.export.graphs import BOXES_OUTPUTS, DETECTOR_OUTPUTS
 from refinemask.export.onnx import ONNX_FORMAT
 
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count: in a
+    container or under ``taskset`` onnxruntime's own default can count cores it cannot use)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(num_threads: int | None = None, tuned: bool = True) -> Any:
+    """onnxruntime's SessionOptions for a detector graph, once per predictor.
+
+    ``tuned`` (the default) sets, measured in docs/export.md ("Which runtime"):
+
+    * all graph optimisations (``ORT_ENABLE_ALL``: constant folding, Conv+Mul+Add fusion of the
+      frozen batch norms, Conv+ReLU fusion, memory-layout (NCHWc) transforms of the convs);
+    * ``intra_op_num_threads`` = the cores this process may use (``num_threads`` to set it),
+      ``inter_op_num_threads`` 1 with sequential execution: the graph is one chain of large ops,
+      so parallelism goes inside the ops, and a second pool would only compete with the first;
+    * no spinning of idle threads (``session.intra_op.allow_spinning=0``): between the many small
+      ops of NMS and the RoI bookkeeping, spinning threads burn the cores that other processes
+      (the data loading, a web server, a second model) need.
+
+    ``tuned=False`` is onnxruntime's plain ``SessionOptions()`` (with ``num_threads`` if given),
+    the baseline of the benchmark.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if tuned:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = int(num_threads) if num_threads else available_cores()
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif num_threads is not None:
+        options.intra_op_num_threads = int(num_threads)
+    return options
+
+
+class OpenVinoSession:
+    """An OpenVINO compiled model behind onnxruntime's ``session.run(names, feeds)``, so that the
+    predictors' glue is the same for both runtimes.
+
+    OpenVINO reads the ONNX file directly (no conversion step). ``precision`` is its CPU
+    inference precision: "f32" by default, since on CPUs with AMX or AVX512-BF16 OpenVINO would
+    otherwise run in bfloat16 and the masks would no longer be the fp32 model's.
+    """
+
+    def __init__(self, path: Path, num_threads: int | None = None, precision: str = "f32"):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise RefineMaskError("runtime='openvino' needs OpenVINO: pip install 'refinemask[openvino]'") from None
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision,
+                  "INFERENCE_NUM_THREADS": int(num_threads) if num_threads else available_cores()}
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError with long messages
+            raise RefineMaskError(f"{path}: OpenVINO cannot load it ({str(err).splitlines()[0][:200]})") from None
+        self.request = self.compiled.create_infer_request()  # reused: buffers allocated once
+        self.outputs = {o.get_any_name(): o for o in self.compiled.outputs}
+
+    def run(self, names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self.request.infer(feeds)
+        return [np.asarray(results[self.outputs[name]]) for name in names]
+
+    def get_providers(self) -> list[str]:
+        return ["OpenVINO CPU"]
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    """The file's metadata_props (config, categories), read without its weights."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def _open_exported_graph(runner: Any, path: str | Path, graph: str, not_ours: str, num_threads: int | None,
-                         providers: Sequence[str]) -> None:
+                         providers: Sequence[str], runtime: str = "onnxruntime", tuned: bool = True) -> None:
     """Open a file that ``refinemask export`` wrote and set on ``runner`` what both runners read
     from it: ``session``, ``config``, ``label_to_category``, ``category_names`` and the resize
     settings (``short_side``, ``max_long_side``, ``divisor``) and the >8-bit image ``scaling``.
 
     ``graph`` is the metadata's graph kind ("detector" or "boxes"); a file of another kind, or
-    one that onnxruntime cannot load, is a one-line error (``not_ours`` says which runner wanted it).
+    one that the runtime cannot load, is a one-line error (``not_ours`` says which runner wanted it).
+    The session is built here, once: building one optimises the graph (seconds for a ResNet-50).
     """
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise RefineMaskError("running an ONNX model needs onnxruntime: pip install 'refinemask[export]'") from None
+    if runtime not in RUNTIMES:
+        raise RefineMaskError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
     path = Path(path)
     if not path.is_file():
         raise RefineMaskError(f"ONNX model not found: {path}")
-    options = ort.SessionOptions()
-    if num_threads is not None:
-        options.intra_op_num_threads = int(num_threads)
-    try:
-        runner.session = ort.InferenceSession(str(path), options, providers=list(providers))
-    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise RefineMaskError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0][:200]})") from None
-    metadata = runner.session.get_modelmeta().custom_metadata_map
-    if metadata.get("format") != ONNX_FORMAT or metadata.get("graph") != graph:
-        raise RefineMaskError(f"{path}: {not_ours}")
+    if runtime == "openvino":
+        try:
+            metadata = _read_metadata(path)
+        except Exception:  # noqa: BLE001 - not an ONNX file at all
+            raise RefineMaskError(f"{path}: not an ONNX file") from None
+        if metadata.get("format") != ONNX_FORMAT or metadata.get("graph") != graph:
+            raise RefineMaskError(f"{path}: {not_ours}")
+        runner.session = OpenVinoSession(path, num_threads)
+    else:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RefineMaskError("running an ONNX model needs onnxruntime: pip install 'refinemask[export]'") from None
+        try:
+            runner.session = ort.InferenceSession(str(path), session_options(num_threads, tuned), providers=list(providers))
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise RefineMaskError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0][:200]})") from None
+        metadata = runner.session.get_modelmeta().custom_metadata_map
+        if metadata.get("format") != ONNX_FORMAT or metadata.get("graph") != graph:
+            raise RefineMaskError(f"{path}: {not_ours}")
+    runner.runtime = runtime
+    runner.quantization = metadata.get("quantization", "none")
     runner.config = json.loads(metadata["config"])
     runner.scaling = scaling_options(runner.config)  # >8-bit images as in training, as Predictor does
     runner.label_to_category = {int(k): int(v) for k, v in json.loads(metadata["label_to_category"]).items()}
@@ -69,9 +163,13 @@ class OnnxPredictor:
         score_thresh: keep detections scoring at least this (None: all that the graph returns,
             i.e. above the model's ``box_score_thresh``).
         mask_threshold: probability at which a mask pixel belongs to the object.
-        num_threads: onnxruntime's intra-op threads (None: its default).
+        num_threads: the runtime's threads (None: the cores this process may use).
         providers: onnxruntime execution providers, e.g. ``["CUDAExecutionProvider",
             "CPUExecutionProvider"]``.
+        runtime: "onnxruntime" or "openvino" (Intel's runtime, which reads the same file:
+            ``pip install 'refinemask[openvino]'``; fp32 on the CPU).
+        tuned: onnxruntime's session settings of :func:`session_options` (False: its plain
+            defaults, for comparison).
 
     Calling it with one image (path, PIL image, (H, W, 3) array or (3, H, W) tensor) returns a
     dict like :class:`~refinemask.engine.predict.Predictor`'s, with numpy arrays: ``boxes``
@@ -88,9 +186,11 @@ class OnnxPredictor:
         mask_threshold: float = 0.5,
         num_threads: int | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
+        runtime: str = "onnxruntime",
+        tuned: bool = True,
     ):
         _open_exported_graph(self, path, "detector", "not a detector exported by `refinemask export` (no refinemask metadata)",
-                             num_threads, providers)
+                             num_threads, providers, runtime, tuned)
         self.score_thresh = score_thresh
         self.mask_threshold = mask_threshold
 
@@ -165,9 +265,9 @@ class OnnxBoxesPredictor:
     """
 
     def __init__(self, path: str | Path, mask_threshold: float = 0.5, num_threads: int | None = None,
-                 providers: Sequence[str] = ("CPUExecutionProvider",)):
+                 providers: Sequence[str] = ("CPUExecutionProvider",), runtime: str = "onnxruntime"):
         _open_exported_graph(self, path, "boxes", "not a given-boxes graph exported by `refinemask export --given-boxes`",
-                             num_threads, providers)
+                             num_threads, providers, runtime)
         self.num_classes = int(self.config["num_classes"])
         self.mask_threshold = mask_threshold
 

@@ -113,6 +113,7 @@ class RefineMaskRCNN(GeneralizedRCNN):
             bar_stage_weights=head_setting(cfg, "bar_stage_weights"),
             boundary_width=cfg.boundary_width,
             semantic_loss_weight=cfg.semantic_loss_weight,
+            mask_loss_to_features=cfg.mask_loss_to_features,
             box_min_size=cfg.box_min_size,
         )
         if cfg.mask_head in ("refinemask", "simple_refinemask"):

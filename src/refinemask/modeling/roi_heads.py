@@ -105,6 +105,9 @@ class MaskRoIHeads(RoIHeads):
         bar_stage_weights, boundary_width: the BAR loss settings (docs/design.md §4.1, §4.4).
         semantic_loss_weight: weight of ``loss_semantic`` (RefineMaskHead only; the
             faster-better head has no semantic logits, so its loss dict has no such entry).
+        mask_loss_to_features: the mask losses' gradients reach the features (FPN, backbone),
+            as officially; False detaches the features the mask branch reads in training, so
+            only the RPN and box losses train them (a study option: docs/benchmarks.md).
         box_min_size: detections narrower or shorter than this are dropped (torchvision's
             1e-2); 0 keeps them all, as mmdetection v2.3 does (set for converted models).
     """
@@ -119,6 +122,7 @@ class MaskRoIHeads(RoIHeads):
         bar_stage_weights=(0.25, 0.5, 0.75, 1.0),
         boundary_width: int = 2,
         semantic_loss_weight: float = 1.0,
+        mask_loss_to_features: bool = True,
         box_min_size: float = 1e-2,
         **kwargs,
     ):
@@ -131,6 +135,7 @@ class MaskRoIHeads(RoIHeads):
         self.bar_stage_weights = tuple(bar_stage_weights)
         self.boundary_width = boundary_width
         self.semantic_loss_weight = semantic_loss_weight
+        self.mask_loss_to_features = mask_loss_to_features
         self.box_min_size = box_min_size
 
     @property
@@ -232,6 +237,9 @@ class MaskRoIHeads(RoIHeads):
         return positive[torch.randperm(positive.numel(), device=positive.device)[:cap]]
 
     def mask_loss(self, features, boxes, labels, gt_index, targets, image_shapes) -> dict[str, torch.Tensor]:
+        if not self.mask_loss_to_features:
+            # the mask head still learns; the shared features see only the box and RPN losses
+            features = {name: level.detach() for name, level in features.items()}
         rois = boxes_to_rois(boxes).to(features["0"].device)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
         pooled = self.mask_roi_pool.pool_rois(features, rois)
