@@ -59,8 +59,9 @@ def run_case(megapixels: float, detections: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     import refinemask
     from refinemask import build_model
-    from refinemask.engine.predict import Predictor, draw_overlay
+    from refinemask.engine.predict import Predictor
     from refinemask.evaluation import predictions_to_coco_results
+    from refinemask.overlay import draw_overlay
 
     torch.manual_seed(0)
     model = build_model(

@@ -16,9 +16,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = "refinemask"
 # the library: what a user imports to build, train, evaluate, convert and export models
 LIBRARY = ("modeling", "data", "engine", "evaluation", "convert", "export", "config", "errors", "jsonfile",
-           "model_files", "tensor_files", "typed_sections")
+           "model_files", "overlay", "tensor_files", "typed_sections")
 # the apps on top of it
-APPS = ("demo", "demo_report", "serve", "cli", "commands")
+APPS = ("demo", "demo_report", "predict_files", "serve", "cli", "commands")
 
 
 def module_files(src: Path = SRC) -> dict[str, Path]:

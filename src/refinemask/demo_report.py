@@ -85,35 +85,28 @@ def _thinness(mask: np.ndarray) -> float:
     return float(edge.sum()) / max(1.0, float(mask.sum()))
 
 
-def _overlay(image: np.ndarray, masks, colour=(255, 60, 60)) -> np.ndarray:
-    """``image`` (H, W, 3) with ``masks`` (bool (N, H, W) or MaskWindows) tinted and outlined."""
+def mask_panel(image, labels, masks) -> np.ndarray:
+    """uint8 (H, W, 3): ``image`` (float (3, H, W) in [0, 1]) with ``masks`` (bool (N, H, W) or
+    MaskWindows) of ``labels`` (N,) drawn by the overlay drawer of ``refinemask predict``.
+
+    At the image's own size (the report zooms on its own) and without boxes or tags: the
+    comparison is of the masks, and their outline over a dark halo shows where each boundary is.
+    """
     import torch
 
-    from refinemask.modeling.box_masks import window_masks
+    from refinemask.overlay import draw_overlay
 
-    out = image.astype(np.float32).copy()
-    height, width = image.shape[:2]
-    windows = window_masks(torch.as_tensor(masks) if isinstance(masks, np.ndarray) else masks)
-    for (top, left), window in zip(windows.origins, windows.masks):
-        # the window and one pixel around it: the outline's neighbours, clipped to the image
-        y0, x0 = max(top - 1, 0), max(left - 1, 0)
-        y1, x1 = min(top + window.shape[0] + 1, height), min(left + window.shape[1] + 1, width)
-        m = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        m[top - y0 : top - y0 + window.shape[0], left - x0 : left - x0 + window.shape[1]] = window.numpy()
-        region = out[y0:y1, x0:x1]
-        region[m] = 0.45 * region[m] + 0.55 * np.array(colour, np.float32)
-        # outline, so that boundary errors are visible
-        inner = np.zeros_like(m)
-        inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
-        region[m & ~inner] = (255, 255, 255)
-    return out.clip(0, 255).astype(np.uint8)
+    drawn = draw_overlay(image, {"labels": torch.as_tensor(labels), "masks": masks}, (), min_side=0, labels=False)
+    return drawn.permute(1, 2, 0).numpy()
 
 
 def comparison_picture(runs: dict[str, Path], dataset, path: Path, num_images: int = 4, zoom: int = 3,
                        score_thresh: float = 0.5) -> Path | None:
     """Rows of [ground truth | model A | model B], each followed by a zoom on the thinnest object."""
-    from refinemask.model_files import load_model
+    import torch
+
     from refinemask.engine.inference import detect
+    from refinemask.model_files import load_model
 
     if not runs:
         return None
@@ -130,17 +123,16 @@ def comparison_picture(runs: dict[str, Path], dataset, path: Path, num_images: i
     rows = []
     for _, index, obj in scored[:num_images]:
         image, target = dataset[index]
-        rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        image_h, image_w = image.shape[-2:]
         gt = np.asarray(target["masks"]).astype(bool)
         ys, xs = np.nonzero(gt[obj])
         pad = 6
-        box = (max(0, xs.min() - pad), max(0, ys.min() - pad), min(rgb.shape[1], xs.max() + pad + 1), min(rgb.shape[0], ys.max() + pad + 1))
-        panels = [("ground truth", _overlay(rgb, gt, (60, 200, 60)))]
+        box = (max(0, xs.min() - pad), max(0, ys.min() - pad), min(image_w, xs.max() + pad + 1), min(image_h, ys.max() + pad + 1))
+        panels = [("ground truth", mask_panel(image, target["labels"], torch.from_numpy(gt)))]
         for name, model in models.items():
             out = detect(model, [image], mask_output="box")[0]
             keep = out["scores"] >= score_thresh
-            pred = out["masks"][keep].binarize(0.5)
-            panels.append((name, _overlay(rgb, pred)))
+            panels.append((name, mask_panel(image, out["labels"][keep], out["masks"][keep].binarize(0.5))))
         tiles = []
         for title, panel in panels:
             full = Image.fromarray(panel)

@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from refinemask.engine.predict import Predictor, draw_overlay
+from refinemask.engine.predict import Predictor
 from refinemask.errors import RefineMaskError
 from refinemask.evaluation import predictions_to_coco_results
 from refinemask.evaluation.coco import encode_mask_windows, encode_masks
 from refinemask.modeling.box_masks import BoxMasks, MaskWindows
 from refinemask.modeling.ops import paste_masks
+from refinemask.overlay import draw_overlay
 from tests.tiny_models import as_tensor, confident_tiny_model, smooth_image
 
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from refinemask.engine.predict import mask_edges
+from refinemask.overlay import mask_edges
 from refinemask.serve import make_server
 from tests.serve.running import Running
 

@@ -85,8 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from refinemask.engine.predict import Predictor, predict_files
+    from refinemask.engine.predict import Predictor
     from refinemask.errors import RefineMaskError
+    from refinemask.predict_files import predict_files
 
     if not 0.0 <= args.score_thresh <= 1.0:
         raise RefineMaskError(f"--score-thresh must be between 0 and 1, got {args.score_thresh}")

@@ -2,7 +2,9 @@
 
 * :mod:`.train`: the training loop (``refinemask train``), :func:`~.train.train`;
 * :mod:`.evaluate`: run a model over a dataset and score it (``refinemask eval CONFIG``);
-* :mod:`.predict`: :class:`~.predict.Predictor` and ``refinemask predict``;
+* :mod:`.predict`: :class:`~.predict.Predictor`, a model ready to segment images (the loop of
+  ``refinemask predict`` over files is :mod:`refinemask.predict_files`, the overlays
+  :mod:`refinemask.overlay`);
 * :mod:`.training_checkpoints`: what a run writes to resume exactly (with RNG states);
 * :mod:`.init_weights`: starting a run from another model's weights (``train.init_weights``);
 * :mod:`.data`: datasets and the deterministic training sample stream;

@@ -59,10 +59,10 @@ def read_box_results(path: str | Path, need_categories: bool = True) -> list[dic
 
 def _ids_of_files(files: Sequence[Path], annotations: str | Path | None) -> tuple[list[int], str]:
     """The image id of each input file, and how they were found (for error messages)."""
-    from refinemask.engine.predict import _image_ids
+    from refinemask.data.image_files import image_ids
 
     if annotations is not None:
-        return _image_ids(files, annotations), f"ids from {annotations}"
+        return image_ids(files, annotations), f"ids from {annotations}"
     if all(path.stem.isdigit() for path in files):
         return [int(path.stem) for path in files], "ids from the numbers in the file names"
     return list(range(1, len(files) + 1)), "ids 1..N in the input order"
@@ -130,7 +130,8 @@ def segment_box_results(
     from tqdm import tqdm
 
     from refinemask.data.images import load_image
-    from refinemask.engine.predict import collect_images, draw_overlay, overlay_path
+    from refinemask.data.image_files import collect_images
+    from refinemask.overlay import draw_overlay, overlay_path
     from refinemask.evaluation import predictions_to_coco_results
 
     files = collect_images(inputs)

@@ -123,7 +123,7 @@ def encode_prediction(
     coarse=True, masks="box")``, which keeps a large upload's memory to its boxes).
     """
     from refinemask.data.categories import label_name
-    from refinemask.engine.predict import PALETTE
+    from refinemask.overlay import PALETTE
     from refinemask.modeling.box_masks import window_masks
 
     height, width = prediction["masks"].shape[-2:]

@@ -1,9 +1,11 @@
 """Prediction overlays: small images enlarged, every mask filled and outlined, labels on tags."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from refinemask.engine.predict import HALO, PALETTE, draw_overlay, mask_edges, overlay_scale
+from refinemask.overlay import HALO, PALETTE, draw_overlay, mask_edges, overlay_path, overlay_scale
 
 GREY = 128
 
@@ -86,16 +88,7 @@ def test_dense_overlays_leave_out_boxes_and_tags_and_can_draw_outlines_only():
     assert torch.equal(drawn[:, 8 * s, 20 * s], colour)  # outlined
 
 
-def test_predict_skips_an_empty_folder_among_several_inputs(tmp_path, caplog):
-    import pytest
-
-    from refinemask.engine.predict import collect_images
-    from refinemask.errors import RefineMaskError
-
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "a.png").write_bytes(b"")
-    assert collect_images([tmp_path / "empty", tmp_path / "full"]) == [tmp_path / "full" / "a.png"]
-    assert f"skipped {tmp_path / 'empty'}: no image file" in caplog.text
-    with pytest.raises(RefineMaskError, match="no image file .* in folder"):
-        collect_images([tmp_path / "empty"])
+def test_an_overlay_takes_the_next_free_name_when_two_inputs_share_a_stem(tmp_path):
+    used: set[str] = set()
+    names = [overlay_path(tmp_path, Path(p), used).name for p in ("a/x.jpg", "b/x.png", "x.tif", "y.jpg")]
+    assert names == ["x.png", "x_2.png", "x_3.png", "y.png"]
