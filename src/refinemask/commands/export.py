@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
         check_export,
         check_export_at_threshold,
         describe_export,
-        example_image,
         export_mask_head_onnx,
         export_onnx,
+        model_example_image,
         threshold_keeping,
     )
     from refinemask.model_files import load_model
@@ -131,8 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verify:
         check = check_export(model, out, list(args.verify))
     else:
-        short = int(model.config.min_size[-1])
-        example = example_image(short, round(short * 4 / 3))
+        example = model_example_image(model)
         check = check_export(model, out, [example])
         if check.num_matched == 0:
             threshold = threshold_keeping(model, example)
@@ -161,14 +160,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export_given_boxes(args: argparse.Namespace, model, out: Path, opset: int) -> int:
-    from refinemask.export import check_boxes_export, describe_export, example_image, export_boxes_onnx
+    from refinemask.export import check_boxes_export, describe_export, export_boxes_onnx, model_example_image
 
     export_boxes_onnx(model, out, opset=opset)
     print(f"wrote {describe_export(out)}")
     if args.no_verify:
         return 0
-    short = int(model.config.min_size[-1])
-    images = list(args.verify) if args.verify else [example_image(short, round(short * 4 / 3))]
+    images = list(args.verify) if args.verify else [model_example_image(model)]
     min_iou, score_diff = check_boxes_export(model, out, images)
     print(f"onnxruntime vs PyTorch on {len(images)} image(s), 3 boxes each: mask IoU >= {min_iou:.4f}, scores within {score_diff:.2g}")
     if min_iou < 0.99 or score_diff > 1e-3:

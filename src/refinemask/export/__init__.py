@@ -44,9 +44,11 @@ from refinemask.export.onnx import (
     DEFAULT_OPSET,
     describe_export,
     example_image,
+    example_image_size,
     export_boxes_onnx,
     export_mask_head_onnx,
     export_onnx,
+    model_example_image,
 )
 from refinemask.export.runtime import OnnxBoxesPredictor, OnnxPredictor
 from refinemask.export.timing import OnnxTiming, onnx_inference_time
@@ -65,10 +67,12 @@ __all__ = [
     "check_export_at_threshold",
     "describe_export",
     "example_image",
+    "example_image_size",
     "export_boxes_onnx",
     "export_mask_head_onnx",
     "export_onnx",
     "match_detections",
+    "model_example_image",
     "onnx_inference_time",
     "paste_masks_numpy",
     "preprocess",
