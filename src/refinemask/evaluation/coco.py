@@ -94,9 +94,9 @@ def predictions_to_coco_results(
         raise ValueError(f"got {len(outputs)} outputs for {len(image_ids)} image ids")
     results: list[dict] = []
     for output, image_id in zip(outputs, image_ids):
-        boxes = _to_numpy(output["boxes"]).astype(np.float64).reshape(-1, 4)
-        labels = _to_numpy(output["labels"]).reshape(-1)
-        scores = _to_numpy(output["scores"]).astype(np.float64).reshape(-1)
+        boxes = to_numpy(output["boxes"]).astype(np.float64).reshape(-1, 4)
+        labels = to_numpy(output["labels"]).reshape(-1)
+        scores = to_numpy(output["scores"]).astype(np.float64).reshape(-1)
         if not len(boxes) == len(labels) == len(scores):
             raise ValueError(
                 f"image {image_id}: {len(boxes)} boxes, {len(labels)} labels and "
@@ -251,7 +251,7 @@ def evaluate_coco(
     """
     coco_gt = load_coco_ground_truth(gt)
     result_list = load_coco_results(results)
-    return _evaluate(
+    return score_checked_results(
         coco_gt,
         result_list,
         iou_types=iou_types,
@@ -259,8 +259,8 @@ def evaluate_coco(
         lvis_style=lvis_style,
         image_ids=image_ids,
         verbose=verbose,
-        results_name=_describe(results, "results"),
-        gt_name=_describe(gt, "the ground truth"),
+        results_name=describe_source(results, "results"),
+        gt_name=describe_source(gt, "the ground truth"),
     )
 
 
@@ -376,7 +376,7 @@ def mask_ground_truth(coco_gt: COCO) -> COCO:
 
 def load_coco_results(results: str | os.PathLike | Sequence[dict]) -> list[dict]:
     """A list of COCO result dicts from a json path or a list; checks each entry's keys."""
-    name = _describe(results, "results")
+    name = describe_source(results, "results")
     if isinstance(results, (str, os.PathLike)):
         results = read_json(results, "results file")
     if isinstance(results, dict) and "annotations" in results:
@@ -401,7 +401,7 @@ def load_coco_results(results: str | os.PathLike | Sequence[dict]) -> list[dict]
     return list(results)
 
 
-def _evaluate(
+def score_checked_results(
     coco_gt: COCO,
     results: list[dict],
     *,
@@ -557,13 +557,15 @@ def _check_lvis_ground_truth(coco_gt: COCO, gt_name: str) -> None:
             )
 
 
-def _to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
+    """A numpy array from a tensor (on any device) or anything ``np.asarray`` takes."""
     if hasattr(x, "detach"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
 
-def _describe(source: Any, default: str) -> str:
+def describe_source(source: Any, default: str) -> str:
+    """How error messages name ``source``: its path when it is one, else ``default``."""
     return str(source) if isinstance(source, (str, os.PathLike)) else default
 
 
