@@ -47,8 +47,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 PRECISIONS = ("none", "fp16", "bf16")
 PRECISION_NAMES = {"none": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
@@ -268,25 +266,19 @@ def train_precision(amp: str, sizes: Sizes, out: Path, device: torch.device) -> 
 # --- 2. inference speed and memory -------------------------------------------------------------
 
 
-def mask_heads() -> tuple[list[str], str | None]:
-    """The mask heads to measure (RefineMask, any further head, Mask R-CNN) and a note if the
-    faster-better head is not in this version."""
+def mask_heads() -> list[str]:
+    """The mask heads to measure: every one the library builds (RefineMask, the faster-better
+    head, Mask R-CNN)."""
     try:
         from refinemask.modeling.detector import MASK_HEADS
     except ImportError:  # a package is missing: the parts that build models say which, and are skipped
-        return ["refinemask", "maskrcnn"], None
-
-    others = [h for h in MASK_HEADS if h not in ("refinemask", "maskrcnn")]
-    note = None
-    if not others:
-        note = (f"the faster-better head is not in this version (mask_head options: {', '.join(MASK_HEADS)}); "
-                "its rows are skipped")
-    return ["refinemask", *others, "maskrcnn"], note
+        return ["refinemask", "simple_refinemask", "maskrcnn"]
+    return list(MASK_HEADS)
 
 
 def build_head_model(head: str, sizes: Sizes, device: torch.device, detections: int):
     from refinemask import build_model
-    from speed import model_options
+    from common import model_options
 
     options = model_options(sizes.backbone, detections, sizes.height, sizes.width)
     if sizes.tiny:  # few RoIs: the dry run checks the code, not the speed
@@ -326,7 +318,7 @@ def coco_batch(sizes: Sizes, device: torch.device):
     import numpy as np
     from pycocotools import mask as mask_utils
 
-    from pipeline import scene_polygons
+    from common import scene_polygons
 
     rng = np.random.default_rng(5)
     images, targets = [], []
@@ -352,7 +344,7 @@ def add_positive_proposals(model, count: int) -> None:
     A trained RPN proposes many boxes around each object; random weights do not, and the
     sampler would find only the GT boxes themselves as positives.
     """
-    from pipeline import positive_rois
+    from common import positive_rois
 
     def hook(module, args):
         features, proposals, image_shapes, targets = args
@@ -363,10 +355,12 @@ def add_positive_proposals(model, count: int) -> None:
 
 
 def count_mask_rois(model, into: list[int]) -> None:
-    """Record how many RoIs train the mask head per step (when the RoI heads have ``mask_loss``)."""
+    """Record how many RoIs train the mask head per step (the boxes ``mask_loss`` is given).
+
+    This wraps the method: the RoI heads offer no count of their own, and no module whose
+    forward sees exactly these RoIs in every head.
+    """
     roi_heads = model.roi_heads
-    if not hasattr(roi_heads, "mask_loss"):
-        return
     original = roi_heads.mask_loss
 
     def counting(features, boxes, *args, **kwargs):
@@ -565,11 +559,11 @@ def main(argv=None) -> int:
     sizes = Sizes(args.tiny, args.iters)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    heads, note = mask_heads()
+    heads = mask_heads()
     report = {
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'cpu'})",
         "torch": torch.__version__, "cuda": torch.version.cuda, "tiny": args.tiny,
-        "notes": [note] if note else [], "rows": [],
+        "notes": [], "rows": [],
     }
     if device.type == "cpu":
         report["notes"].append("dry run on the CPU: figures say nothing about a GPU")

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from transfer import ROWS, make_transfer_set, run  # noqa: E402
+from common import ROWS, make_transfer_set, run
 
 
 def to_faint_16_bit(images: Path, top: int = 235) -> None:

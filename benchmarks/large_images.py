@@ -128,8 +128,7 @@ def main(argv=None) -> int:
     train_json, val_json = data / "train.json", data / "val.json"
     run_dir = out / "crop_trained"
     if not (run_dir / "model_final.safetensors").is_file():
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from transfer import run
+        from common import run
 
         started = time.perf_counter()
         run("quickstart_refinemask", run_dir, [

@@ -33,33 +33,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common import positive_rois, scene_polygons
+
 STAGE_SIZES = (14, 28, 56, 112)
 
 # Per-image steps are timed in this process's CPU time by default: on a shared machine it is
 # inflated far less than wall time, and it is what a dedicated core would take (``--clock wall``
 # for wall time). The DataLoader's throughput is wall time by nature.
 CLOCK = time.process_time
-
-
-def star_polygon(rng: np.random.Generator, cx: float, cy: float, radius: float, vertices: int) -> np.ndarray:
-    """A flat [x0, y0, ...] star-shaped polygon around (cx, cy): radius varying by angle."""
-    angles = np.sort(rng.uniform(0, 2 * np.pi, vertices))
-    radii = radius * rng.uniform(0.35, 1.0, vertices)
-    return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1).reshape(-1)
-
-
-def scene_polygons(rng: np.random.Generator, height: int, width: int, instances: int) -> list[list[np.ndarray]]:
-    """Per instance a list of polygons (one, or two parts for a quarter of them), inside the image."""
-    out = []
-    for _ in range(instances):
-        radius = float(rng.uniform(min(12, min(height, width) / 4), min(200, min(height, width) / 2 - 1)))
-        cx = float(rng.uniform(radius, width - radius))
-        cy = float(rng.uniform(radius, height - radius))
-        parts = [star_polygon(rng, cx, cy, radius, int(rng.integers(12, 61)))]
-        if rng.random() < 0.25:
-            parts.append(star_polygon(rng, cx + radius * 0.5, cy, radius * 0.4, int(rng.integers(12, 31))))
-        out.append([np.clip(p, 0, [width, height] * (len(p) // 2)) for p in parts])
-    return out
 
 
 def write_dataset(root: Path, images: int, height: int, width: int, instances: int, seed: int = 0) -> tuple[Path, Path]:
@@ -90,27 +71,6 @@ def write_dataset(root: Path, images: int, height: int, width: int, instances: i
     ann = root / "train.json"
     ann.write_text(json.dumps(coco))
     return ann, image_dir
-
-
-def positive_rois(boxes: torch.Tensor, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` jittered copies of the GT ``boxes`` (G, 4), each at IoU ≥ 0.5 with its GT.
-
-    Returns (count, 4) boxes and (count,) their GT index, the shape of the sampler's positives.
-    """
-    from torchvision.ops import box_iou
-
-    g = torch.Generator().manual_seed(seed)
-    gt_index = torch.arange(count) % boxes.shape[0]
-    base = boxes[gt_index]
-    wh = (base[:, 2:] - base[:, :2]).repeat(1, 2)
-    out = base.clone()
-    todo = torch.ones(count, dtype=torch.bool)
-    while todo.any():
-        jitter = (torch.rand(int(todo.sum()), 4, generator=g) - 0.5) * 0.3 * wh[todo]
-        out[todo] = base[todo] + jitter
-        iou = box_iou(out, base).diagonal()
-        todo = iou < 0.5
-    return out, gt_index
 
 
 def load_seconds(samples, keys: list[tuple[int, int]]) -> list[float]:
@@ -178,8 +138,7 @@ def target_seconds(targets: list[dict], positives: int, sizes=STAGE_SIZES, refer
 
     functions = {"mask": stage_mask_targets, "rasterise": rasterise_only}
     if reference:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.modeling.targets_reference import stage_mask_targets_reference
+        from refinemask.modeling.targets_reference import stage_mask_targets_reference
 
         functions["reference"] = stage_mask_targets_reference
     times: dict[str, list[float]] = {name: [] for name in [*functions, "semantic"]}
@@ -208,7 +167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     parser.add_argument("--no-loader", action="store_true", help="skip the multi-worker DataLoader run")
     parser.add_argument("--reference", action="store_true",
-                        help="also time the one-RoI-at-a-time targets (tests/modeling/targets_reference.py)")
+                        help="also time the one-RoI-at-a-time targets (refinemask/modeling/targets_reference.py)")
     parser.add_argument("--data", help="reuse (or create) the generated data set here")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                         help="time per-image steps in CPU time of this process (default) or wall time")

@@ -38,6 +38,8 @@ import time
 
 import torch
 
+from common import model_options
+
 
 # --mask-heads name -> build_model settings of the RefineMask-family head compared with Mask R-CNN
 MASK_HEADS = {
@@ -51,20 +53,6 @@ MASK_HEADS = {
     "refinemask_narrow": {"mask_head": "refinemask", "mask_instance_channels": 128, "mask_semantic_channels": 64},
     "simple_refinemask_narrow": {"mask_head": "simple_refinemask", "mask_instance_channels": 128, "mask_semantic_channels": 64},
 }
-
-
-def model_options(backbone: str, detections: int, min_size: int, max_size: int, mask_positives: int = 0,
-                  box_rois: int = 512) -> dict:
-    """``build_model`` settings for a fixed number of detections (no score threshold, no NMS).
-
-    ``box_rois`` is the number of proposals sampled per image to train the box head (512 in
-    every official config); only a training step sees it.
-    """
-    return dict(
-        num_classes=80, backbone=backbone, min_size=[min_size], max_size=max_size, box_score_thresh=0.0,
-        detections_per_img=detections, box_nms_thresh=1.0, mask_positives_per_image=mask_positives,
-        box_batch_size_per_image=box_rois,
-    )
 
 
 def build_pair(backbone: str, detections: int, min_size: int, max_size: int, device: str = "cpu",

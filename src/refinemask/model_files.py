@@ -54,8 +54,7 @@ def save_weights(
     metadata = {
         "format": FORMAT,
         "config": json.dumps(config),
-        "label_to_category": json.dumps({str(k): int(v) for k, v in labels.items()}),
-        "category_names": json.dumps(list(names)),
+        **category_metadata(labels, names),
         **(extra or {}),
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -133,6 +132,15 @@ def is_torch_file(path: Path) -> bool:
         return True
     with open(path, "rb") as handle:
         return handle.read(1) == b"\x80"  # the pickle protocol opcode
+
+
+def category_metadata(label_to_category: dict[int, int], category_names) -> dict[str, str]:
+    """The label map and class names as the metadata strings of a weights or ONNX file; read
+    back by :func:`metadata_categories`."""
+    return {
+        "label_to_category": json.dumps({str(k): int(v) for k, v in label_to_category.items()}),
+        "category_names": json.dumps(list(category_names)),
+    }
 
 
 def metadata_categories(meta: dict) -> dict:

@@ -67,6 +67,19 @@ def test_16_bit_images_using_their_range_are_not_reported(tmp_path):
     assert scan.ranges == {1: (0, 40000, 65535)} and scan.range_note() is None
 
 
+def test_32_bit_images_are_measured_against_the_white_point_the_loader_uses(tmp_path):
+    from refinemask.data.images import as_rgb_array
+
+    data = tiny_set(tmp_path)
+    data["images"][0]["file_name"] = "wide.tif"
+    values = np.linspace(0, 100_000, 256).astype(np.int32).reshape(16, 16)
+    Image.fromarray(values).save(tmp_path / "wide.tif")  # mode I, values beyond 16 bits
+    scan = scan_image_files(data, tmp_path)
+    # the loader stretches 0..peak to black..white, so the note must not call this a faint image
+    assert scan.ranges == {1: (0, 100_000, 100_000)} and scan.range_note() is None
+    assert float(as_rgb_array(tmp_path / "wide.tif", scaling="full").max()) == 1.0
+
+
 def faint_16_bit_set(root):
     data = tiny_set(root)
     for image in data["images"]:

@@ -246,3 +246,50 @@ def test_a_pycocotools_ground_truth_object_is_accepted(tmp_path):
     path.write_text(json.dumps(data))
     loaded = load_coco_ground_truth(PyCOCO(str(path)))
     assert loaded.getImgIds() == [1]
+
+
+# --- Boundary AP at half-pixel band widths ----------------------------------------------------
+
+
+def _official_band(mask: np.ndarray, width: int) -> np.ndarray:
+    """The Boundary IoU paper's band: the mask less its erosion by ``width`` steps of a 3x3
+    square, with nothing outside the image (what boundary-iou-api does with OpenCV)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    padded = np.pad(mask, width)
+    eroded = sliding_window_view(padded, (2 * width + 1, 2 * width + 1)).min(axis=(2, 3))
+    return (mask - eroded).astype(bool)
+
+
+def test_the_band_width_rounds_half_to_even_as_the_official_code():
+    from refinemask.evaluation.coco import boundary_band_width
+
+    assert boundary_band_width(225, 300, 0.02) == 8  # 7.5
+    assert boundary_band_width(105, 140, 0.02) == 4  # 3.5
+    assert boundary_band_width(75, 100, 0.02) == 2  # 2.5
+    assert boundary_band_width(128, 128, 0.008) == 1  # 1.448
+    assert boundary_band_width(10, 10, 0.02) == 1  # 0.28, at least one pixel
+
+
+def test_boundary_ap_uses_the_official_8_px_band_at_225x300():
+    # 0.02 x 375 = 7.5: the official band is 8 px; faster-coco-eval alone makes it 7 px. A
+    # 6-px shift of a 160x210 box has boundary IoU 0.51 with 8 px and 0.46 with 7 px.
+    height, width = 225, 300
+    truth, shifted = rectangle(height, width, 40, 50, 160, 210), rectangle(height, width, 40, 56, 160, 210)
+
+    def band_iou(band_width):
+        a, b = _official_band(truth, band_width), _official_band(shifted, band_width)
+        return (a & b).sum() / (a | b).sum()
+
+    assert band_iou(8) >= 0.5 > band_iou(7)  # the scene separates the two widths
+    gt = {
+        "images": [{"id": 1, "height": height, "width": width}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": encode_masks(truth[None])[0],
+             "area": float(truth.sum()), "bbox": [50.0, 40.0, 210.0, 160.0], "iscrowd": 0}
+        ],
+    }
+    results = [{"image_id": 1, "category_id": 1, "score": 0.9, "bbox": [56.0, 40.0, 210.0, 160.0],
+                "segmentation": encode_masks(shifted[None])[0]}]
+    assert evaluate_coco(gt, results, ("boundary",))["boundary"]["AP50"] == 1.0

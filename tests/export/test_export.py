@@ -1,6 +1,8 @@
 """ONNX export: the exported detector and head run in onnxruntime and agree with PyTorch."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,8 @@ from refinemask.export import (
     OnnxPredictor,
     check_export,
     example_image,
+    example_image_size,
+    model_example_image,
     export_mask_head_onnx,
     export_onnx,
     onnx_inference_time,
@@ -329,8 +333,7 @@ def test_export_command_writes_a_model_that_onnxruntime_runs(tmp_path, capsys):
 
 def _threshold_above_every_detection_of_the_example(model) -> float:
     """A box score threshold at which ``model`` finds nothing on the command's example image."""
-    short = int(model.config.min_size[-1])
-    scores = Predictor(model)(as_tensor(example_image(short, round(short * 4 / 3))))["scores"]
+    scores = Predictor(model)(as_tensor(model_example_image(model)))["scores"]
     threshold = round(float(scores.max()) + 0.01, 3)
     assert threshold < 1.0
     return threshold
@@ -400,3 +403,10 @@ def test_onnx_inference_time_measures_the_whole_and_the_graph(onnx_predictor):
     timing = onnx_inference_time(onnx_predictor, [smooth_image(120, 160, seed=0)], warmup=0, repeats=1)
     assert 0 < timing.graph_seconds_per_image and 0 < timing.seconds_per_image
     assert timing.num_images == 1 and timing.providers == ["CPUExecutionProvider"]
+
+
+def test_the_example_image_size_keeps_within_max_size():
+    # 4:3 of a 96 short side is 128; a max_size of 120 must clamp it, or the model's resize
+    # would shrink the example and the check would run at another size than the trace
+    assert example_image_size(SimpleNamespace(min_size=(96,), max_size=120)) == (96, 120)
+    assert example_image_size(SimpleNamespace(min_size=(64, 96), max_size=1333)) == (96, 128)

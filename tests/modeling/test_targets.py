@@ -10,7 +10,7 @@ from refinemask.modeling.targets import (
     semantic_target,
     stage_mask_targets,
 )
-from tests.modeling.targets_reference import rasterize_one_roi_at_a_time, stage_mask_targets_reference
+from refinemask.modeling.targets_reference import rasterize_one_roi_at_a_time, stage_mask_targets_reference
 
 
 def test_a_polygon_filling_its_box_rasterises_to_a_full_target():

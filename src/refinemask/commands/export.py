@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
     calibration = []
     if args.quantize is not None:
-        from refinemask.engine.predict import collect_images
+        from refinemask.data.image_files import collect_images
 
         calibration = collect_images(args.calibration) if args.calibration else []  # fails before the export
         fp32 = out.with_name(out.stem + ".fp32.onnx")
@@ -193,13 +193,12 @@ def _quantize(args: argparse.Namespace, fp32: Path, out: Path, calibration: list
 
 def _check_fp32(args: argparse.Namespace, model, out: Path, opset: int) -> int:
     """The exported graph against PyTorch, in ``args.runtime``: 0 when they agree."""
-    from refinemask.export import check_export, check_export_at_threshold, example_image, threshold_keeping
+    from refinemask.export import check_export, check_export_at_threshold, model_example_image, threshold_keeping
 
     if args.verify:
         check = check_export(model, out, list(args.verify), runtime=args.runtime)
     else:
-        short = int(model.config.min_size[-1])
-        example = example_image(short, round(short * 4 / 3))
+        example = model_example_image(model)
         check = check_export(model, out, [example], runtime=args.runtime)
         if check.num_matched == 0:
             threshold = threshold_keeping(model, example)
@@ -228,14 +227,13 @@ def _check_fp32(args: argparse.Namespace, model, out: Path, opset: int) -> int:
 
 
 def _export_given_boxes(args: argparse.Namespace, model, out: Path, opset: int) -> int:
-    from refinemask.export import check_boxes_export, describe_export, example_image, export_boxes_onnx
+    from refinemask.export import check_boxes_export, describe_export, export_boxes_onnx, model_example_image
 
     export_boxes_onnx(model, out, opset=opset)
     print(f"wrote {describe_export(out)}")
     if args.no_verify:
         return 0
-    short = int(model.config.min_size[-1])
-    images = list(args.verify) if args.verify else [example_image(short, round(short * 4 / 3))]
+    images = list(args.verify) if args.verify else [model_example_image(model)]
     min_iou, score_diff = check_boxes_export(model, out, images)
     print(f"onnxruntime vs PyTorch on {len(images)} image(s), 3 boxes each: mask IoU >= {min_iou:.4f}, scores within {score_diff:.2g}")
     if min_iou < 0.99 or score_diff > 1e-3:

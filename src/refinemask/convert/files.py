@@ -22,9 +22,9 @@ from refinemask.convert.mmdet import (
     DATASET_SETTINGS,
     DATASETS,
     OfficialModel,
-    _categories,
     inspect_official,
     model_config,
+    official_categories,
     official_to_refinemask,
 )
 from refinemask.errors import RefineMaskError
@@ -105,7 +105,7 @@ def convert_checkpoint(
         official = dataclasses.replace(official, dataset=dataset)
     converted = official_to_refinemask(state, official.num_classes, str(source))
     config = model_config(official)
-    labels, names = _categories(official, official.dataset, meta, categories)
+    labels, names = official_categories(official, official.dataset, meta, categories)
 
     model = build_model_from_config(config)
     load_state_checked(model, converted, str(source))  # strict: every tensor has its place

@@ -267,7 +267,9 @@ def categories_from_annotations(path: str | Path, num_classes: int) -> tuple[dic
     return labels, names
 
 
-def _categories(official: OfficialModel, dataset: str, meta: dict, annotations: str | Path | None):
+def official_categories(official: OfficialModel, dataset: str, meta: dict, annotations: str | Path | None):
+    """(label → category id, names) of an official checkpoint: from ``annotations`` when given,
+    else the dataset's defaults named by the checkpoint's ``meta['CLASSES']`` where it has them."""
     if annotations is not None:
         return categories_from_annotations(annotations, official.num_classes)
     labels, names = default_categories(dataset, official.num_classes)

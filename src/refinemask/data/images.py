@@ -313,8 +313,17 @@ def _integer_to_unit(array: np.ndarray, scaling: str, percentiles: tuple[float, 
     """
     values = np.clip(array.astype(np.float64), 0.0, None)
     peak = float(values.max()) if values.size else 0.0
-    top = 65535.0 if peak <= 65535.0 else peak
-    return scale_high_bit(values, top, scaling, tuple(percentiles))
+    return scale_high_bit(values, integer_white_point(peak), scaling, tuple(percentiles))
+
+
+def integer_white_point(peak: float) -> float:
+    """The value that means white in an integer image of more than 8 bits whose largest value is
+    ``peak``: 65535 when the data fits 16 bits, else the peak itself.
+
+    The one rule for both the loader's ``full`` scaling and check-data's range note. 2^32 - 1
+    would turn real 32-bit data (say a 20-bit sensor) nearly black, so it is never used.
+    """
+    return 65535.0 if peak <= 65535.0 else peak
 
 
 def _file_to_array(

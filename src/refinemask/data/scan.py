@@ -50,9 +50,9 @@ class ScanResult:
         top = max(r[2] for r in self.ranges.values())
         if high >= SMALL_RANGE_FRACTION * top:
             return None
-        bits = "16-bit" if top == 65535 else "32-bit"
+        # only a set whose white point is 65535 gets here: above it the white point is the peak
         return (
-            f"{len(self.ranges)} of {self.num_images} images are {bits} and use values {low}-{high} of 0-{top} "
+            f"{len(self.ranges)} of {self.num_images} images are 16-bit and use values {low}-{high} of 0-{top} "
             f"({100 * high / top:.2g}% of the range)"
         )
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refinemask.data.images import DEFAULT_MAX_PIXELS, open_image, read_image_size
+from refinemask.data.images import DEFAULT_MAX_PIXELS, integer_white_point, open_image, read_image_size
 from refinemask.errors import RefineMaskError
 from refinemask.jsonfile import read_json
 
@@ -439,22 +439,20 @@ def map_image_files(
 
 
 def high_bit_range(image) -> ValueRange | None:
-    """(min, max, type's top value) of a decoded 16-bit or 32-bit integer PIL image, else None."""
+    """(min, max, white point) of a decoded 16-bit or 32-bit integer PIL image, else None.
+
+    The white point is the loader's (:func:`~refinemask.data.images.integer_white_point`), so
+    that the range note speaks of the range the model will see.
+    """
     import numpy as np
 
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        top = 65535
-    elif image.mode == "I":
-        top = None
-    else:
+    if image.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         return None
     values = np.asarray(image)
     if values.size == 0:
         return None
     low, high = int(values.min()), int(values.max())
-    if top is None:  # 32-bit integer images mostly hold 16-bit data (older Pillow's 16-bit PNGs)
-        top = 65535 if high <= 65535 else 2**32 - 1
-    return low, high, top
+    return low, high, int(integer_white_point(max(high, 0)))
 
 
 # the long side the bundled configs resize to (the official 1333 x 800)

@@ -36,10 +36,10 @@ from PIL import Image
 
 from refinemask.errors import RefineMaskError
 from refinemask.evaluation.coco import (
-    _to_numpy,
     binary_masks,
     load_coco_ground_truth,
     load_coco_results,
+    to_numpy,
 )
 
 GT_SUFFIX = "_gtFine_instanceIds.png"
@@ -235,8 +235,8 @@ def _write_image_predictions(
     lines = []
     if output is not None and output.get("masks") is not None:
         masks = binary_masks(output["masks"], mask_threshold)
-        labels = _to_numpy(output["labels"]).reshape(-1).tolist()
-        scores = _to_numpy(output["scores"]).reshape(-1).tolist()
+        labels = to_numpy(output["labels"]).reshape(-1).tolist()
+        scores = to_numpy(output["scores"]).reshape(-1).tolist()
         if not len(masks) == len(labels) == len(scores):
             raise ValueError(
                 f"{stem}: {len(masks)} masks, {len(labels)} labels, {len(scores)} scores"

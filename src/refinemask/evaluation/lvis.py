@@ -27,10 +27,10 @@ from faster_coco_eval import COCO
 from refinemask.errors import RefineMaskError
 from refinemask.evaluation.coco import (
     STANDARD_BOUNDARY_DILATION,
-    _describe,
-    _evaluate,
+    describe_source,
     load_coco_ground_truth,
     load_coco_results,
+    score_checked_results,
 )
 
 
@@ -55,7 +55,7 @@ def evaluate_lvis(
     Returns:
         ``{key: {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}}`` in [0, 1].
     """
-    return _evaluate(
+    return score_checked_results(
         load_coco_ground_truth(gt),
         load_coco_results(results),
         iou_types=iou_types,
@@ -63,8 +63,8 @@ def evaluate_lvis(
         lvis_style=True,
         image_ids=image_ids,
         verbose=verbose,
-        results_name=_describe(results, "results"),
-        gt_name=_describe(gt, "the LVIS ground truth"),
+        results_name=describe_source(results, "results"),
+        gt_name=describe_source(gt, "the LVIS ground truth"),
     )
 
 
@@ -103,8 +103,8 @@ def evaluate_ap_star(
     """
     coco_gt = load_coco_ground_truth(cocofied_lvis_gt)
     results = load_coco_results(coco_results)
-    gt_name = _describe(cocofied_lvis_gt, "the cocofied LVIS ground truth")
-    results_name = _describe(coco_results, "results")
+    gt_name = describe_source(cocofied_lvis_gt, "the cocofied LVIS ground truth")
+    results_name = describe_source(coco_results, "results")
     if results:
         gt_images = set(coco_gt.getImgIds())
         gt_categories = set(coco_gt.getCatIds())
@@ -120,7 +120,7 @@ def evaluate_ap_star(
                 f"{results_name}: no result has a category id of {gt_name}; AP* expects COCO "
                 "category ids in both (a cocofied file, not the raw LVIS one)"
             )
-    return _evaluate(
+    return score_checked_results(
         coco_gt,
         results,
         iou_types=iou_types,

@@ -47,9 +47,11 @@ from refinemask.export.onnx import (
     DEFAULT_OPSET,
     describe_export,
     example_image,
+    example_image_size,
     export_boxes_onnx,
     export_mask_head_onnx,
     export_onnx,
+    model_example_image,
 )
 from refinemask.export.quantize import QUANTIZE_MODES, fp32_nodes, quantize_dynamic_int8, quantize_static_int8
 from refinemask.export.runtime import OnnxBoxesPredictor, OnnxPredictor, available_cores, session_options
@@ -72,6 +74,7 @@ __all__ = [
     "compare_detections",
     "describe_export",
     "example_image",
+    "example_image_size",
     "export_boxes_onnx",
     "export_mask_head_onnx",
     "export_onnx",
@@ -81,6 +84,7 @@ __all__ = [
     "quantize_dynamic_int8",
     "quantize_static_int8",
     "match_detections",
+    "model_example_image",
     "onnx_inference_time",
     "paste_masks_numpy",
     "preprocess",

@@ -160,6 +160,35 @@ def example_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return resize_bilinear(small.transpose(2, 0, 1), (height, width)).transpose(1, 2, 0).copy()
 
 
+def example_image_size(config) -> tuple[int, int]:
+    """(height, width) of the image to trace and check ``config``'s model with: its test short
+    side by a 4:3 long side, clamped to ``max_size`` so that the model's resize leaves it as is."""
+    short = int(config.min_size[-1])
+    return short, min(int(config.max_size), round(short * 4 / 3))
+
+
+def model_example_image(model: nn.Module, seed: int = 0) -> np.ndarray:
+    """:func:`example_image` at :func:`example_image_size` of ``model.config``."""
+    return example_image(*example_image_size(model.config), seed=seed)
+
+
+def _model_metadata(model: nn.Module, graph: str, label_to_category=None, category_names=None) -> dict[str, str]:
+    """The metadata both whole-model graphs carry: what a runner needs to rebuild the
+    preprocessing and name the classes without the PyTorch model."""
+    from refinemask.config import to_dict
+    from refinemask.model_files import category_metadata, model_categories
+
+    own_labels, own_names = model_categories(model)
+    return {
+        "format": ONNX_FORMAT,
+        "graph": graph,
+        "config": json.dumps(to_dict(model.config)),
+        **category_metadata(label_to_category or own_labels, category_names or own_names),
+        "mask_size": str(mask_size_of(model)),
+        "size_divisor": str(SIZE_DIVISOR),
+    }
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -180,15 +209,12 @@ def export_onnx(
             graph depends on it), by default :func:`example_image` at the model's test size.
         label_to_category, category_names: default to the model's attributes of those names.
     """
-    from refinemask.config import to_dict
-
     _require_onnx()
     path = Path(path)
     model = model.eval()
     config = model.config
     if example is None:
-        short = int(config.min_size[-1])
-        example = example_image(short, min(int(config.max_size), round(short * 4 / 3)))
+        example = model_example_image(model)
     batch, size = preprocess(example, int(config.min_size[-1]), int(config.max_size))
     check_backbone_exports(model, torch.from_numpy(batch), opset)
     dynamic = {"images": {2: "height", 3: "width"}}
@@ -197,19 +223,8 @@ def export_onnx(
         (torch.from_numpy(batch), torch.from_numpy(size)),
         path, opset, DETECTOR_INPUTS, DETECTOR_OUTPUTS, dynamic,
     )
-    from refinemask.model_files import model_categories
-
-    own_labels, own_names = model_categories(model)
-    labels = label_to_category or own_labels
-    names = list(category_names or own_names)
     _finish(path, {
-        "format": ONNX_FORMAT,
-        "graph": "detector",
-        "config": json.dumps(to_dict(config)),
-        "label_to_category": json.dumps({str(k): int(v) for k, v in labels.items()}),
-        "category_names": json.dumps(names),
-        "mask_size": str(mask_size_of(model)),
-        "size_divisor": str(SIZE_DIVISOR),
+        **_model_metadata(model, "detector", label_to_category, category_names),
         "pixel_mean": json.dumps(list(PIXEL_MEAN)),
         "pixel_std": json.dumps(list(PIXEL_STD)),
     }, fixed_dims={0: int(config.detections_per_img)})
@@ -249,15 +264,11 @@ def export_mask_head_onnx(model: nn.Module, path: str | Path, opset: int = DEFAU
 def export_boxes_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, num_boxes: int = 3) -> Path:
     """Export :class:`BoxesGraph`: image and boxes in, one mask per box out; N and the image
     size are dynamic. The metadata holds what :class:`OnnxBoxesPredictor` needs."""
-    from refinemask.config import to_dict
-
     _require_onnx()
     path = Path(path)
     model = model.eval()
     config = model.config
-    short = int(config.min_size[-1])
-    example = example_image(short, min(int(config.max_size), round(short * 4 / 3)))
-    batch, size = preprocess(example, short, int(config.max_size))
+    batch, size = preprocess(model_example_image(model), int(config.min_size[-1]), int(config.max_size))
     check_backbone_exports(model, torch.from_numpy(batch), opset)
     generator = torch.Generator().manual_seed(0)
     h, w = (int(v) for v in size)
@@ -275,18 +286,7 @@ def export_boxes_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_O
         BoxesGraph(model).eval(), (torch.from_numpy(batch), torch.from_numpy(size), boxes, labels),
         path, opset, BOXES_INPUTS, BOXES_OUTPUTS, dynamic,
     )
-    from refinemask.model_files import model_categories
-
-    labels_map, names = model_categories(model)
-    _finish(path, {
-        "format": ONNX_FORMAT,
-        "graph": "boxes",
-        "config": json.dumps(to_dict(config)),
-        "label_to_category": json.dumps({str(k): int(v) for k, v in labels_map.items()}),
-        "category_names": json.dumps(names),
-        "mask_size": str(mask_size_of(model)),
-        "size_divisor": str(SIZE_DIVISOR),
-    }, fixed_dims={1: 1})
+    _finish(path, _model_metadata(model, "boxes"), fixed_dims={1: 1})
     return path
 
 

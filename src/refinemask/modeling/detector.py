@@ -283,6 +283,3 @@ def build_model_from_config(config: ModelConfig) -> RefineMaskRCNN:
         raise RefineMaskError(f"model.num_classes must be at least 1, got {config.num_classes}")
     return RefineMaskRCNN(dataclasses.replace(config))
 
-
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -46,7 +46,8 @@ def conv_stack(in_channels: int, width: int | None, depth: int, name: str) -> nn
     return nn.ModuleList([ConvReLU(in_channels if i == 0 else width, width, 3) for i in range(depth)])
 
 
-def _plain_conv(in_ch: int, out_ch: int) -> nn.Conv2d:
+def plain_conv(in_ch: int, out_ch: int) -> nn.Conv2d:
+    """A 1x1 conv with the official head's initialisation (Kaiming, fan-out; zero bias)."""
     conv = nn.Conv2d(in_ch, out_ch, 1)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     nn.init.zeros_(conv.bias)
@@ -106,11 +107,11 @@ class SemanticFusionStage(nn.Module):
         c = in_channels
         self.out_size = out_size
         self.semantic_stride = semantic_stride
-        self.semantic_transform_in = _plain_conv(semantic_channels, c)
-        self.semantic_transform_out = _plain_conv(c, c)
-        self.instance_logits = _plain_conv(c, num_classes)
-        self.fuse_conv = nn.ModuleList([_plain_conv(2 * c + 2, c), MultiBranchFusion(c, dilations)])
-        self.fuse_transform_out = _plain_conv(c, c // 2 - 2)
+        self.semantic_transform_in = plain_conv(semantic_channels, c)
+        self.semantic_transform_out = plain_conv(c, c)
+        self.instance_logits = plain_conv(c, num_classes)
+        self.fuse_conv = nn.ModuleList([plain_conv(2 * c + 2, c), MultiBranchFusion(c, dilations)])
+        self.fuse_transform_out = plain_conv(c, c // 2 - 2)
 
     def transform_semantic(self, semantic_feat: torch.Tensor) -> torch.Tensor:
         """``semantic_transform_in`` + ReLU over the whole P2-resolution map: (B,C_s,h,w) -> (B,C_k,h,w), C_s the semantic width."""
@@ -202,8 +203,8 @@ class RefineMaskHead(nn.Module):
             stages.append(SemanticFusionStage(channels, semantic_channels, num_classes, size, dilations, semantic_stride))
             channels //= 2
         self.stages = nn.ModuleList(stages)
-        self.final_instance_logits = _plain_conv(channels, stage_num_classes[-1])
-        self.semantic_logits = _plain_conv(semantic_channels, 1)
+        self.final_instance_logits = plain_conv(channels, stage_num_classes[-1])
+        self.semantic_logits = plain_conv(semantic_channels, 1)
 
     @property
     def class_agnostic_last_stage(self) -> bool:

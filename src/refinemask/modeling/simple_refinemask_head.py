@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from refinemask.modeling.ops import resize_bilinear, roi_align, upsample_logits
-from refinemask.modeling.refinemask_head import MultiBranchFusion, _plain_conv, conv_stack, select_class_logits
+from refinemask.modeling.refinemask_head import MultiBranchFusion, conv_stack, plain_conv, select_class_logits
 
 
 def point_roi_align(features: torch.Tensor, rois: torch.Tensor, size: int, stride: int) -> torch.Tensor:
@@ -109,9 +109,9 @@ class SimpleFusionStage(nn.Module):
         self.size = size
         self.semantic_stride = semantic_stride
         self.upsample = upsample
-        self.semantic_transform_in = _plain_conv(semantic_channels, c)
-        self.fuse_conv = nn.ModuleList([_plain_conv(2 * c + 1, c), MultiBranchFusionAvg(c, dilations)])
-        self.fuse_transform_out = _plain_conv(c, c // 2 - 1)
+        self.semantic_transform_in = plain_conv(semantic_channels, c)
+        self.fuse_conv = nn.ModuleList([plain_conv(2 * c + 1, c), MultiBranchFusionAvg(c, dilations)])
+        self.fuse_transform_out = plain_conv(c, c // 2 - 1)
 
     def transform_semantic(self, semantic_feat: torch.Tensor) -> torch.Tensor:
         """``semantic_transform_in`` + ReLU over the whole P2-resolution map: (B,C_s,h,w) -> (B,C_k,h,w), C_s the semantic width."""
@@ -193,7 +193,7 @@ class SimpleRefineMaskHead(nn.Module):
             channels.append(channels[-1] // 2)
         self.stages = nn.ModuleList(stages)
         self.stage_instance_logits = nn.ModuleList(
-            [_plain_conv(c, n) for c, n in zip(channels, stage_num_classes)]
+            [plain_conv(c, n) for c, n in zip(channels, stage_num_classes)]
         )
 
     @property

@@ -50,7 +50,7 @@ function dilate(map, W, H, r, beyond) {
 
 // a mask's outline (its pixels within `width` of the outside, in its colour) and halo (the
 // pixels outside it within max(1, width / 2)), the same pixels as
-// refinemask.engine.predict.mask_edges
+// refinemask.overlay.mask_edges
 function outlineOf(mask, colour, width) {
   if (!mask) return null;
   const pad = Math.max(1, Math.floor(width / 2));

@@ -1,7 +1,9 @@
 """The per-RoI polygon targets as first written (one pycocotools call per RoI and size).
 
 Kept as the reference the batched :func:`refinemask.modeling.targets.stage_mask_targets` must
-equal exactly: it is the obvious reading of docs/design.md §3.1, one RoI at a time.
+equal exactly: it is the obvious reading of docs/design.md §3.1, one RoI at a time. The tests
+(tests/modeling/test_targets.py) hold the two equal and ``benchmarks/pipeline.py --reference``
+times them side by side; the model never calls it (it is many times slower).
 """
 from __future__ import annotations
 
