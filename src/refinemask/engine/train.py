@@ -282,7 +282,10 @@ class Trainer:
         self.epoch = int(checkpoint.get("epoch", 0))
         self.position = int(checkpoint.get("position", 0))
         saved_config = checkpoint.get("config") or {}
-        changed = config_changes(saved_config, to_dict(self.config), ignore={"train.resume"})
+        # when a run ends is not what it computes: resuming with another limit is no change
+        changed = config_changes(
+            saved_config, to_dict(self.config), ignore={"train.resume", "train.max_minutes", "train.stop_at"}
+        )
         if changed:
             logger.warning("resuming with a changed config: %s", ", ".join(changed[:8]))
         rng_states = checkpoint["rng"]
@@ -445,7 +448,7 @@ class Trainer:
         saved_at = -1
         try:
             with StopRequest() as stop:
-                while self.iteration < self.total_iters:
+                while self.iteration < self._last_iteration():
                     lr = self.optimizer.param_groups[0]["lr"]
                     outcome = self._guarded_step(stream, stop)
                     self.iteration += 1
@@ -453,15 +456,17 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix_str(f"loss {sum(outcome.losses.values()):.3f} lr {lr:.2e}")
                     ending = self.iteration == self.total_iters
-                    if self.iteration % train.log_every == 0 or ending or outcome.stop or outcome.out_of_time:
+                    pausing = self.iteration == self._last_iteration() and not ending  # train.stop_at
+                    if (self.iteration % train.log_every == 0 or ending or pausing or outcome.stop
+                            or outcome.out_of_time):
                         self._log_window(window, lr)
                     if self.iteration % train.checkpoint_every == 0 or ending:
                         self.save_checkpoint()
                         saved_at = self.iteration
                     if outcome.stop:
                         self._stop(outcome.stop, saved_at, final_path)
-                    if outcome.out_of_time and not ending:
-                        self._end_for_time(saved_at)
+                    if (outcome.out_of_time or pausing) and not ending:
+                        self._end_early(saved_at, outcome.out_of_time)
                         break
                     if train.eval_every > 0 and self.iteration % train.eval_every == 0 and not ending:
                         started = time.perf_counter()
@@ -503,15 +508,26 @@ class Trainer:
         logger.warning("stopped at iteration %d; continue with: %s", self.iteration, self.resume_command())
         leave(kind, self.iteration)
 
-    def _end_for_time(self, saved_at: int) -> None:
-        """The time limit passed before the schedule's end: a checkpoint to resume from, and the hint."""
+    def _last_iteration(self) -> int:
+        """The iteration this run ends at: the schedule's end, or ``train.stop_at`` before it."""
+        stop_at = self.config.train.stop_at
+        return min(stop_at, self.total_iters) if stop_at > 0 else self.total_iters
+
+    def _end_early(self, saved_at: int, out_of_time: bool) -> None:
+        """The run ends before the schedule does (time limit or ``train.stop_at``): a checkpoint and the hint."""
         if saved_at != self.iteration:
             self.save_checkpoint()
-        logger.warning(
-            "time limit reached (train.max_minutes=%g): training ends at iteration %d of %d; continue with: %s",
-            self.config.train.max_minutes, self.iteration, self.total_iters,
-            self.resume_command(("train.max_minutes=0",)),
-        )
+        train = self.config.train
+        if out_of_time:
+            logger.warning(
+                "time limit reached (train.max_minutes=%g): training ends at iteration %d of %d; continue with: %s",
+                train.max_minutes, self.iteration, self.total_iters, self.resume_command(("train.max_minutes=0",)),
+            )
+        else:
+            logger.info(
+                "train.stop_at=%d: training ends at iteration %d of %d; continue with: %s",
+                train.stop_at, self.iteration, self.total_iters, self.resume_command(("train.stop_at=0",)),
+            )
 
     def resume_command(self, extra: tuple[str, ...] = ()) -> str:
         """The command line that continues this run: the one that started it, with ``--resume``.
