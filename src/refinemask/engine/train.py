@@ -16,8 +16,8 @@ What a run writes to ``train.output_dir`` (rank 0 only):
   position in the epoch, config, label mapping and every rank's RNG states, written atomically
   and readable with ``torch.load(weights_only=True)``;
 * ``model_final.safetensors`` (+ ``.yaml``) at the end, or when ``train.max_minutes`` of
-  training have passed (the run then ends early, with a checkpoint that ``--resume`` continues
-  from, and is evaluated as usual): the weights with config and label
+  training have passed or iteration ``train.stop_at`` is done (the run then ends early, with a
+  checkpoint that ``--resume`` continues from, and is evaluated as usual): the weights with config and label
   mapping, for ``refinemask predict --weights`` and :func:`refinemask.load_model`;
 * ``metrics.json`` when ``train.eval_at_end``; ``log.txt`` and ``tensorboard/``.
 
