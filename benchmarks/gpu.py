@@ -209,11 +209,11 @@ def run_trainer(config, on_step=None, before_step=None):
                 if before_step is not None:  # the step reads the request once, in its reduction
                     before_step(trainer, stop)
                 begin = time.perf_counter()
-                losses = step(stream, stop)  # ends with float(loss): the step has finished
-                steps.append((time.perf_counter() - begin, sum(losses.values())))
+                outcome = step(stream, stop)  # ends with float(loss): the step has finished
+                steps.append((time.perf_counter() - begin, sum(outcome.losses.values())))
                 if on_step is not None:
-                    on_step(trainer, stop, losses)
-                return losses
+                    on_step(trainer, stop, outcome.losses)
+                return outcome
 
             trainer._step = recorded
             trainer.run()

@@ -4,6 +4,9 @@ import json
 import yaml
 
 from refinemask.cli import main
+from refinemask.demo_report import unequal_training
+from refinemask.engine.training_checkpoints import find_last_checkpoint
+from refinemask.tensor_files import read_checkpoint
 
 TINY = [
     "data.synthetic.num_images=4", "data.synthetic.num_val_images=2", "data.synthetic.size=64",
@@ -33,6 +36,18 @@ def test_demo_trains_both_models_and_writes_the_report(tmp_path):
     for key in ("refinemask", "maskrcnn"):  # each training has a hard stop within the budget
         saved = yaml.safe_load((out / key / "config.yaml").read_text())
         assert 0 < saved["train"]["max_minutes"] <= 0.05
+    # the budget is spent before training starts here, so the hard stop cuts the first model:
+    # the second stops at the same iteration, and the table compares them
+    done = [read_checkpoint(find_last_checkpoint(out / key))["iteration"] for key in ("refinemask", "maskrcnn")]
+    assert done[0] == done[1] >= 1
+    assert "Not a comparison" not in report
+    assert report.count(f"trained {done[0]} ") == 2
+
+
+def test_the_report_refuses_to_compare_models_trained_for_different_iterations():
+    line = unequal_training({"RefineMask": 532, "Mask R-CNN": 312})
+    assert line.startswith("**Not a comparison**") and "RefineMask 532, Mask R-CNN 312" in line
+    assert unequal_training({"RefineMask": 40, "Mask R-CNN": 40}) is None
 
 
 def test_demo_refuses_a_non_positive_budget(tmp_path, capsys):

@@ -274,6 +274,7 @@ class TrainConfig(Checked):
     eval_every: int = 0  # iterations; 0 = no periodic evaluation
     eval_at_end: bool = True
     max_minutes: float = key(0.0, at_least=0)  # > 0: end training after this many minutes (checkpoint, final weights); 0 = no limit
+    stop_at: int = key(0, at_least=0)  # > 0: end this run after iteration N (checkpoint, final weights), --resume continues; 0 = the schedule's end
     tensorboard: bool = True
     progress_bar: bool = True
     find_unused_parameters: bool = False  # DDP option, for heads that skip parameters

@@ -3,7 +3,9 @@
 1. Writes the easy synthetic thin-structure preset (no download).
 2. Measures a few training steps of each model, then trains both with the same schedule
    (the same number of iterations, as many as fit in the budget together), backbone
-   (pretrained EfficientNet-Lite0-FPN) and data, through the normal training engine.
+   (pretrained EfficientNet-Lite0-FPN) and data, through the normal training engine, in turns
+   of a chunk of iterations each (:func:`train_in_chunks`), so that a machine slower than
+   measured stops both at the same iteration.
 3. Evaluates both on the validation split: mask AP/AP50/AP75 and Boundary AP at dilation 0.02
    and 0.008.
 4. Writes the report into ``--out``: ``report.md`` (the table), ``comparison.png`` (both
@@ -82,7 +84,6 @@ def run_demo(minutes: float = 14.0, out: str | Path = "refinemask-demo", device:
              overrides: list[str] | None = None) -> Path:
     """Run the whole demo; returns the path of ``report.md``."""
     from refinemask.engine.data import prepare_synthetic_data
-    from refinemask.engine.train import train
 
     if minutes <= 0:
         raise RefineMaskError(f"--minutes must be positive, got {minutes}")
@@ -105,30 +106,67 @@ def run_demo(minutes: float = 14.0, out: str | Path = "refinemask-demo", device:
         # steps grow slower once proposals match objects (more positives train the mask heads than
         # in the untrained calibration steps): keep a margin; the hard stop below bounds the rest
         iters = max(10, int(left / (STEP_TIME_MARGIN * sum(step_seconds.values()))))
-        training_ends = start + minutes * 60 - EVAL_RESERVE_S
-        for index, (key, _, display) in enumerate(MODELS):
-            # a hard stop, so that a machine slower than measured still ends within the budget:
-            # what is left, less the planned time of the models still to come
-            later = sum(iters * step_seconds[k] for k, _, _ in MODELS[index + 1 :])
-            cap_minutes = max(0.01, (training_ends - time.time() - later) / 60)
+        for key, _, _ in MODELS:
             cfg = configs[key]
             cfg.solver = replace(cfg.solver, max_iters=iters, warmup_iters=max(1, min(cfg.solver.warmup_iters, iters // 10)))
-            cfg.train = replace(cfg.train, checkpoint_every=max(10, iters // 4), max_minutes=cap_minutes)
-            configs[key] = cfg
-            print(f"[demo] training {display}: {iters} iterations (~{iters * step_seconds[key] / 60:.1f} min)", flush=True)
-            train(cfg)
-            done = iterations_done(out / key)
-            status[key] = f"trained {iters} iterations" if done >= iters else (
-                f"trained {done} of {iters} iterations (time budget)")
+            # every chunk's end is a checkpoint; all are kept, they are few
+            cfg.train = replace(cfg.train, checkpoint_every=max(10, iters // 4), keep_checkpoints=0)
+        done = train_in_chunks(configs, out, iters, step_seconds, start + minutes * 60 - EVAL_RESERVE_S)
+        for key, _, _ in MODELS:
+            status[key] = f"trained {done[key]} iterations" if done[key] >= iters else (
+                f"trained {done[key]} of {iters} iterations (time budget)")
     except KeyboardInterrupt:
         interrupted = True
         print("\n[demo] interrupted: evaluating what finished (Ctrl-C again to abort)", flush=True)
 
     from refinemask.demo_report import write_report
 
-    report = write_report(out, configs, MODELS, status, interrupted, time.time() - start)
+    iterations = {display: iterations_done(out / key) for key, _, display in MODELS}
+    report = write_report(out, configs, MODELS, status, interrupted, time.time() - start, iterations)
     print(f"[demo] report: {report}", flush=True)
     return report
+
+
+def train_in_chunks(configs: dict, out: Path, iters: int, step_seconds: dict[str, float],
+                    training_ends: float) -> dict[str, int]:
+    """Train the models in turns, a chunk of iterations each, so that all stop at the same iteration.
+
+    Each turn ends at ``train.stop_at`` (a checkpoint), and the next resumes from it exactly,
+    so the chunks give the weights of one uninterrupted run. Every turn has a hard stop
+    (``train.max_minutes``) at what the budget leaves after the other models' share of the
+    chunk; a model it cuts sets the iteration the models after it stop at. A new chunk starts
+    only when the measured speed says that both fit before ``training_ends`` (time.time()).
+    Returns each model's iterations.
+    """
+    from refinemask.engine.train import train
+
+    keys = [key for key, _, _ in MODELS]
+    display = {key: name for key, _, name in MODELS}
+    chunk = configs[keys[0]].train.checkpoint_every
+    done = dict.fromkeys(keys, 0)
+    seconds = dict(step_seconds)  # per iteration: the calibration, then what the chunks took
+    target = 0
+    while target < iters:
+        planned = min(iters, target + chunk)
+        if target and time.time() + sum((planned - target) * seconds[k] for k in keys) > training_ends:
+            break  # the next chunk would not fit: both stop here, at the same iteration
+        target = planned
+        for index, key in enumerate(keys):
+            later = sum((target - done[k]) * seconds[k] for k in keys[index + 1 :])
+            cap_minutes = max(0.01, (training_ends - time.time() - later) / 60)
+            cfg = configs[key]
+            cfg.train = replace(cfg.train, stop_at=target, max_minutes=cap_minutes, resume=done[key] > 0)
+            print(f"[demo] training {display[key]}: iterations {done[key] + 1}-{target} of {iters}", flush=True)
+            began, before = time.time(), done[key]
+            train(cfg)
+            done[key] = iterations_done(out / key)
+            if done[key] > before:
+                seconds[key] = (time.time() - began) / (done[key] - before)
+            if done[key] < target:  # cut by the hard stop: the models after it stop where it did
+                target = done[key]
+        if len(set(done.values())) > 1 or target < planned:
+            break  # a later model was cut as well (the report says the run is unequal), or the budget is spent
+    return done
 
 
 def iterations_done(output_dir: Path) -> int:

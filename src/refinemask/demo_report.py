@@ -170,12 +170,32 @@ def weights_of(output_dir: Path) -> Path | None:
     from refinemask.engine.training_checkpoints import find_last_checkpoint
 
     final = output_dir / "model_final.safetensors"
-    if final.is_file():
+    last = find_last_checkpoint(output_dir)
+    # a run stopped mid-chunk (Ctrl-C) leaves a checkpoint newer than the previous chunk's weights
+    if final.is_file() and (last is None or final.stat().st_mtime_ns >= last.stat().st_mtime_ns):
         return final
-    return find_last_checkpoint(output_dir)
+    return last
 
 
-def write_report(out: Path, configs: dict, models, status: dict, interrupted: bool, elapsed_s: float) -> Path:
+def unequal_training(iterations: dict[str, int]) -> str | None:
+    """The line that replaces the side-by-side table when the models trained different iterations.
+
+    ``iterations``: each model's (display name) trained iterations. None when they are equal.
+    Models trained for different lengths are not compared: the longer one would win by time.
+    """
+    if len(set(iterations.values())) <= 1:
+        return None
+    trained = ", ".join(f"{name} {count}" for name, count in iterations.items())
+    return (
+        f"**Not a comparison**: the models trained different numbers of iterations ({trained}), "
+        "so their figures are not set side by side (each is in metrics.json). Run the demo again "
+        "with more --minutes, or without interrupting it."
+    )
+
+
+def write_report(out: Path, configs: dict, models, status: dict, interrupted: bool, elapsed_s: float,
+                 iterations: dict[str, int]) -> Path:
+    """``report.md`` in ``out``; ``iterations``: each model's (display name) trained iterations."""
     from refinemask.engine.data import build_dataset
 
     runs, metrics, histories = {}, {}, {}
@@ -208,12 +228,15 @@ def write_report(out: Path, configs: dict, models, status: dict, interrupted: bo
         f"(pretrained EfficientNet-Lite0-FPN), data, schedule shape and time budget; "
         f"{elapsed_s / 60:.1f} minutes in all{' (interrupted)' if interrupted else ''}.",
         "",
-        "| metric | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
     ]
-    for iou_type, key, label in METRIC_ROWS:
-        cells = [_fmt(metrics.get(n, {}).get(iou_type, {}).get(key)) for n in names]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    refusal = unequal_training({n: iterations.get(n, 0) for n in names})
+    if refusal:
+        lines.append(refusal)
+    else:
+        lines += ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for iou_type, key, label in METRIC_ROWS:
+            cells = [_fmt(metrics.get(n, {}).get(iou_type, {}).get(key)) for n in names]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "| model | run | weights |", "|---|---|---|"]
     for key, _, display in models:
         w = runs.get(display)

@@ -66,7 +66,7 @@ def counting_save_weights(*args, **kwargs):
 
 original_scan = data_scan.scan_image_files
 original_all_gather = torch.distributed.all_gather_object
-original_build_dataset = engine_train.build_dataset
+original_build_dataset = engine_data.build_dataset  # what setup_datasets calls
 
 
 def counting_scan(*args, **kwargs):
@@ -87,7 +87,7 @@ def recording_build_dataset(config, split):
 
 data_scan.scan_image_files = counting_scan
 torch.distributed.all_gather_object = counting_all_gather
-engine_train.build_dataset = recording_build_dataset
+engine_data.build_dataset = recording_build_dataset
 engine_data.TrainingSamples.__getitem__ = recording_getitem
 engine_evaluate.predict_dataset = recording_predict
 engine_train.evaluate = recording_evaluate

@@ -111,3 +111,26 @@ def test_a_wrong_class_count_says_the_count_and_that_null_takes_it_from_the_data
     config.model.num_classes = None
     resolve_num_classes(config, dataset)
     assert config.model.num_classes == 21
+
+
+def test_training_and_validation_data_with_different_categories_is_refused(tmp_path, synthetic_data):
+    import json
+
+    import pytest
+
+    from refinemask.config import load_config
+    from refinemask.engine.data import setup_datasets
+    from refinemask.errors import RefineMaskError
+    from tests.tiny_runs import write_config
+
+    val = json.loads(synthetic_data.val.read_text())
+    val["categories"] = [{**c, "id": c["id"] + 100} for c in val["categories"]]
+    for annotation in val["annotations"]:
+        annotation["category_id"] += 100
+    other = tmp_path / "val_other.json"
+    other.write_text(json.dumps(val))
+    config = load_config(write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out"),
+                         [f"data.val_annotations={other}"])
+    assert set(setup_datasets(config, ("train",))) == {"train"}  # one split: nothing to match
+    with pytest.raises(RefineMaskError, match="different categories; training and validation data must share"):
+        setup_datasets(config, ("train", "val"))

@@ -125,3 +125,20 @@ def test_the_stop_message_repeats_the_real_command_with_resume(tmp_path):
     assert Trainer.resume_command(run) == (
         f"torchrun --nproc_per_node=4 -m refinemask.cli train {tmp_path / 'config.yaml'} --resume"
     )
+
+
+def test_stop_at_ends_the_run_at_that_iteration_and_turns_of_it_equal_one_run(tmp_path, synthetic_data):
+    settings = {"solver": {"max_iters": 3}, "train": {"checkpoint_every": 100, "stop_at": 1}}
+    config = write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out", **settings)
+    assert train(load_config(config)).is_file()
+    assert read_checkpoint(find_last_checkpoint(tmp_path / "out"))["iteration"] == 1
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert "train.stop_at=1: training ends at iteration 1 of 3" in log
+    train(load_config(config, ["train.resume=true", "train.stop_at=2"]))
+    resumed = train(load_config(config, ["train.resume=true", "train.stop_at=0"]))
+    assert read_checkpoint(find_last_checkpoint(tmp_path / "out"))["iteration"] == 3
+    assert "resuming with a changed config" not in (tmp_path / "out" / "log.txt").read_text()
+    whole = train(load_config(write_config(tmp_path / "whole.yaml", synthetic_data, tmp_path / "whole",
+                                           solver={"max_iters": 3}, train={"checkpoint_every": 100})))
+    expected, actual = load_file(str(whole)), load_file(str(resumed))
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)

@@ -256,3 +256,20 @@ def test_the_same_seed_gives_the_same_weights(tmp_path, synthetic_data):
     initial = build_model_from_config(load_config(tmp_path / "a.yaml").model).state_dict()
     name = "roi_heads.box_predictor.cls_score.weight"
     assert not torch.equal(first[name], initial[name])  # the two steps did train
+
+
+def test_a_step_returns_its_losses_and_the_stop_and_time_decisions(tmp_path, synthetic_data):
+    from refinemask.engine.stopping import NO_STOP, TERMINATE, StopRequest
+
+    config = load_config(write_config(tmp_path / "run.yaml", synthetic_data, tmp_path / "out"))
+    trainer = Trainer(config, init_distributed("cpu"))
+    stream = trainer._samples()
+    stop = StopRequest()  # not entered: no signal handlers, only the request
+    first = trainer._step(stream, stop)
+    assert first.stop == NO_STOP and not first.out_of_time
+    assert first.losses and all(math.isfinite(v) for v in first.losses.values())
+    stop.request(TERMINATE)
+    trainer.deadline = 0.0  # long past
+    second = trainer._step(stream, stop)
+    assert second.stop == TERMINATE and second.out_of_time
+    assert not hasattr(trainer, "out_of_time") and not hasattr(trainer, "stopping")  # nothing left on the trainer

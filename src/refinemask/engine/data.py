@@ -124,6 +124,29 @@ def build_dataset(config: Config, split: str) -> CocoDetection:
     return dataset
 
 
+def setup_datasets(config: Config, splits: tuple[str, ...], is_main: bool = True) -> dict[str, CocoDetection]:
+    """The datasets of ``splits`` (``"train"``, ``"val"``): the one data set-up of training and evaluation.
+
+    Writes the synthetic data set first (``data.synthetic``) on the main process while the others
+    wait, so under ``torchrun`` every rank must call it. With both splits, they must share their
+    categories: a model's labels mean one thing in training and in its evaluation.
+    """
+    from refinemask.engine import distributed
+
+    if config.data.synthetic is not None:
+        if is_main:
+            prepare_synthetic_data(config)
+        distributed.barrier()
+    datasets = {split: build_dataset(config, split) for split in splits}
+    train, val = datasets.get("train"), datasets.get("val")
+    if train is not None and val is not None and val.label_to_category != train.label_to_category:
+        raise RefineMaskError(
+            f"{val.ann_file} and {train.ann_file} have different categories; "
+            "training and validation data must share them"
+        )
+    return datasets
+
+
 def leave_out_bad_images(dataset: CocoDetection, strict: bool, high_bit_scaling: str = "percentiles") -> None:
     """Scan the image files of ``dataset`` (:mod:`refinemask.data.scan`); leave out the bad ones.
 

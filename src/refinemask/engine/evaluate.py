@@ -192,17 +192,13 @@ def evaluate_config(
     overrides of the command line, e.g. ``detections_per_img``). ``gt_boxes``: score masks on the
     ground-truth boxes and labels (see the module docstring).
     """
-    from refinemask.engine.data import build_dataset, prepare_synthetic_data
+    from refinemask.engine.data import setup_datasets
     from refinemask.model_files import load_model
     from refinemask.engine.distributed import configure_threads
 
     context = distributed.init_distributed(config.train.device)
     configure_threads(config.train.num_threads)
-    if config.data.synthetic is not None:
-        if context.is_main:
-            prepare_synthetic_data(config)
-        distributed.barrier()
-    dataset = build_dataset(config, "val")
+    dataset = setup_datasets(config, ("val",), context.is_main)["val"]
     model = load_model(weights, context.device, **(model_overrides or {}))
     categories = len(dataset.label_to_category)
     if model.config.num_classes != categories:

@@ -16,8 +16,8 @@ What a run writes to ``train.output_dir`` (rank 0 only):
   position in the epoch, config, label mapping and every rank's RNG states, written atomically
   and readable with ``torch.load(weights_only=True)``;
 * ``model_final.safetensors`` (+ ``.yaml``) at the end, or when ``train.max_minutes`` of
-  training have passed (the run then ends early, with a checkpoint that ``--resume`` continues
-  from, and is evaluated as usual): the weights with config and label
+  training have passed or iteration ``train.stop_at`` is done (the run then ends early, with a
+  checkpoint that ``--resume`` continues from, and is evaluated as usual): the weights with config and label
   mapping, for ``refinemask predict --weights`` and :func:`refinemask.load_model`;
 * ``metrics.json`` when ``train.eval_at_end``; ``log.txt`` and ``tensorboard/``.
 
@@ -50,10 +50,9 @@ from refinemask.model_files import load_state_checked, save_weights
 from refinemask.engine.data import (
     EpochBatches,
     TrainingSamples,
-    build_dataset,
     resolve_num_classes,
     epoch_loader,
-    prepare_synthetic_data,
+    setup_datasets,
 )
 from refinemask.engine.distributed import DistributedContext, configure_threads
 from refinemask.engine.evaluate import evaluate
@@ -101,6 +100,42 @@ def _to_device(target: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOutcome:
+    """What one optimiser step found, decided together by all ranks (one reduction per step).
+
+    ``losses``: this rank's losses averaged over the micro-batches; ``stop``: the stop every rank
+    takes after this step (:data:`~refinemask.engine.stopping.NO_STOP`, ``TERMINATE`` or
+    ``INTERRUPT``); ``out_of_time``: whether ``train.max_minutes`` had passed on any rank.
+    """
+
+    losses: dict[str, float]
+    stop: int = NO_STOP
+    out_of_time: bool = False
+
+
+class LossWindow:
+    """Losses summed over the steps since the last log line, and when that window started."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, losses: dict[str, float]) -> None:
+        for name, value in losses.items():
+            self.sums[name] += value
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        return {name: value / self.steps for name, value in self.sums.items()}
+
+    def reset(self) -> None:
+        self.sums.clear()
+        self.steps = 0
+        self.start = time.perf_counter()
+
+
 class Trainer:
     """Everything one training run needs, set up from a :class:`~refinemask.config.Config`."""
 
@@ -109,7 +144,32 @@ class Trainer:
         self.context = context
         self.command = command  # the command line that started the run, for the resume hint
         self.output_dir = Path(config.train.output_dir)
-        train = config.train
+        self._setup_process()
+        self._setup_data()
+        self.model = self._build_model()
+        self._setup_solver()
+        self.deadline: float | None = None  # time.monotonic() at which run() ends training (train.max_minutes)
+        self.iteration = 0
+        self.epoch = 0
+        self.position = 0  # batches of `epoch` already consumed by this rank
+        if context.distributed:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[context.device.index] if context.device.type == "cuda" else None,
+                find_unused_parameters=config.train.find_unused_parameters,
+            )
+        else:
+            self.ddp = None
+        self.writer = MetricWriter(self.output_dir / "tensorboard", config.train.tensorboard and context.is_main)
+        self._describe()
+        if context.is_main:
+            save_config(config, self.output_dir / "config.yaml")
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def _setup_process(self) -> None:
+        """Output folder, log, threads, determinism, precision check and this rank's seed."""
+        train, context = self.config.train, self.context
         if context.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         setup_run_logger(self.output_dir if context.is_main else None, context.is_main)
@@ -122,38 +182,14 @@ class Trainer:
         # each rank its own stream: RPN/RoI sampling and multi-scale choices differ between ranks
         seed_everything(train.seed + context.rank)
 
-        if config.data.synthetic is not None:
-            if context.is_main:
-                prepare_synthetic_data(config)
-            distributed.barrier()
-        self.dataset = build_dataset(config, "train")
-        resolve_num_classes(config, self.dataset)
+    def _setup_data(self) -> None:
+        """The datasets (validation only when the run evaluates), the number of classes, the sample stream."""
+        config, context, train = self.config, self.context, self.config.train
         needs_val = train.eval_at_end or train.eval_every > 0
-        self.val_dataset = build_dataset(config, "val") if needs_val else None
-        if self.val_dataset is not None and self.val_dataset.label_to_category != self.dataset.label_to_category:
-            raise RefineMaskError(
-                f"{self.val_dataset.ann_file} and {self.dataset.ann_file} have different categories; "
-                "training and validation data must share them"
-            )
-
-        from refinemask.modeling.detector import build_model_from_config
-
-        model_config = config.model
-        if train.init_weights:  # the starting weights hold a backbone: never download ImageNet's
-            model_config = dataclasses.replace(model_config, backbone_weights=None)
-        model = build_model_from_config(model_config)
-        if train.init_weights:
-            logger.info("%s", load_init_weights(model, train.init_weights))
-        self.model = model.to(context.device)
-        self.model.train()
-
-        self.total_batch = total_batch_size(train.batch_size, context.world_size, train.grad_accum_steps)
-        solver = config.solver
-        self.lr = (
-            scaled_learning_rate(solver.base_lr, self.total_batch, solver.reference_batch_size)
-            if solver.scale_lr
-            else solver.base_lr
-        )
+        datasets = setup_datasets(config, ("train", "val") if needs_val else ("train",), context.is_main)
+        self.dataset = datasets["train"]
+        self.val_dataset = datasets.get("val")
+        resolve_num_classes(config, self.dataset)
         self.epoch_batches = EpochBatches(
             self.dataset, config.data, train.batch_size, train.seed, context.rank, context.world_size
         )
@@ -164,39 +200,40 @@ class Trainer:
             note = large_image_note([self.dataset.coco.imgs[i] for i in self.dataset.ids], config.model.max_size)
             if note:
                 logger.warning("%s: %s", self.dataset.ann_file.name, note)
-        batches_per_epoch = len(self.epoch_batches.epoch(0))
-        self.iters_per_epoch = max(1, batches_per_epoch // train.grad_accum_steps)
-        self.total_iters = solver.max_iters if solver.max_iters > 0 else solver.epochs * self.iters_per_epoch
+        self.batches_per_epoch = len(self.epoch_batches.epoch(0))
 
+    def _build_model(self) -> torch.nn.Module:
+        """The model on the device, in training mode, with ``train.init_weights`` loaded."""
+        from refinemask.modeling.detector import build_model_from_config
+
+        train = self.config.train
+        model_config = self.config.model
+        if train.init_weights:  # the starting weights hold a backbone: never download ImageNet's
+            model_config = dataclasses.replace(model_config, backbone_weights=None)
+        model = build_model_from_config(model_config)
+        if train.init_weights:
+            logger.info("%s", load_init_weights(model, train.init_weights))
+        return model.to(self.context.device).train()
+
+    def _setup_solver(self) -> None:
+        """Total batch, scaled learning rate, schedule length, optimiser, scheduler, gradient scaler."""
+        train, solver, context = self.config.train, self.config.solver, self.context
+        self.total_batch = total_batch_size(train.batch_size, context.world_size, train.grad_accum_steps)
+        self.lr = (
+            scaled_learning_rate(solver.base_lr, self.total_batch, solver.reference_batch_size)
+            if solver.scale_lr
+            else solver.base_lr
+        )
+        self.iters_per_epoch = max(1, self.batches_per_epoch // train.grad_accum_steps)
+        self.total_iters = solver.max_iters if solver.max_iters > 0 else solver.epochs * self.iters_per_epoch
         self.optimizer = build_optimizer(decay_groups(self.model, solver.no_weight_decay), solver, self.lr)
         self.scheduler = build_scheduler(self.optimizer, solver, self.total_iters, self.iters_per_epoch)
         self.scaler = torch.amp.GradScaler(context.device.type) if train.amp == "fp16" else None
-        self.deadline: float | None = None  # time.monotonic() at which run() ends training (train.max_minutes)
-        self.out_of_time = False
-        self.stopping = NO_STOP  # what the ranks decided together in the last step (stopping.py)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
-        self.iteration = 0
-        self.epoch = 0
-        self.position = 0  # batches of `epoch` already consumed by this rank
-
-        if context.distributed:
-            self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model,
-                device_ids=[context.device.index] if context.device.type == "cuda" else None,
-                find_unused_parameters=train.find_unused_parameters,
-            )
-        else:
-            self.ddp = None
-        self.writer = MetricWriter(self.output_dir / "tensorboard", train.tensorboard and context.is_main)
-        self._describe(batches_per_epoch)
-        if context.is_main:
-            save_config(config, self.output_dir / "config.yaml")
-
-    # --- setup ------------------------------------------------------------------------------
-
-    def _describe(self, batches_per_epoch: int) -> None:
+    def _describe(self) -> None:
         config, context = self.config, self.context
+        batches_per_epoch = self.batches_per_epoch
         logger.info(
             "training %s (%s head, %s backbone) on %d images, %d classes; output %s",
             "Mask R-CNN" if config.model.mask_head == "maskrcnn" else "RefineMask",
@@ -245,7 +282,10 @@ class Trainer:
         self.epoch = int(checkpoint.get("epoch", 0))
         self.position = int(checkpoint.get("position", 0))
         saved_config = checkpoint.get("config") or {}
-        changed = config_changes(saved_config, to_dict(self.config), ignore={"train.resume"})
+        # when a run ends is not what it computes: resuming with another limit is no change
+        changed = config_changes(
+            saved_config, to_dict(self.config), ignore={"train.resume", "train.max_minutes", "train.stop_at"}
+        )
         if changed:
             logger.warning("resuming with a changed config: %s", ", ".join(changed[:8]))
         rng_states = checkpoint["rng"]
@@ -278,8 +318,8 @@ class Trainer:
             self.epoch += 1
             self.position = 0
 
-    def _step(self, stream: Iterator[tuple], stop: StopRequest) -> dict[str, float]:
-        """One optimiser step; returns the losses averaged over the micro-batches."""
+    def _step(self, stream: Iterator[tuple], stop: StopRequest) -> StepOutcome:
+        """One optimiser step: its losses, and the stop and time-limit decisions of all ranks."""
         train = self.config.train
         device = self.context.device
         accumulation = train.grad_accum_steps
@@ -307,16 +347,14 @@ class Trainer:
         host = summed.tolist() if summed is not None else []
         losses = dict(zip(names, host))
         finite = all(math.isfinite(v) for v in host)
-        self.out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
+        out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
         # every rank takes the same decisions, from this one reduction per step: a signal that comes
         # later (on one rank, at any moment) waits for the next step's, or the ranks would part
         flags = distributed.max_over_ranks(
-            {"nonfinite": 0.0 if finite else 1.0, "stop": float(stop.requested), "time": float(self.out_of_time)},
+            {"nonfinite": 0.0 if finite else 1.0, "stop": float(stop.requested), "time": float(out_of_time)},
             device,
         )
         finite = flags["nonfinite"] == 0.0
-        self.stopping = int(flags["stop"])
-        self.out_of_time = flags["time"] > 0.0
         if not finite:
             raise RefineMaskError(
                 f"the loss became NaN or infinite at iteration {self.iteration + 1} "
@@ -333,7 +371,7 @@ class Trainer:
         else:
             self.optimizer.step()
         self.scheduler.step()
-        return dict(losses)
+        return StepOutcome(losses, stop=int(flags["stop"]), out_of_time=flags["time"] > 0.0)
 
     def save_checkpoint(self) -> Path | None:
         """Write the training state (every rank must call it: RNG states are gathered)."""
@@ -386,93 +424,110 @@ class Trainer:
             logger.info("training already finished at iteration %d", self.iteration)
             if self.context.is_main and not final_path.is_file():
                 self._save_final(final_path)
-            logger.info("final weights: %s", final_path)
-            return final_path
+        else:
+            self.deadline = time.monotonic() + train.max_minutes * 60 if train.max_minutes > 0 else None
+            self._train_loop(final_path)
+            if self.context.is_main:
+                self._save_final(final_path)
+            if train.eval_at_end and self.val_dataset is not None:
+                metrics = self.run_evaluation()
+                if self.context.is_main:
+                    from refinemask.evaluation import save_metrics_json
 
-        self.deadline = time.monotonic() + train.max_minutes * 60 if train.max_minutes > 0 else None
-        self.out_of_time = False
-        self.stopping = NO_STOP
+                    save_metrics_json(metrics, self.output_dir / "metrics.json")
+            distributed.barrier()
+        logger.info("final weights: %s", final_path)  # last, after the evaluation's table
+        return final_path
+
+    def _train_loop(self, final_path: Path) -> None:
+        """Steps until the schedule ends or the time limit passes; leaves the run on a stop request."""
+        train = self.config.train
         stream = self._samples()
         bar = progress_bar(self.total_iters, self.iteration, train.progress_bar and self.context.is_main)
-        window: dict[str, float] = defaultdict(float)
-        window_steps = 0
-        window_start = time.perf_counter()
+        window = LossWindow()
         saved_at = -1
         try:
             with StopRequest() as stop:
-                while self.iteration < self.total_iters:
+                while self.iteration < self._last_iteration():
                     lr = self.optimizer.param_groups[0]["lr"]
-                    try:
-                        losses = self._step(stream, stop)
-                    except RuntimeError as err:
-                        if is_out_of_memory(err):
-                            raise out_of_memory_error(self.config, self.iteration + 1) from None
-                        raise
-                    except MemoryError:
-                        raise out_of_memory_error(self.config, self.iteration + 1) from None
+                    outcome = self._guarded_step(stream, stop)
                     self.iteration += 1
-                    for name, value in losses.items():
-                        window[name] += value
-                    window_steps += 1
+                    window.add(outcome.losses)
                     bar.update(1)
-                    bar.set_postfix_str(f"loss {sum(losses.values()):.3f} lr {lr:.2e}")
-
-                    if (self.iteration % train.log_every == 0 or self.iteration == self.total_iters
-                            or self.stopping or self.out_of_time):
-                        mean = distributed.mean_over_ranks(
-                            {k: v / window_steps for k, v in window.items()}, self.context.device
-                        )
-                        seconds = (time.perf_counter() - window_start) / window_steps
-                        eta = seconds * (self.total_iters - self.iteration)
-                        logger.info(
-                            "iter %d/%d  lr %.4g  %s  %.2f s/it  eta %s",
-                            self.iteration, self.total_iters, lr, format_losses(mean), seconds, format_duration(eta),
-                        )
-                        self.writer.scalars({**mean, "loss": sum(mean.values()), "lr": lr}, self.iteration, "train/")
-                        window.clear()
-                        window_steps = 0
-                        window_start = time.perf_counter()
-
-                    if self.iteration % train.checkpoint_every == 0 or self.iteration == self.total_iters:
+                    bar.set_postfix_str(f"loss {sum(outcome.losses.values()):.3f} lr {lr:.2e}")
+                    ending = self.iteration == self.total_iters
+                    pausing = self.iteration == self._last_iteration() and not ending  # train.stop_at
+                    if (self.iteration % train.log_every == 0 or ending or pausing or outcome.stop
+                            or outcome.out_of_time):
+                        self._log_window(window, lr)
+                    if self.iteration % train.checkpoint_every == 0 or ending:
                         self.save_checkpoint()
                         saved_at = self.iteration
-                    if self.stopping:
-                        if saved_at != self.iteration:
-                            self.save_checkpoint()
-                        if self.iteration >= self.total_iters and self.context.is_main:  # stopped as it ended
-                            self._save_final(final_path)
-                        distributed.barrier()  # no rank leaves (and lets torchrun end the job) mid-write
-                        logger.warning(
-                            "stopped at iteration %d; continue with: %s", self.iteration, self.resume_command(),
-                        )
-                        leave(self.stopping, self.iteration)
-                    if self.out_of_time and self.iteration < self.total_iters:
-                        if saved_at != self.iteration:
-                            self.save_checkpoint()
-                        logger.warning(
-                            "time limit reached (train.max_minutes=%g): training ends at iteration %d of %d; "
-                            "continue with: %s",
-                            train.max_minutes, self.iteration, self.total_iters,
-                            self.resume_command(("train.max_minutes=0",)),
-                        )
+                    if outcome.stop:
+                        self._stop(outcome.stop, saved_at, final_path)
+                    if (outcome.out_of_time or pausing) and not ending:
+                        self._end_early(saved_at, outcome.out_of_time)
                         break
-                    if train.eval_every > 0 and self.iteration % train.eval_every == 0 and self.iteration < self.total_iters:
+                    if train.eval_every > 0 and self.iteration % train.eval_every == 0 and not ending:
                         started = time.perf_counter()
                         self.run_evaluation()
-                        window_start += time.perf_counter() - started  # s/it and ETA count training only
+                        window.start += time.perf_counter() - started  # s/it and ETA count training only
         finally:
             bar.close()
-        if self.context.is_main:
-            self._save_final(final_path)
-        if train.eval_at_end and self.val_dataset is not None:
-            metrics = self.run_evaluation()
-            if self.context.is_main:
-                from refinemask.evaluation import save_metrics_json
 
-                save_metrics_json(metrics, self.output_dir / "metrics.json")
-        distributed.barrier()
-        logger.info("final weights: %s", final_path)  # last, after the evaluation's table
-        return final_path
+    def _guarded_step(self, stream: Iterator[tuple], stop: StopRequest) -> StepOutcome:
+        """:meth:`_step`, with running out of memory turned into the error that names what to lower."""
+        try:
+            return self._step(stream, stop)
+        except RuntimeError as err:
+            if is_out_of_memory(err):
+                raise out_of_memory_error(self.config, self.iteration + 1) from None
+            raise
+        except MemoryError:
+            raise out_of_memory_error(self.config, self.iteration + 1) from None
+
+    def _log_window(self, window: LossWindow, lr: float) -> None:
+        """Log and write the losses averaged over the window's steps and all ranks; start a new window."""
+        mean = distributed.mean_over_ranks(window.means(), self.context.device)
+        seconds = (time.perf_counter() - window.start) / window.steps
+        eta = seconds * (self.total_iters - self.iteration)
+        logger.info(
+            "iter %d/%d  lr %.4g  %s  %.2f s/it  eta %s",
+            self.iteration, self.total_iters, lr, format_losses(mean), seconds, format_duration(eta),
+        )
+        self.writer.scalars({**mean, "loss": sum(mean.values()), "lr": lr}, self.iteration, "train/")
+        window.reset()
+
+    def _stop(self, kind: int, saved_at: int, final_path: Path) -> None:
+        """Leave the run after a stop request (every rank, the same iteration), with a checkpoint."""
+        if saved_at != self.iteration:
+            self.save_checkpoint()
+        if self.iteration >= self.total_iters and self.context.is_main:  # stopped as it ended
+            self._save_final(final_path)
+        distributed.barrier()  # no rank leaves (and lets torchrun end the job) mid-write
+        logger.warning("stopped at iteration %d; continue with: %s", self.iteration, self.resume_command())
+        leave(kind, self.iteration)
+
+    def _last_iteration(self) -> int:
+        """The iteration this run ends at: the schedule's end, or ``train.stop_at`` before it."""
+        stop_at = self.config.train.stop_at
+        return min(stop_at, self.total_iters) if stop_at > 0 else self.total_iters
+
+    def _end_early(self, saved_at: int, out_of_time: bool) -> None:
+        """The run ends before the schedule does (time limit or ``train.stop_at``): a checkpoint and the hint."""
+        if saved_at != self.iteration:
+            self.save_checkpoint()
+        train = self.config.train
+        if out_of_time:
+            logger.warning(
+                "time limit reached (train.max_minutes=%g): training ends at iteration %d of %d; continue with: %s",
+                train.max_minutes, self.iteration, self.total_iters, self.resume_command(("train.max_minutes=0",)),
+            )
+        else:
+            logger.info(
+                "train.stop_at=%d: training ends at iteration %d of %d; continue with: %s",
+                train.stop_at, self.iteration, self.total_iters, self.resume_command(("train.stop_at=0",)),
+            )
 
     def resume_command(self, extra: tuple[str, ...] = ()) -> str:
         """The command line that continues this run: the one that started it, with ``--resume``.
