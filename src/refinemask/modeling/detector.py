@@ -22,7 +22,6 @@ import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import boxes as box_ops
 
@@ -31,20 +30,16 @@ from refinemask.errors import RefineMaskError
 from refinemask.modeling.anchors import ExactAnchorGenerator
 from refinemask.modeling.backbone import build_backbone
 from refinemask.modeling.box_masks import check_mask_output
+from refinemask.modeling.mask_head import MaskRCNNMaskHead
 from refinemask.modeling.refinemask_head import RefineMaskHead
 from refinemask.modeling.roi_heads import MaskRoIHeads, MultiLevelRoIPool
 from refinemask.modeling.rpn import ProposalNetwork
 from refinemask.modeling.simple_refinemask_head import SimpleRefineMaskHead
 from refinemask.modeling.transform import DetectionTransform
 
-MASK_HEADS = ("refinemask", "simple_refinemask", "maskrcnn")
-# official config values where the two RefineMask heads differ and the config says None
-# (refinemask: coco/r50-refinemask-1x; simple_refinemask: coco/r50-refinemask-1x-faster-better)
-HEAD_DEFAULTS = {
-    "refinemask": {"bar_stage_weights": (0.25, 0.5, 0.75, 1.0), "class_agnostic_last_stage": False},
-    "simple_refinemask": {"bar_stage_weights": (0.5, 0.75, 0.75, 1.0), "class_agnostic_last_stage": True},
-    "maskrcnn": {"bar_stage_weights": (0.25, 0.5, 0.75, 1.0), "class_agnostic_last_stage": False},
-}
+# the class of each ``model.mask_head``; each holds its official values of the fields left None
+MASK_HEAD_CLASSES = {"refinemask": RefineMaskHead, "simple_refinemask": SimpleRefineMaskHead, "maskrcnn": MaskRCNNMaskHead}
+MASK_HEADS = tuple(MASK_HEAD_CLASSES)
 # the FPN level of each stride ('pool' is P6, the max-pooled P5)
 FEATURE_NAMES = {4: "0", 8: "1", 16: "2", 32: "3", 64: "pool"}
 
@@ -52,7 +47,7 @@ FEATURE_NAMES = {4: "0", 8: "1", 16: "2", 32: "3", 64: "pool"}
 def head_setting(cfg: ModelConfig, name: str):
     """``cfg.<name>``, or the mask head's official value when the config leaves it None."""
     value = getattr(cfg, name)
-    return HEAD_DEFAULTS[cfg.mask_head][name] if value is None else value
+    return MASK_HEAD_CLASSES[cfg.mask_head].config_defaults[name] if value is None else value
 
 
 def mask_roi_pool(strides, sampling_ratio: int = 0, aligned: bool = True) -> MultiLevelRoIPool:
@@ -117,8 +112,7 @@ class RefineMaskRCNN(GeneralizedRCNN):
         )
         if cfg.mask_head in ("refinemask", "simple_refinemask"):
             last = 1 if head_setting(cfg, "class_agnostic_last_stage") else cfg.num_classes
-            head_class = RefineMaskHead if cfg.mask_head == "refinemask" else SimpleRefineMaskHead
-            roi_heads.mask_head = head_class(
+            roi_heads.mask_head = MASK_HEAD_CLASSES[cfg.mask_head](
                 stage_num_classes=(cfg.num_classes,) * 3 + (last,),
                 in_channels=backbone.out_channels,
                 instance_channels=cfg.mask_instance_channels,
@@ -135,8 +129,8 @@ class RefineMaskRCNN(GeneralizedRCNN):
         else:
             # the head's width follows the FPN's, as RefineMask's does (256 in the official models)
             width = backbone.out_channels
-            roi_heads.mask_head = MaskRCNNHeads(width, [width] * 4, 1)
-            roi_heads.mask_predictor = MaskRCNNPredictor(width, width, classes_with_bg)
+            roi_heads.mask_head = MaskRCNNMaskHead(width, classes_with_bg)
+            roi_heads.mask_predictor = roi_heads.mask_head.predictor  # registered here: torchvision's keys
             if cfg.mask_logits_init == "small":
                 torch.nn.init.normal_(roi_heads.mask_predictor.mask_fcn_logits.weight, std=0.001)
                 torch.nn.init.zeros_(roi_heads.mask_predictor.mask_fcn_logits.bias)

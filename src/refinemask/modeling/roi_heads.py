@@ -5,10 +5,11 @@ Shapes: B images; R sampled RoIs; N positive RoIs or detections; S a stage size.
 torchvision's ``RoIHeads.forward`` wires the stock mask head in by hand, and the semantic
 branch needs the whole P2 map, so the forward is rewritten here while the box sampling,
 matching and post-processing are reused from the parent class. ``mask_head`` is the
-:class:`RefineMaskHead` or the faster-better :class:`SimpleRefineMaskHead` (each ``state_dict``
-with its official keys; both driven through ``semantic_forward``/``instance_forward``), or
-torchvision's ``MaskRCNNHeads`` with ``mask_predictor``; all see the same features, RoIs and
-targets, so they can be compared with everything else equal.
+:class:`RefineMaskHead`, the faster-better :class:`SimpleRefineMaskHead` (each ``state_dict``
+with its official keys) or torchvision's Mask R-CNN head (:class:`MaskRCNNMaskHead`, with its
+predictor as ``mask_predictor``), all driven through one interface
+(:mod:`refinemask.modeling.mask_head`); all see the same features, RoIs and targets, so they
+can be compared with everything else equal.
 """
 from __future__ import annotations
 
@@ -19,10 +20,9 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 
 from refinemask.modeling.losses import bar_loss, box_head_loss, semantic_loss
-from refinemask.modeling.ops import assemble_stage_logits, boxes_to_rois, multilevel_roi_align
-from refinemask.modeling.refinemask_head import RefineMaskHead
+from refinemask.modeling.ops import boxes_to_rois, multilevel_roi_align
+from refinemask.modeling.mask_head import foreground_index
 from refinemask.modeling.rpn import Float32BoxCoder
-from refinemask.modeling.simple_refinemask_head import SimpleRefineMaskHead
 from refinemask.modeling.targets import instance_union, semantic_ignore_weight, semantic_target, stage_mask_targets
 
 
@@ -135,8 +135,8 @@ class MaskRoIHeads(RoIHeads):
 
     @property
     def is_refinemask(self) -> bool:
-        """Either RefineMask head (multi-stage logits, assembled to 112×112)."""
-        return isinstance(self.mask_head, (RefineMaskHead, SimpleRefineMaskHead))
+        """Either RefineMask head (multi-stage logits, assembled to 112×112), not Mask R-CNN's."""
+        return bool(self.mask_head.refines_boundaries)
 
     def forward(self, features, proposals, image_shapes, targets=None, given=None):
         """Losses in training; in eval per image ``dict(boxes, labels, scores, masks)``.
@@ -232,61 +232,57 @@ class MaskRoIHeads(RoIHeads):
         return positive[torch.randperm(positive.numel(), device=positive.device)[:cap]]
 
     def mask_loss(self, features, boxes, labels, gt_index, targets, image_shapes) -> dict[str, torch.Tensor]:
+        """The mask head's losses: ``loss_instance`` (BAR) and ``loss_semantic``, or ``loss_mask``."""
+        head = self.mask_head
         rois = boxes_to_rois(boxes).to(features["0"].device)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
         pooled = self.mask_roi_pool.pool_rois(features, rois)
-        sizes = self.mask_head.stage_sizes if self.is_refinemask else (28,)
         per_image = [
-            stage_mask_targets(b, g, t, sizes, tuple(shape))
+            stage_mask_targets(b, g, t, head.stage_sizes, tuple(shape))
             for b, g, t, shape in zip(boxes, gt_index, targets, image_shapes)
         ]
-        stage_targets = [torch.cat([img[k] for img in per_image], dim=0) for k in range(len(sizes))]
-
-        if not self.is_refinemask:
-            logits = self.mask_predictor(self.mask_head(pooled))
-            if rois.shape[0] == 0:
-                return {"loss_mask": logits.sum() * 0}
-            logits = logits[torch.arange(rois.shape[0], device=logits.device), all_labels]
-            return {"loss_mask": F.binary_cross_entropy_with_logits(logits, stage_targets[0])}
+        stage_targets = [torch.cat([img[k] for img in per_image], dim=0) for k in range(len(head.stage_sizes))]
 
         p2 = features["0"]
-        semantic = self.mask_head.semantic_forward(p2)
-        stage_logits = self.mask_head.instance_forward(pooled, semantic, rois, all_labels - 1)
+        semantic = head.semantic_forward(p2)
+        stage_logits = head.instance_forward(pooled, semantic, rois, foreground_index(all_labels))
         if rois.shape[0] == 0:
             # no positive RoI: keep the graph connected (DDP needs every parameter used)
-            loss_instance = sum(s.sum() for s in stage_logits) * 0.0
+            loss = sum(s.sum() for s in stage_logits) * 0.0
+        elif head.refines_boundaries:
+            loss = bar_loss(stage_logits, stage_targets, self.bar_stage_weights, self.boundary_width)
         else:
-            loss_instance = bar_loss(stage_logits, stage_targets, self.bar_stage_weights, self.boundary_width)
-        semantic_logits = semantic[0]
-        if semantic_logits is None:  # the faster-better head: BAR loss only (docs/design.md §4.4)
-            return {"loss_instance": loss_instance}
-        padded = (p2.shape[-2] * self.mask_head.semantic_stride, p2.shape[-1] * self.mask_head.semantic_stride)
+            loss = F.binary_cross_entropy_with_logits(stage_logits[0][:, 0], stage_targets[0])
+        if not head.refines_boundaries:
+            return {"loss_mask": loss}
+        if semantic.logits is None:  # the faster-better head: BAR loss only (docs/design.md §4.4)
+            return {"loss_instance": loss}
+        padded = (p2.shape[-2] * head.semantic_stride, p2.shape[-1] * head.semantic_stride)
         sem_target = semantic_target([instance_union(t) for t in targets], padded, tuple(p2.shape[-2:]))
         box_only = [t["boxes"][~t["has_mask"]] if "has_mask" in t else t["boxes"][:0] for t in targets]
         weight = semantic_ignore_weight(box_only, padded, tuple(p2.shape[-2:]))
         return {
-            "loss_instance": loss_instance,
-            "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic_logits, sem_target, weight),
+            "loss_instance": loss,
+            "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic.logits, sem_target, weight),
         }
 
     # -- inference --------------------------------------------------------------------------
 
     def predict_masks(self, features, boxes: list[torch.Tensor], labels: list[torch.Tensor], coarse: bool = False):
-        """Mask probabilities (N_i, 1, M, M) per image for the given detections.
+        """Mask probabilities (N_i, 1, M, M) per image for the given detections (labels in 1..C).
 
-        ``coarse=True`` returns RefineMask's 28×28 stage instead of the assembled 112×112 map,
-        to show what the refinement adds.
+        ``coarse=True`` returns the head's coarse stage (RefineMask's 28×28) instead of its final
+        map (the assembled 112×112), to show what the refinement adds.
         """
+        head = self.mask_head
+        if coarse and head.coarse_stage is None:
+            raise ValueError(f"{type(head).__name__} has no coarse stage")
         counts = [len(b) for b in boxes]
         rois = boxes_to_rois(boxes).to(features["0"].device)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
-        semantic = None
-        if self.is_refinemask:
-            # once per batch, not once per chunk as in the official code: same result, less work
-            semantic = self.mask_head.semantic_forward(features["0"])
-            size = self.mask_head.stage_sizes[1 if coarse else -1]
-        else:
-            size = 28
+        # once per batch, not once per chunk as in the official code: same result, less work
+        semantic = head.semantic_forward(features["0"])
+        size = head.coarse_size if coarse else head.output_size
         chunks = []
         for start in range(0, rois.shape[0], self.mask_chunk_size):
             r = rois[start : start + self.mask_chunk_size]
@@ -303,14 +299,11 @@ class MaskRoIHeads(RoIHeads):
 
         Args:
             rois: (N, 5) [batch_index, x1, y1, x2, y2]; labels: (N,) in 1..C.
-            semantic: the RefineMask head's ``semantic_forward`` output, computed here when not
-                given.
+            semantic: the mask head's ``semantic_forward`` output, computed here when not given.
         """
+        head = self.mask_head
         pooled = self.mask_roi_pool.pool_rois(features, rois)
-        if not self.is_refinemask:
-            logits = self.mask_predictor(self.mask_head(pooled))
-            return logits[torch.arange(rois.shape[0], device=logits.device), labels][:, None]
         if semantic is None:
-            semantic = self.mask_head.semantic_forward(features["0"])
-        stage_logits = self.mask_head.instance_forward(pooled, semantic, rois, labels - 1)
-        return stage_logits[1] if coarse else assemble_stage_logits(stage_logits)
+            semantic = head.semantic_forward(features["0"])
+        stage_logits = head.instance_forward(pooled, semantic, rois, foreground_index(labels))
+        return stage_logits[head.coarse_stage] if coarse else head.final_logits(stage_logits)
