@@ -94,6 +94,14 @@ def classify_given_boxes(
     return out_scores, out_labels
 
 
+def best_foreground_score(class_logits: torch.Tensor) -> torch.Tensor:
+    """(R, C+1) box-classifier logits of one image, background first -> () the highest class
+    probability of any RoI (0 without RoIs)."""
+    if class_logits.numel() == 0:
+        return class_logits.new_zeros(())
+    return class_logits.softmax(-1)[:, 1:].max()
+
+
 class MaskRoIHeads(RoIHeads):
     """Box head + a RefineMask or Mask R-CNN mask branch.
 
@@ -138,7 +146,10 @@ class MaskRoIHeads(RoIHeads):
         """Either RefineMask head (multi-stage logits, assembled to 112×112), not Mask R-CNN's."""
         return bool(self.mask_head.refines_boundaries)
 
-    def forward(self, features, proposals, image_shapes, targets=None, given=None):
+    def forward(
+        self, features, proposals, image_shapes, targets=None, given=None,
+        score_thresh: float | None = None, coarse: bool = False, best_score: bool = False,
+    ):
         """Losses in training; in eval per image ``dict(boxes, labels, scores, masks)``.
 
         Args:
@@ -146,7 +157,16 @@ class MaskRoIHeads(RoIHeads):
                 ``"labels"`` (N_i,) in 1..C or not; replaces ``proposals``. The given boxes are
                 the detections: the box head only classifies them (and scores the given labels),
                 then the mask branch runs as for the detector's own detections.
+            score_thresh: eval only, the score a detection must exceed in this call instead of
+                ``self.score_thresh`` (no state changes: concurrent calls may differ).
+            coarse: eval only, adds ``coarse_masks`` (N_i, 1, S, S), the head's coarse stage of
+                the same detections (RefineMask's 28×28, before the boundary refinement).
+            best_score: eval only, adds ``best_score``, a 0-dim tensor per image: the highest
+                foreground probability any of its RoIs had before any threshold (what a lower
+                threshold would show when nothing is kept).
         """
+        if self.training and (score_thresh is not None or coarse or best_score):
+            raise ValueError("score_thresh, coarse and best_score are eval options")
         if given is not None:
             if self.training:
                 raise ValueError("boxes can be given in eval mode only")
@@ -177,7 +197,9 @@ class MaskRoIHeads(RoIHeads):
             return [], losses
 
         if given is None:
-            boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+            boxes, scores, labels = self.postprocess_detections(
+                class_logits, box_regression, proposals, image_shapes, score_thresh
+            )
         else:
             boxes = proposals
             scores, labels = classify_given_boxes(class_logits, [g.get("labels") for g in given], [len(b) for b in boxes])
@@ -186,12 +208,20 @@ class MaskRoIHeads(RoIHeads):
             {"boxes": b, "labels": lab, "scores": s, "masks": m}
             for b, lab, s, m in zip(boxes, labels, scores, masks)
         ]
+        if coarse:
+            for r, m in zip(result, self.predict_masks(features, boxes, labels, coarse=True)):
+                r["coarse_masks"] = m
+        if best_score:
+            counts = [p.shape[0] for p in proposals]
+            for r, logits in zip(result, class_logits.split(counts)):
+                r["best_score"] = best_foreground_score(logits)
         return result, {}
 
-    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
+    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes, score_thresh=None):
         """Per image: decode, clip, score > thresh, per-class NMS, the best ``detections_per_img``.
 
-        torchvision's post-processing, with its small-box filter as ``box_min_size``.
+        torchvision's post-processing, with its small-box filter as ``box_min_size``; ``thresh``
+        is ``score_thresh``, or ``self.score_thresh`` when None.
 
         Args:
             class_logits: (R, C+1), background first.
@@ -205,13 +235,14 @@ class MaskRoIHeads(RoIHeads):
         counts = [p.shape[0] for p in proposals]  # not len(): stays dynamic under ONNX tracing
         all_boxes = self.box_coder.decode(box_regression, proposals).split(counts)
         all_scores = F.softmax(class_logits, -1).split(counts)
+        thresh = self.score_thresh if score_thresh is None else score_thresh
         out_boxes, out_scores, out_labels = [], [], []
         for boxes, scores, shape in zip(all_boxes, all_scores, image_shapes):
             boxes = box_ops.clip_boxes_to_image(boxes, shape)
             labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
             # one candidate per (RoI, foreground class), RoI-major
             boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
-            keep = torch.where(scores > self.score_thresh)[0]
+            keep = torch.where(scores > thresh)[0]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             if self.box_min_size > 0:
                 keep = box_ops.remove_small_boxes(boxes, self.box_min_size)
