@@ -48,6 +48,7 @@ def detect(
     boxes: Sequence[Any] | None = None,
     labels: Sequence[Any] | None = None,
     mask_output: str | None = None,
+    **options: Any,
 ) -> list[dict[str, Any]]:
     """The model's detections of B float (3, H_i, W_i) images in [0, 1], run as one batch.
 
@@ -56,19 +57,16 @@ def detect(
     the model's). ``boxes``/``labels``: per image, boxes given to segment instead of the model's
     own detections (see the model's ``forward``). ``mask_output``: "box" returns ``masks`` as
     :class:`~refinemask.modeling.box_masks.BoxMasks` (no full-image map per detection), "image"
-    as above; None keeps the model's setting. The model is in eval mode under no_grad for the
-    call and in its former mode (and ``mask_output``) after it.
+    as above; None keeps the model's setting. ``options``: the model's other eval call options
+    (``score_thresh``, ``coarse``, ``best_score``). All of them are passed to the forward, so
+    nothing on the model changes and threads may share it; the model is in eval mode under
+    no_grad for the call (and in its former mode after it).
     """
     device = model_device(model) if device is None else torch.device(device)
     images = [image.to(device) for image in images]
-    before = getattr(model, "mask_output", None)
+    if mask_output is not None:
+        options["mask_output"] = mask_output
+    if boxes is not None:
+        options.update(boxes=boxes, labels=labels)
     with evaluating(model):
-        try:
-            if mask_output is not None:
-                model.mask_output = mask_output
-            if boxes is None:
-                return model(images)
-            return model(images, boxes=boxes, labels=labels)
-        finally:
-            if mask_output is not None:
-                model.mask_output = before
+        return model(images, **options)

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from refinemask.data.images import as_image_tensor
-from refinemask.engine.inference import detect, evaluating
+from refinemask.engine.inference import detect
 from refinemask.errors import RefineMaskError
-from refinemask.modeling.box_masks import BoxMasks, MaskWindows
+from refinemask.modeling.box_masks import MaskWindows
 
 
 class Predictor:
@@ -54,7 +54,9 @@ class Predictor:
     error; the part of a box outside the image is clipped (masks stop at the image border).
 
     After a call without given boxes, ``best_scores`` holds the highest score any box of each
-    image had, kept or not: what a lower threshold would show when an image comes back empty.
+    image had, kept or not: what a lower threshold would show when an image comes back empty
+    (the latest call's: with threads sharing a Predictor, their results are each their own,
+    ``best_scores`` the last one's).
 
     ``predictor(image, coarse=True)`` adds ``coarse_masks`` bool (N, H, W): RefineMask's 28 x 28
     stage (before the boundary refinement) of the same detections, pasted into the image as the
@@ -116,39 +118,32 @@ class Predictor:
             return self._given_boxes(batch, single, boxes, labels, masks)
         if labels is not None:
             raise RefineMaskError("labels are for given boxes: pass boxes= as well")
-        heads = self.model.roi_heads
-        model_thresh = heads.score_thresh
-        # filtering before NMS keeps the same detections above the threshold and spares the
-        # mask head the rest
-        if self.score_thresh is not None:
-            heads.score_thresh = max(model_thresh, self.score_thresh)
-        best: list[float] = []
-        # the box classifier's scores before any threshold, read as they pass (one image a call)
-        hooks = [heads.box_predictor.register_forward_hook(lambda _m, _i, out: best.append(_best_foreground_score(out[0])))]
-        # for the coarse stage: the features and the detections in the resized image's pixels,
-        # as they pass through the model's one forward (the detections' boxes are read at once:
-        # the transform's postprocess then rescales them in the same dicts)
-        seen: dict[str, Any] = {}
-        if coarse and heads.is_refinemask:
-            hooks.append(self.model.backbone.register_forward_hook(lambda _m, _i, out: seen.update(features=out)))
-            hooks.append(heads.register_forward_hook(
-                lambda _m, _i, out: seen.update(boxes=[d["boxes"] for d in out[0]], labels=[d["labels"] for d in out[0]])
-            ))
-        try:
-            outputs = []
-            # one image a forward; evaluating() also covers the coarse stage's extra head call
-            with evaluating(self.model):
-                for image in batch:
-                    output = detect(self.model, [as_image_tensor(image, **self.scaling)], self.device, mask_output="box")[0]
-                    if coarse:
-                        output["coarse_masks"] = self._coarse_masks(seen, output) if seen else None
-                    outputs.append(self._binarise(output, masks))
-        finally:
-            for hook in hooks:
-                hook.remove()
-            heads.score_thresh = model_thresh
-        self.best_scores = best
+        outputs, self.best_scores = self._own_detections(batch, coarse, masks)
         return outputs[0] if single else outputs
+
+    def _own_detections(self, batch: list, coarse: bool, masks: str) -> tuple[list[dict], list[float]]:
+        """The model's detections of each image, and each image's best score, kept or not.
+
+        Everything this call needs goes to the model's forward as options (threshold, coarse
+        stage, best score): nothing on the model or on ``self`` changes, so threads may share
+        a Predictor.
+        """
+        heads = self.model.roi_heads
+        # filtering before NMS keeps the same detections above the threshold and spares the
+        # mask head the rest; the model's own threshold stays the floor
+        thresh = None if self.score_thresh is None else max(float(heads.score_thresh), self.score_thresh)
+        with_coarse = coarse and heads.mask_head.coarse_stage is not None
+        outputs, best = [], []
+        for image in batch:  # one image a forward
+            output = detect(
+                self.model, [as_image_tensor(image, **self.scaling)], self.device, mask_output="box",
+                score_thresh=thresh, coarse=with_coarse, best_score=True,
+            )[0]
+            best.append(float(output.pop("best_score")))
+            if coarse and not with_coarse:
+                output["coarse_masks"] = None  # a head without a coarse stage (Mask R-CNN)
+            outputs.append(self._binarise(output, masks))
+        return outputs, best
 
     def _tiled(self, image: Any, tile: int, overlap: float, masks: str) -> dict:
         """One image predicted tile by tile and merged (:func:`refinemask.engine.tiling.predict_tiled`)."""
@@ -159,8 +154,8 @@ class Predictor:
         best: list[float] = []
 
         def predict_tile(part: torch.Tensor) -> dict:
-            result = self(part, masks="box")
-            best.extend(self.best_scores)
+            (result,), (score,) = self._own_detections([part], False, "box")
+            best.append(score)
             return result
 
         result = predict_tiled(predict_tile, tensor, int(tile), float(overlap))
@@ -186,16 +181,6 @@ class Predictor:
             result["boxes"] = torch.as_tensor(image_boxes, dtype=torch.float32).reshape(-1, 4).cpu()
             outputs.append(result)
         return outputs[0] if single else outputs
-
-    def _coarse_masks(self, seen: dict, output: dict) -> BoxMasks:
-        """RefineMask's 28 x 28 stage for ``output``'s detections, in their boxes.
-
-        ``seen`` holds the backbone features and the RoI heads' detections (in the resized
-        image's pixels) of the forward that made ``output``; the stage goes with the output's
-        boxes (in the image's pixels), as the model's final masks do.
-        """
-        probs = self.model.roi_heads.predict_masks(seen["features"], seen["boxes"], seen["labels"], coarse=True)[0]
-        return BoxMasks(probs, output["boxes"], output["masks"].image_size)
 
     def _binarise(self, output: dict, masks: str, threshold: bool = True) -> dict:
         """Detections kept (score threshold) on the CPU, masks binarised in the form ``masks``."""
@@ -229,8 +214,3 @@ def mask_form(windows: MaskWindows, form: str):
     return windows.to_image()
 
 
-def _best_foreground_score(class_logits: torch.Tensor) -> float:
-    """(R, C+1) box classifier logits, background first -> the highest class score of any RoI."""
-    if class_logits.numel() == 0:
-        return 0.0
-    return float(class_logits.softmax(-1)[:, 1:].max())

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
-from refinemask.modeling.ops import assemble_stage_logits, boxes_to_rois
+from refinemask.modeling.mask_head import foreground_index
+from refinemask.modeling.ops import boxes_to_rois
 
 # the graphs' input and output names, in order: what a runtime feeds and reads
 DETECTOR_INPUTS = ("images", "image_size")
@@ -158,10 +159,9 @@ class MaskHeadGraph(nn.Module):
             (N, 1, 112, 112) assembled mask logits.
         """
         semantic = self.head.semantic_forward(p2)
-        return assemble_stage_logits(self.head.instance_forward(roi_features, semantic, rois, labels - 1))
+        return self.head.final_logits(self.head.instance_forward(roi_features, semantic, rois, foreground_index(labels)))
 
 
 def mask_size_of(model: nn.Module) -> int:
-    """M: the side of the model's mask predictions (the last RefineMask stage, or 28)."""
-    heads = model.roi_heads
-    return int(heads.mask_head.stage_sizes[-1]) if heads.is_refinemask else 28
+    """M: the side of the model's mask predictions (the mask head's ``output_size``)."""
+    return model.roi_heads.mask_head.output_size

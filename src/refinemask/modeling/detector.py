@@ -22,7 +22,6 @@ import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import boxes as box_ops
 
@@ -31,20 +30,16 @@ from refinemask.errors import RefineMaskError
 from refinemask.modeling.anchors import ExactAnchorGenerator
 from refinemask.modeling.backbone import build_backbone
 from refinemask.modeling.box_masks import check_mask_output
+from refinemask.modeling.mask_head import MaskRCNNMaskHead
 from refinemask.modeling.refinemask_head import RefineMaskHead
 from refinemask.modeling.roi_heads import MaskRoIHeads, MultiLevelRoIPool
 from refinemask.modeling.rpn import ProposalNetwork
 from refinemask.modeling.simple_refinemask_head import SimpleRefineMaskHead
 from refinemask.modeling.transform import DetectionTransform
 
-MASK_HEADS = ("refinemask", "simple_refinemask", "maskrcnn")
-# official config values where the two RefineMask heads differ and the config says None
-# (refinemask: coco/r50-refinemask-1x; simple_refinemask: coco/r50-refinemask-1x-faster-better)
-HEAD_DEFAULTS = {
-    "refinemask": {"bar_stage_weights": (0.25, 0.5, 0.75, 1.0), "class_agnostic_last_stage": False},
-    "simple_refinemask": {"bar_stage_weights": (0.5, 0.75, 0.75, 1.0), "class_agnostic_last_stage": True},
-    "maskrcnn": {"bar_stage_weights": (0.25, 0.5, 0.75, 1.0), "class_agnostic_last_stage": False},
-}
+# the class of each ``model.mask_head``; each holds its official values of the fields left None
+MASK_HEAD_CLASSES = {"refinemask": RefineMaskHead, "simple_refinemask": SimpleRefineMaskHead, "maskrcnn": MaskRCNNMaskHead}
+MASK_HEADS = tuple(MASK_HEAD_CLASSES)
 # the FPN level of each stride ('pool' is P6, the max-pooled P5)
 FEATURE_NAMES = {4: "0", 8: "1", 16: "2", 32: "3", 64: "pool"}
 
@@ -52,7 +47,7 @@ FEATURE_NAMES = {4: "0", 8: "1", 16: "2", 32: "3", 64: "pool"}
 def head_setting(cfg: ModelConfig, name: str):
     """``cfg.<name>``, or the mask head's official value when the config leaves it None."""
     value = getattr(cfg, name)
-    return HEAD_DEFAULTS[cfg.mask_head][name] if value is None else value
+    return MASK_HEAD_CLASSES[cfg.mask_head].config_defaults[name] if value is None else value
 
 
 def mask_roi_pool(strides, sampling_ratio: int = 0, aligned: bool = True) -> MultiLevelRoIPool:
@@ -118,8 +113,7 @@ class RefineMaskRCNN(GeneralizedRCNN):
         )
         if cfg.mask_head in ("refinemask", "simple_refinemask"):
             last = 1 if head_setting(cfg, "class_agnostic_last_stage") else cfg.num_classes
-            head_class = RefineMaskHead if cfg.mask_head == "refinemask" else SimpleRefineMaskHead
-            roi_heads.mask_head = head_class(
+            roi_heads.mask_head = MASK_HEAD_CLASSES[cfg.mask_head](
                 stage_num_classes=(cfg.num_classes,) * 3 + (last,),
                 in_channels=backbone.out_channels,
                 instance_channels=cfg.mask_instance_channels,
@@ -136,8 +130,8 @@ class RefineMaskRCNN(GeneralizedRCNN):
         else:
             # the head's width follows the FPN's, as RefineMask's does (256 in the official models)
             width = backbone.out_channels
-            roi_heads.mask_head = MaskRCNNHeads(width, [width] * 4, 1)
-            roi_heads.mask_predictor = MaskRCNNPredictor(width, width, classes_with_bg)
+            roi_heads.mask_head = MaskRCNNMaskHead(width, classes_with_bg)
+            roi_heads.mask_predictor = roi_heads.mask_head.predictor  # registered here: torchvision's keys
             if cfg.mask_logits_init == "small":
                 torch.nn.init.normal_(roi_heads.mask_predictor.mask_fcn_logits.weight, std=0.001)
                 torch.nn.init.zeros_(roi_heads.mask_predictor.mask_fcn_logits.bias)
@@ -145,8 +139,11 @@ class RefineMaskRCNN(GeneralizedRCNN):
         super().__init__(backbone, rpn, roi_heads, transform)
         self.config = config
 
-    def forward(self, images, targets=None, boxes=None, labels=None):
-        """torchvision's ``GeneralizedRCNN.forward``, plus boxes given from elsewhere.
+    def forward(
+        self, images, targets=None, boxes=None, labels=None, *,
+        score_thresh: float | None = None, coarse: bool = False, best_score: bool = False, mask_output: str | None = None,
+    ):
+        """torchvision's ``GeneralizedRCNN.forward``, plus boxes given from elsewhere and call options.
 
         Args:
             images: list of (3, H_i, W_i) float images in 0-1.
@@ -157,34 +154,61 @@ class RefineMaskRCNN(GeneralizedRCNN):
             labels: with ``boxes``, per image (N_i,) classes in 1..C; None lets the box head
                 classify each given box (its most probable foreground class).
 
+        Eval-only options, for this call alone (the model is not changed, so threads may share it):
+            score_thresh: the score a detection must exceed, instead of ``box_score_thresh``.
+            coarse: add ``coarse_masks``, the head's coarse stage (RefineMask's 28×28) of the same
+                detections, in the form of ``masks``; an error for a head without one (Mask R-CNN).
+            best_score: add ``best_score``, a 0-dim tensor per image: the highest class score any
+                RoI had before the threshold (own detections) or of the given boxes' RoIs.
+            mask_output: "image" or "box" (see :attr:`mask_output`) instead of the model's setting.
+
         Returns:
             the loss dict in training; in eval one ``dict(boxes, labels, scores, masks)`` per
             image. For given boxes, ``boxes`` are the given ones clipped to the image (masks are
             pasted into those), and
             ``scores`` the box head's probability of each box's label.
         """
-        if boxes is None:
-            return super().forward(images, targets)
         if self.training:
-            raise RefineMaskError("boxes can be given in eval mode only: call model.eval() first")
+            if boxes is not None:
+                raise RefineMaskError("boxes can be given in eval mode only: call model.eval() first")
+            if score_thresh is not None or coarse or best_score or mask_output is not None:
+                raise RefineMaskError(
+                    "score_thresh, coarse, best_score and mask_output are eval options: call model.eval() first"
+                )
+            return super().forward(images, targets)
+        if coarse and self.roi_heads.mask_head.coarse_stage is None:
+            raise RefineMaskError(f"coarse=True: the {self.config.mask_head} mask head has no coarse stage")
+        if mask_output is not None:
+            check_mask_output(mask_output, "mask_output")
+        original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+        given, clipped = (None, None) if boxes is None else self._given_boxes(images, boxes, labels, original_sizes)
+        # the transform scales the given boxes with the image, as it scales training targets
+        image_list, given = self.transform(images, given)
+        features = self.backbone(image_list.tensors)
+        proposals = self.rpn(image_list, features)[0] if given is None else None
+        detections, _ = self.roi_heads(
+            features, proposals, image_list.image_sizes, given=given,
+            score_thresh=score_thresh, coarse=coarse, best_score=best_score,
+        )
+        return self.transform.postprocess(
+            detections, image_list.image_sizes, original_sizes, original_boxes=clipped, mask_output=mask_output
+        )
+
+    def _given_boxes(self, images, boxes, labels, original_sizes) -> tuple[list[dict], list[torch.Tensor]]:
+        """Checked given boxes (and labels) per image on its device, and the boxes clipped to it."""
         if len(boxes) != len(images) or (labels is not None and len(labels) != len(images)):
             raise RefineMaskError(
                 f"give one box tensor{' and one label tensor' if labels is not None else ''} per image: "
                 f"{len(images)} images, {len(boxes)} box tensors"
                 + (f", {len(labels)} label tensors" if labels is not None else "")
             )
-        original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
         given, clipped = [], []
         for i, size in enumerate(original_sizes):
             b, lab = check_given_boxes(boxes[i], None if labels is None else labels[i], size, self.config.num_classes)
             device = images[i].device
             given.append({"boxes": b.to(device)} if lab is None else {"boxes": b.to(device), "labels": lab.to(device)})
             clipped.append(box_ops.clip_boxes_to_image(b, size).to(device))
-        # the transform scales the given boxes with the image, as it scales training targets
-        image_list, given = self.transform(images, given)
-        features = self.backbone(image_list.tensors)
-        detections, _ = self.roi_heads(features, None, image_list.image_sizes, given=given)
-        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes, original_boxes=clipped)
+        return given, clipped
 
     @property
     def mask_output(self) -> str:

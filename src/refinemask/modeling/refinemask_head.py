@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from refinemask.modeling.mask_head import MaskHeadInterface, SemanticOutput
 from refinemask.modeling.ops import resize_bilinear, roi_align
 
 
@@ -160,8 +161,10 @@ class SemanticFusionStage(nn.Module):
         return logits, torch.cat([fused, masks], dim=1)
 
 
-class RefineMaskHead(nn.Module):
+class RefineMaskHead(MaskHeadInterface, nn.Module):
     """RefineMask's mask head: 14×14 RoI features + P2 -> mask logits at 14, 28, 56 and 112.
+
+    Driven through the mask-head interface (:mod:`refinemask.modeling.mask_head`).
 
     Args:
         stage_num_classes: classes of each stage's classifier; [C]*4 for COCO/Cityscapes,
@@ -175,6 +178,9 @@ class RefineMaskHead(nn.Module):
         dilations: the dilated branches of each fusion stage.
         stage_sizes: supervision size of each stage (the first is the RoI feature size).
     """
+
+    # official coco/r50-refinemask-1x values for the config fields left None
+    config_defaults = {"bar_stage_weights": (0.25, 0.5, 0.75, 1.0), "class_agnostic_last_stage": False}
 
     def __init__(
         self,
@@ -210,27 +216,27 @@ class RefineMaskHead(nn.Module):
     def class_agnostic_last_stage(self) -> bool:
         return self.stage_num_classes[-1] == 1
 
-    def semantic_forward(self, p2: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def semantic_forward(self, p2: torch.Tensor) -> SemanticOutput:
         """The per-image part of the head, independent of the RoIs.
 
         Args:
             p2: (B, F, h, w), the stride-4 FPN map (F = in_channels, 256 in the official models).
 
         Returns:
-            semantic logits (B, 1, h, w), each stage's transformed semantic map (B, C_k, h, w),
-            and the semantic probabilities (B, 1, h, w).
+            ``logits`` (B, 1, h, w), each stage's transformed semantic map ``stage_inputs``
+            (B, C_k, h, w), and the semantic probabilities ``probs`` (B, 1, h, w).
         """
         x = p2
         for conv in self.semantic_convs:
             x = conv(x)
         semantic_logits = self.semantic_logits(x)
         stage_inputs = [stage.transform_semantic(x) for stage in self.stages]
-        return semantic_logits, stage_inputs, semantic_logits.sigmoid()
+        return SemanticOutput(semantic_logits, stage_inputs, semantic_logits.sigmoid())
 
     def instance_forward(
         self,
         instance_feats: torch.Tensor,
-        semantic: tuple[torch.Tensor, list[torch.Tensor], torch.Tensor],
+        semantic: SemanticOutput,
         rois: torch.Tensor,
         labels: torch.Tensor,
     ) -> list[torch.Tensor]:
@@ -245,7 +251,7 @@ class RefineMaskHead(nn.Module):
         Returns:
             logits (N, 1, S, S) for each stage size S.
         """
-        _, stage_inputs, semantic_prob = semantic
+        _, stage_inputs, semantic_prob = semantic  # a SemanticOutput, or the plain tuple it is
         x = instance_feats
         for conv in self.instance_convs:
             x = conv(x)
@@ -263,4 +269,4 @@ class RefineMaskHead(nn.Module):
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The official head's forward: per-stage logits and the semantic logits (B, 1, h, w)."""
         semantic = self.semantic_forward(p2)
-        return self.instance_forward(instance_feats, semantic, rois, labels), semantic[0]
+        return self.instance_forward(instance_feats, semantic, rois, labels), semantic.logits

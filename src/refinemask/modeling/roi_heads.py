@@ -5,10 +5,11 @@ Shapes: B images; R sampled RoIs; N positive RoIs or detections; S a stage size.
 torchvision's ``RoIHeads.forward`` wires the stock mask head in by hand, and the semantic
 branch needs the whole P2 map, so the forward is rewritten here while the box sampling,
 matching and post-processing are reused from the parent class. ``mask_head`` is the
-:class:`RefineMaskHead` or the faster-better :class:`SimpleRefineMaskHead` (each ``state_dict``
-with its official keys; both driven through ``semantic_forward``/``instance_forward``), or
-torchvision's ``MaskRCNNHeads`` with ``mask_predictor``; all see the same features, RoIs and
-targets, so they can be compared with everything else equal.
+:class:`RefineMaskHead`, the faster-better :class:`SimpleRefineMaskHead` (each ``state_dict``
+with its official keys) or torchvision's Mask R-CNN head (:class:`MaskRCNNMaskHead`, with its
+predictor as ``mask_predictor``), all driven through one interface
+(:mod:`refinemask.modeling.mask_head`); all see the same features, RoIs and targets, so they
+can be compared with everything else equal.
 """
 from __future__ import annotations
 
@@ -19,10 +20,9 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 
 from refinemask.modeling.losses import bar_loss, box_head_loss, semantic_loss
-from refinemask.modeling.ops import assemble_stage_logits, boxes_to_rois, multilevel_roi_align
-from refinemask.modeling.refinemask_head import RefineMaskHead
+from refinemask.modeling.ops import boxes_to_rois, multilevel_roi_align
+from refinemask.modeling.mask_head import foreground_index
 from refinemask.modeling.rpn import Float32BoxCoder
-from refinemask.modeling.simple_refinemask_head import SimpleRefineMaskHead
 from refinemask.modeling.targets import instance_union, semantic_ignore_weight, semantic_target, stage_mask_targets
 
 
@@ -94,6 +94,14 @@ def classify_given_boxes(
     return out_scores, out_labels
 
 
+def best_foreground_score(class_logits: torch.Tensor) -> torch.Tensor:
+    """(R, C+1) box-classifier logits of one image, background first -> () the highest class
+    probability of any RoI (0 without RoIs)."""
+    if class_logits.numel() == 0:
+        return class_logits.new_zeros(())
+    return class_logits.softmax(-1)[:, 1:].max()
+
+
 class MaskRoIHeads(RoIHeads):
     """Box head + a RefineMask or Mask R-CNN mask branch.
 
@@ -140,10 +148,13 @@ class MaskRoIHeads(RoIHeads):
 
     @property
     def is_refinemask(self) -> bool:
-        """Either RefineMask head (multi-stage logits, assembled to 112×112)."""
-        return isinstance(self.mask_head, (RefineMaskHead, SimpleRefineMaskHead))
+        """Either RefineMask head (multi-stage logits, assembled to 112×112), not Mask R-CNN's."""
+        return bool(self.mask_head.refines_boundaries)
 
-    def forward(self, features, proposals, image_shapes, targets=None, given=None):
+    def forward(
+        self, features, proposals, image_shapes, targets=None, given=None,
+        score_thresh: float | None = None, coarse: bool = False, best_score: bool = False,
+    ):
         """Losses in training; in eval per image ``dict(boxes, labels, scores, masks)``.
 
         Args:
@@ -151,7 +162,16 @@ class MaskRoIHeads(RoIHeads):
                 ``"labels"`` (N_i,) in 1..C or not; replaces ``proposals``. The given boxes are
                 the detections: the box head only classifies them (and scores the given labels),
                 then the mask branch runs as for the detector's own detections.
+            score_thresh: eval only, the score a detection must exceed in this call instead of
+                ``self.score_thresh`` (no state changes: concurrent calls may differ).
+            coarse: eval only, adds ``coarse_masks`` (N_i, 1, S, S), the head's coarse stage of
+                the same detections (RefineMask's 28×28, before the boundary refinement).
+            best_score: eval only, adds ``best_score``, a 0-dim tensor per image: the highest
+                foreground probability any of its RoIs had before any threshold (what a lower
+                threshold would show when nothing is kept).
         """
+        if self.training and (score_thresh is not None or coarse or best_score):
+            raise ValueError("score_thresh, coarse and best_score are eval options")
         if given is not None:
             if self.training:
                 raise ValueError("boxes can be given in eval mode only")
@@ -182,7 +202,9 @@ class MaskRoIHeads(RoIHeads):
             return [], losses
 
         if given is None:
-            boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+            boxes, scores, labels = self.postprocess_detections(
+                class_logits, box_regression, proposals, image_shapes, score_thresh
+            )
         else:
             boxes = proposals
             scores, labels = classify_given_boxes(class_logits, [g.get("labels") for g in given], [len(b) for b in boxes])
@@ -191,12 +213,20 @@ class MaskRoIHeads(RoIHeads):
             {"boxes": b, "labels": lab, "scores": s, "masks": m}
             for b, lab, s, m in zip(boxes, labels, scores, masks)
         ]
+        if coarse:
+            for r, m in zip(result, self.predict_masks(features, boxes, labels, coarse=True)):
+                r["coarse_masks"] = m
+        if best_score:
+            counts = [p.shape[0] for p in proposals]
+            for r, logits in zip(result, class_logits.split(counts)):
+                r["best_score"] = best_foreground_score(logits)
         return result, {}
 
-    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
+    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes, score_thresh=None):
         """Per image: decode, clip, score > thresh, per-class NMS, the best ``detections_per_img``.
 
-        torchvision's post-processing, with its small-box filter as ``box_min_size``.
+        torchvision's post-processing, with its small-box filter as ``box_min_size``; ``thresh``
+        is ``score_thresh``, or ``self.score_thresh`` when None.
 
         Args:
             class_logits: (R, C+1), background first.
@@ -210,13 +240,14 @@ class MaskRoIHeads(RoIHeads):
         counts = [p.shape[0] for p in proposals]  # not len(): stays dynamic under ONNX tracing
         all_boxes = self.box_coder.decode(box_regression, proposals).split(counts)
         all_scores = F.softmax(class_logits, -1).split(counts)
+        thresh = self.score_thresh if score_thresh is None else score_thresh
         out_boxes, out_scores, out_labels = [], [], []
         for boxes, scores, shape in zip(all_boxes, all_scores, image_shapes):
             boxes = box_ops.clip_boxes_to_image(boxes, shape)
             labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
             # one candidate per (RoI, foreground class), RoI-major
             boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
-            keep = torch.where(scores > self.score_thresh)[0]
+            keep = torch.where(scores > thresh)[0]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             if self.box_min_size > 0:
                 keep = box_ops.remove_small_boxes(boxes, self.box_min_size)
@@ -237,64 +268,60 @@ class MaskRoIHeads(RoIHeads):
         return positive[torch.randperm(positive.numel(), device=positive.device)[:cap]]
 
     def mask_loss(self, features, boxes, labels, gt_index, targets, image_shapes) -> dict[str, torch.Tensor]:
+        """The mask head's losses: ``loss_instance`` (BAR) and ``loss_semantic``, or ``loss_mask``."""
+        head = self.mask_head
         if not self.mask_loss_to_features:
             # the mask head still learns; the shared features see only the box and RPN losses
             features = {name: level.detach() for name, level in features.items()}
         rois = boxes_to_rois(boxes).to(features["0"].device)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
         pooled = self.mask_roi_pool.pool_rois(features, rois)
-        sizes = self.mask_head.stage_sizes if self.is_refinemask else (28,)
         per_image = [
-            stage_mask_targets(b, g, t, sizes, tuple(shape))
+            stage_mask_targets(b, g, t, head.stage_sizes, tuple(shape))
             for b, g, t, shape in zip(boxes, gt_index, targets, image_shapes)
         ]
-        stage_targets = [torch.cat([img[k] for img in per_image], dim=0) for k in range(len(sizes))]
-
-        if not self.is_refinemask:
-            logits = self.mask_predictor(self.mask_head(pooled))
-            if rois.shape[0] == 0:
-                return {"loss_mask": logits.sum() * 0}
-            logits = logits[torch.arange(rois.shape[0], device=logits.device), all_labels]
-            return {"loss_mask": F.binary_cross_entropy_with_logits(logits, stage_targets[0])}
+        stage_targets = [torch.cat([img[k] for img in per_image], dim=0) for k in range(len(head.stage_sizes))]
 
         p2 = features["0"]
-        semantic = self.mask_head.semantic_forward(p2)
-        stage_logits = self.mask_head.instance_forward(pooled, semantic, rois, all_labels - 1)
+        semantic = head.semantic_forward(p2)
+        stage_logits = head.instance_forward(pooled, semantic, rois, foreground_index(all_labels))
         if rois.shape[0] == 0:
             # no positive RoI: keep the graph connected (DDP needs every parameter used)
-            loss_instance = sum(s.sum() for s in stage_logits) * 0.0
+            loss = sum(s.sum() for s in stage_logits) * 0.0
+        elif head.refines_boundaries:
+            loss = bar_loss(stage_logits, stage_targets, self.bar_stage_weights, self.boundary_width)
         else:
-            loss_instance = bar_loss(stage_logits, stage_targets, self.bar_stage_weights, self.boundary_width)
-        semantic_logits = semantic[0]
-        if semantic_logits is None:  # the faster-better head: BAR loss only (docs/design.md §4.4)
-            return {"loss_instance": loss_instance}
-        padded = (p2.shape[-2] * self.mask_head.semantic_stride, p2.shape[-1] * self.mask_head.semantic_stride)
+            loss = F.binary_cross_entropy_with_logits(stage_logits[0][:, 0], stage_targets[0])
+        if not head.refines_boundaries:
+            return {"loss_mask": loss}
+        if semantic.logits is None:  # the faster-better head: BAR loss only (docs/design.md §4.4)
+            return {"loss_instance": loss}
+        padded = (p2.shape[-2] * head.semantic_stride, p2.shape[-1] * head.semantic_stride)
         sem_target = semantic_target([instance_union(t) for t in targets], padded, tuple(p2.shape[-2:]))
         box_only = [t["boxes"][~t["has_mask"]] if "has_mask" in t else t["boxes"][:0] for t in targets]
         weight = semantic_ignore_weight(box_only, padded, tuple(p2.shape[-2:]))
         return {
-            "loss_instance": loss_instance,
-            "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic_logits, sem_target, weight),
+            "loss_instance": loss,
+            "loss_semantic": self.semantic_loss_weight * semantic_loss(semantic.logits, sem_target, weight),
         }
 
     # -- inference --------------------------------------------------------------------------
 
     def predict_masks(self, features, boxes: list[torch.Tensor], labels: list[torch.Tensor], coarse: bool = False):
-        """Mask probabilities (N_i, 1, M, M) per image for the given detections.
+        """Mask probabilities (N_i, 1, M, M) per image for the given detections (labels in 1..C).
 
-        ``coarse=True`` returns RefineMask's 28×28 stage instead of the assembled 112×112 map,
-        to show what the refinement adds.
+        ``coarse=True`` returns the head's coarse stage (RefineMask's 28×28) instead of its final
+        map (the assembled 112×112), to show what the refinement adds.
         """
+        head = self.mask_head
+        if coarse and head.coarse_stage is None:
+            raise ValueError(f"{type(head).__name__} has no coarse stage")
         counts = [len(b) for b in boxes]
         rois = boxes_to_rois(boxes).to(features["0"].device)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
-        semantic = None
-        if self.is_refinemask:
-            # once per batch, not once per chunk as in the official code: same result, less work
-            semantic = self.mask_head.semantic_forward(features["0"])
-            size = self.mask_head.stage_sizes[1 if coarse else -1]
-        else:
-            size = 28
+        # once per batch, not once per chunk as in the official code: same result, less work
+        semantic = head.semantic_forward(features["0"])
+        size = head.coarse_size if coarse else head.output_size
         chunks = []
         for start in range(0, rois.shape[0], self.mask_chunk_size):
             r = rois[start : start + self.mask_chunk_size]
@@ -311,14 +338,11 @@ class MaskRoIHeads(RoIHeads):
 
         Args:
             rois: (N, 5) [batch_index, x1, y1, x2, y2]; labels: (N,) in 1..C.
-            semantic: the RefineMask head's ``semantic_forward`` output, computed here when not
-                given.
+            semantic: the mask head's ``semantic_forward`` output, computed here when not given.
         """
+        head = self.mask_head
         pooled = self.mask_roi_pool.pool_rois(features, rois)
-        if not self.is_refinemask:
-            logits = self.mask_predictor(self.mask_head(pooled))
-            return logits[torch.arange(rois.shape[0], device=logits.device), labels][:, None]
         if semantic is None:
-            semantic = self.mask_head.semantic_forward(features["0"])
-        stage_logits = self.mask_head.instance_forward(pooled, semantic, rois, labels - 1)
-        return stage_logits[1] if coarse else assemble_stage_logits(stage_logits)
+            semantic = head.semantic_forward(features["0"])
+        stage_logits = head.instance_forward(pooled, semantic, rois, foreground_index(labels))
+        return stage_logits[head.coarse_stage] if coarse else head.final_logits(stage_logits)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from refinemask.modeling.mask_head import MaskHeadInterface, SemanticOutput
 from refinemask.modeling.ops import resize_bilinear, roi_align, upsample_logits
 from refinemask.modeling.refinemask_head import MultiBranchFusion, conv_stack, plain_conv, select_class_logits
 
@@ -144,12 +145,13 @@ class SimpleFusionStage(nn.Module):
         return fused
 
 
-class SimpleRefineMaskHead(nn.Module):
+class SimpleRefineMaskHead(MaskHeadInterface, nn.Module):
     """The faster-better head: 14×14 RoI features + P2 -> mask logits at 14, 28, 56 and 112.
 
     Driven like :class:`~refinemask.modeling.refinemask_head.RefineMaskHead` (the same
-    :meth:`semantic_forward` / :meth:`instance_forward` split), so the RoI heads, the ONNX
-    export and the benchmarks treat both heads alike.
+    :meth:`semantic_forward` / :meth:`instance_forward` split, the mask-head interface of
+    :mod:`refinemask.modeling.mask_head`), so the RoI heads, the ONNX export and the benchmarks
+    treat every head alike.
 
     Args:
         stage_num_classes: classes of each stage's classifier; official [C, C, C, 1].
@@ -163,6 +165,9 @@ class SimpleRefineMaskHead(nn.Module):
         dilations: the dilated branches of each fusion stage.
         stage_sizes: supervision size of each stage (the first is the RoI feature size).
     """
+
+    # official coco/r50-refinemask-1x-faster-better values for the config fields left None
+    config_defaults = {"bar_stage_weights": (0.5, 0.75, 0.75, 1.0), "class_agnostic_last_stage": True}
 
     def __init__(
         self,
@@ -200,26 +205,25 @@ class SimpleRefineMaskHead(nn.Module):
     def class_agnostic_last_stage(self) -> bool:
         return self.stage_num_classes[-1] == 1
 
-    def semantic_forward(self, p2: torch.Tensor) -> tuple[None, list[torch.Tensor]]:
+    def semantic_forward(self, p2: torch.Tensor) -> SemanticOutput:
         """The per-image part of the head, independent of the RoIs.
 
         Args:
             p2: (B, F, h, w), the stride-4 FPN map (F = in_channels, 256 in the official models).
 
         Returns:
-            None (where :class:`RefineMaskHead` returns its semantic logits: this head has
-            none, so there is no semantic loss) and each stage's transformed semantic map
-            (B, C_k, h, w).
+            each stage's transformed semantic map ``stage_inputs`` (B, C_k, h, w); ``logits`` and
+            ``probs`` are None (this head has no semantic logits, so there is no semantic loss).
         """
         x = p2
         for conv in self.semantic_convs:
             x = conv(x)
-        return None, [stage.transform_semantic(x) for stage in self.stages]
+        return SemanticOutput(None, [stage.transform_semantic(x) for stage in self.stages], None)
 
     def instance_forward(
         self,
         instance_feats: torch.Tensor,
-        semantic: tuple[None, list[torch.Tensor]],
+        semantic: SemanticOutput,
         rois: torch.Tensor,
         labels: torch.Tensor,
     ) -> list[torch.Tensor]:
@@ -234,7 +238,7 @@ class SimpleRefineMaskHead(nn.Module):
         Returns:
             logits (N, 1, S, S) for each stage size S (14, 28, 56, 112).
         """
-        _, stage_inputs = semantic
+        stage_inputs = semantic.stage_inputs
         x = instance_feats
         for conv in self.instance_convs:
             x = conv(x)

@@ -108,25 +108,30 @@ class DetectionTransform(nn.Module):
         batch = torch.stack([F.pad(x, (0, pw - x.shape[-1], 0, ph - x.shape[-2])) for x in resized])
         return ImageList(batch, [(int(h), int(w)) for h, w in sizes]), targets
 
-    def postprocess(self, results: list[dict], image_sizes, original_sizes, original_boxes=None) -> list[dict]:
-        """Boxes back to the input image's pixels; mask predictions pasted into it.
+    def postprocess(
+        self, results: list[dict], image_sizes, original_sizes, original_boxes=None, mask_output: str | None = None
+    ) -> list[dict]:
+        """Boxes back to the input image's pixels; mask predictions (and coarse ones) pasted into it.
 
-        With ``mask_output == "box"`` the masks stay the head's squares, in a
-        :class:`~refinemask.modeling.box_masks.BoxMasks` with the boxes and the image's size.
+        With ``mask_output == "box"`` (the call's, or ``self.mask_output`` when None) the masks
+        stay the head's squares, in a :class:`~refinemask.modeling.box_masks.BoxMasks` with the
+        boxes and the image's size.
 
         ``original_boxes``: per image, the boxes already in the input image's pixels (boxes
         given to the model), taken as they are: scaling them there and back would move them by
         float rounding.
         """
+        form = check_mask_output(self.mask_output if mask_output is None else mask_output, "mask_output")
         for i, (r, (h, w), (oh, ow)) in enumerate(zip(results, image_sizes, original_sizes)):
             if original_boxes is not None:
                 r["boxes"] = original_boxes[i].to(r["boxes"])
             else:
                 scale = r["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
                 r["boxes"] = r["boxes"] * scale
-            if "masks" in r:
-                masks = BoxMasks(r["masks"], r["boxes"], (oh, ow))
-                r["masks"] = masks if check_mask_output(self.mask_output) == "box" else masks.to_image()
+            for key in ("masks", "coarse_masks"):
+                if key in r:
+                    masks = BoxMasks(r[key], r["boxes"], (oh, ow))
+                    r[key] = masks if form == "box" else masks.to_image()
         return results
 
 

@@ -335,9 +335,9 @@ class DemoServer:
     def info(self) -> dict:
         cfg = self.model.config
         heads = self.model.roi_heads
-        stages = {"final": int(heads.mask_head.stage_sizes[-1]) if heads.is_refinemask else 28}
-        if heads.is_refinemask:
-            stages["coarse"] = int(heads.mask_head.stage_sizes[1])
+        stages = {"final": heads.mask_head.output_size}
+        if heads.mask_head.coarse_size is not None:
+            stages["coarse"] = heads.mask_head.coarse_size
         return {
             "model": {
                 "mask_head": cfg.mask_head,
