@@ -101,8 +101,9 @@ def speed_rows(args) -> list[dict]:
     from refinemask import build_model
     from refinemask.model_files import save_weights
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from speed import MASK_HEADS, model_options
+    # the script's folder is on sys.path when it runs (and in tests/test_benchmarks.py)
+    from common import model_options
+    from speed import MASK_HEADS
 
     rows = []
     for size in args.sizes:
