@@ -113,13 +113,8 @@ def threshold_keeping(model: nn.Module, image: np.ndarray, count: int = 10) -> f
     candidates), so that a score rounding differently in another runtime does not move a
     detection across it; half the lowest score when there are no more than ``count``.
     """
-    heads = model.roi_heads
-    saved = heads.score_thresh
-    heads.score_thresh = 0.0
-    try:
-        scores = detect(model, [as_image_tensor(image)])[0]["scores"].sort(descending=True).values.tolist()
-    finally:
-        heads.score_thresh = saved
+    # a call option, so the model is left as it was
+    scores = detect(model, [as_image_tensor(image)], score_thresh=0.0)[0]["scores"].sort(descending=True).values.tolist()
     if not scores:
         raise RefineMaskError("the model gives no detection at all, even at score threshold 0")
     if len(scores) <= count:
